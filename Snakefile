@@ -1,0 +1,26 @@
+# qualcode: LLM-assisted qualitative coding, reproducibly.
+#
+#   data/raw/*  --ingest-->  documents  --chunk-->  chunks  --code (shards)-->  answers  --tables-->  Parquet
+#
+# Settings: config/config.yaml (cite it), the codebook and the prompt templates it names.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/chunk.smk"
+include: "workflow/rules/codebook.smk"
+include: "workflow/rules/code.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        final_outputs,
+    default_target: True

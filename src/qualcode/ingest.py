@@ -1,0 +1,495 @@
+"""Reading input files into normalised documents.
+
+Every format ends up as the same `Document`: normalised text, where it came from, how it was decoded, and the
+speaker turns found in it. Files that cannot be read raise `InputError`; `ingest` decides whether that skips the
+file or stops the run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import unicodedata
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import IngestConfig, TableInput
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A speaker turn: [start, end) character offsets into Document.text, label included."""
+
+    speaker: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text to code: a whole file, or one row of a CSV or JSONL file."""
+
+    doc_id: str
+    source_file: str
+    format: str
+    encoding: str
+    text: str
+    turns: tuple[Turn, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestProblem:
+    """A file (or row) that could not be read; it goes to the failures table."""
+
+    source_file: str
+    problem: str
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding files
+
+
+def discover(root: Path, include: list[str]) -> list[Path]:
+    """Files under `root` matching any glob in `include`, hidden ones skipped, sorted by relative path."""
+    if not root.is_dir():
+        raise InputError(str(root), "input directory not found; check ingest.input_dir")
+    found: dict[str, Path] = {}
+    for pattern in include:
+        try:
+            matches = list(root.glob(pattern))
+        except (ValueError, NotImplementedError) as exc:
+            raise InputError(str(root), f"invalid glob pattern {pattern!r} in ingest.include ({exc})") from None
+        for path in matches:
+            rel = path.relative_to(root)
+            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+                found[rel.as_posix()] = path
+    return [found[key] for key in sorted(found)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bytes to clean text
+
+_BOMS = (
+    # UTF-32 first: its little-endian BOM starts with the UTF-16 one.
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+)
+_TEXT_CONTROLS = frozenset("\t\n\r\f\v")
+# Real text has almost no control characters; binary data decoded as latin-1 has plenty.
+_MAX_CONTROL_SHARE = 0.1
+
+
+def decode(data: bytes, source_file: str) -> tuple[str, str]:
+    """Decode bytes as text; returns (text, encoding name). Falls back to cp1252, then latin-1, with a warning."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    source_file, f"starts with a {encoding} byte-order mark but is not {encoding} ({exc.reason})"
+                ) from None
+            _reject_binary(text, source_file)
+            return text, encoding
+    if b"\x00" in data:
+        raise InputError(
+            source_file, "binary file (contains NUL bytes); only text, .docx, captions and tables are read"
+        )
+    try:
+        text, encoding = data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        try:
+            text, encoding = data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            text, encoding = data.decode("latin-1"), "latin-1"
+        _reject_binary(text, source_file)
+        logger.warning(
+            "%s: not valid UTF-8, decoded as %s; check accented letters and quotes, or save the file as UTF-8",
+            source_file,
+            encoding,
+        )
+        return text, encoding
+    _reject_binary(text, source_file)
+    return text, encoding
+
+
+def _reject_binary(text: str, source_file: str) -> None:
+    controls = sum(1 for ch in text if ch not in _TEXT_CONTROLS and unicodedata.category(ch) == "Cc")
+    if "\x00" in text or (text and controls / len(text) > _MAX_CONTROL_SHARE):
+        raise InputError(
+            source_file, "binary file (NUL or many control characters); only text, .docx, captions and tables are read"
+        )
+
+
+_BLANK_RUN = re.compile(r"\n{3,}")
+
+
+def normalise(text: str) -> str:
+    """LF line ends, no trailing spaces, NFC, no BOM, at most one blank line in a row, no blank lines at the ends."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
+    text = unicodedata.normalize("NFC", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _BLANK_RUN.sub("\n\n", text).strip("\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Speaker turns
+
+# A candidate label is everything before the first colon on a line; the colon must be followed by a space or the
+# line end, which rules out times ("10:30") and URLs ("http://").
+_LABEL_LINE = re.compile(r"^[ \t]*(?P<label>[^\n:]{1,40}):(?=[ \t]|$)", re.MULTILINE)
+_LABEL_WORD = re.compile(r"[^\W\d_][\w'’-]*\.?|\d+", re.UNICODE)
+_MAX_LABEL_WORDS = 4
+
+
+def _is_label(label: str) -> bool:
+    """1 to 4 words, each capitalised, all-caps or a number; "." only closing an abbreviation ("Dr.")."""
+    words = label.split()
+    if not 1 <= len(words) <= _MAX_LABEL_WORDS:
+        return False
+    if all(word.isdigit() for word in words):
+        return False  # "1: first point" is a numbered list, not a speaker
+    return all(_LABEL_WORD.fullmatch(word) and (word.isdigit() or word[0].isupper()) for word in words)
+
+
+def detect_turns(text: str) -> tuple[Turn, ...]:
+    """Speaker turns in normalised text; text before the first label belongs to no turn."""
+    starts = [
+        (match.group("label").strip(), match.start("label"))
+        for match in _LABEL_LINE.finditer(text)
+        if _is_label(match.group("label"))
+    ]
+    turns = []
+    for i, (speaker, start) in enumerate(starts):
+        end = starts[i + 1][1] if i + 1 < len(starts) else len(text)
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        turns.append(Turn(speaker=speaker, start=start, end=end))
+    return tuple(turns)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Readers: one per format, each taking the file's bytes and returning documents
+
+
+def read_document_file(path: Path, root: Path, table: TableInput) -> list[Document]:
+    """Read one file into documents (one per file, or one per row for tables)."""
+    rel = _relative(path, root)
+    fmt = path.suffix.lower().removeprefix(".")
+    reader = _READERS.get(fmt)
+    if reader is None:
+        supported = ", ".join(f".{name}" for name in _READERS)
+        raise InputError(rel, f"unsupported file type '{path.suffix}'; supported: {supported}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(rel, f"cannot be read ({exc.strerror or exc})") from None
+    if not data.strip():
+        raise InputError(rel, "empty file")
+    return reader(data, rel, fmt, table)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+
+def _single(rel: str, fmt: str, encoding: str, text: str, turns: tuple[Turn, ...] | None = None) -> list[Document]:
+    if not text:
+        raise InputError(rel, "empty: no text after removing whitespace")
+    return [
+        Document(
+            doc_id=rel,
+            source_file=rel,
+            format=fmt,
+            encoding=encoding,
+            text=text,
+            turns=detect_turns(text) if turns is None else turns,
+        )
+    ]
+
+
+def _read_text(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+    text, encoding = decode(data, rel)
+    return _single(rel, fmt, encoding, normalise(text))
+
+
+def _read_docx(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+    import docx  # deferred: python-docx pulls in lxml, which only .docx inputs need
+
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise InputError(rel, "not a valid .docx (not a zip archive); re-save it from Word as .docx")
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors... for broken packages
+        raise InputError(rel, f"not a valid .docx ({type(exc).__name__}: {exc})") from None
+    paragraphs = [text for text in _docx_blocks(document) if text.strip()]
+    return _single(rel, fmt, "docx", normalise("\n\n".join(paragraphs)))
+
+
+def _docx_blocks(document) -> Iterable[str]:
+    """Paragraph texts in reading order, table cells included, so answers in a table are not lost."""
+    from docx.table import Table
+
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            yield from _table_cells(block)
+        else:
+            yield block.text
+
+
+def _table_cells(table) -> Iterable[str]:
+    for row in table.rows:
+        seen = set()
+        for cell in row.cells:
+            # A merged cell appears once per grid column it spans; its text should appear once.
+            if id(cell._tc) in seen:
+                continue
+            seen.add(id(cell._tc))
+            yield cell.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Captions
+
+
+def _read_captions(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+    import webvtt
+    from webvtt.errors import MalformedCaptionError, MalformedFileError
+
+    text, encoding = decode(data, rel)
+    text = text.removeprefix("\ufeff")
+    _check_timings(text, rel)
+    try:
+        captions = webvtt.from_buffer(io.StringIO(text), format=fmt).captions
+    except (MalformedFileError, MalformedCaptionError, ValueError) as exc:
+        raise InputError(rel, f"not a valid .{fmt} file: broken timestamps or cue layout ({exc})") from None
+    cues = [_cue(caption.voice, caption.text) for caption in captions]
+    rendered, turns = _render_cues(_merge_speakers(cue for cue in cues if cue[1]))
+    return _single(rel, fmt, encoding, rendered, turns)
+
+
+_TIMESTAMP = r"(?:\d+:)?\d{1,2}:\d{1,2}[.,]\d{1,3}"
+_TIMINGS = re.compile(rf"\s*{_TIMESTAMP}\s*-->\s*{_TIMESTAMP}(?:\s.*)?")
+
+
+def _check_timings(text: str, rel: str) -> None:
+    """Fail on a broken timing line: webvtt-py drops such cues silently, losing what was said."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if "-->" in line and not _TIMINGS.fullmatch(line):
+            raise InputError(rel, f"broken timestamps on line {number}: {line.strip()!r}")
+
+
+def _cue(voice: str | None, text: str) -> tuple[str | None, str]:
+    """(speaker, one-line text) of a cue; the speaker is the voice tag or a leading "NAME:" label."""
+    text = " ".join(unicodedata.normalize("NFC", text).split())
+    if voice:
+        return " ".join(unicodedata.normalize("NFC", voice).split()), text
+    match = _LABEL_LINE.match(text)
+    if match and _is_label(match.group("label")):
+        return match.group("label").strip(), text[match.end() :].strip()
+    return None, text
+
+
+def _merge_speakers(cues: Iterable[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
+    """Consecutive cues of one speaker become one turn; cues without a speaker stay separate."""
+    merged: list[tuple[str | None, str]] = []
+    for speaker, text in cues:
+        if speaker is not None and merged and merged[-1][0] == speaker:
+            merged[-1] = (speaker, f"{merged[-1][1]} {text}".strip())
+        else:
+            merged.append((speaker, text))
+    return merged
+
+
+def _render_cues(cues: list[tuple[str | None, str]]) -> tuple[str, tuple[Turn, ...]]:
+    """ "Speaker: text" lines separated by blank lines; turns come from the cues, not from re-parsing the text."""
+    parts: list[str] = []
+    turns: list[Turn] = []
+    offset = 0
+    for speaker, text in cues:
+        line = f"{speaker}: {text}".rstrip() if speaker else text
+        if speaker:
+            turns.append(Turn(speaker=speaker, start=offset, end=offset + len(line)))
+        parts.append(line)
+        offset += len(line) + 2
+    return "\n\n".join(parts), tuple(turns)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables: one row is one document
+
+
+def _read_csv(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+    import pandas as pd
+
+    text, encoding = decode(data, rel)
+    try:
+        frame = pd.read_csv(io.StringIO(text.removeprefix("\ufeff")), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(rel, "empty: no header row") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(rel, f"not a valid CSV file ({exc})") from None
+    columns = [str(column) for column in frame.columns]
+    # Short rows come back as NaN even with keep_default_na=False; an absent cell is empty text.
+    rows = [
+        {column: value if isinstance(value, str) else "" for column, value in zip(columns, values, strict=True)}
+        for values in frame.itertuples(index=False, name=None)
+    ]
+    return _table_documents(rows, columns, rel, fmt, encoding, table)
+
+
+def _read_jsonl(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+    text, encoding = decode(data, rel)
+    rows: list[dict[str, str]] = []
+    columns: dict[str, None] = {}  # ordered set: columns in order of first appearance
+    # split("\n"), not splitlines(): JSON strings may hold a raw U+2028, which splitlines() breaks on.
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(rel, f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise InputError(rel, f"line {number} is not a JSON object (got {type(record).__name__})")
+        columns.update(dict.fromkeys(record))
+        rows.append({key: _cell(value) for key, value in record.items()})
+    return _table_documents(rows, list(columns), rel, fmt, encoding, table)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _table_documents(
+    rows: list[dict[str, str]], columns: list[str], rel: str, fmt: str, encoding: str, table: TableInput
+) -> list[Document]:
+    """Rows to documents: id, normalised text and metadata columns, as `table` maps them."""
+    if not rows:
+        raise InputError(rel, "empty: no rows")
+    present = ", ".join(columns) or "(none)"
+    if table.text_column not in columns:
+        raise InputError(
+            rel, f"no text column '{table.text_column}' (columns: {present}); set ingest.table.text_column"
+        )
+    if table.id_column is not None and table.id_column not in columns:
+        raise InputError(
+            rel,
+            f"no id column '{table.id_column}' (columns: {present}); set ingest.table.id_column, "
+            "or null to number the rows",
+        )
+    metadata_columns = _metadata_columns(columns, rel, table)
+
+    documents = []
+    for number, row in enumerate(rows, start=1):
+        row_id = str(number) if table.id_column is None else row.get(table.id_column, "").strip()
+        text = normalise(row.get(table.text_column, ""))
+        if not text:
+            logger.warning("%s: row %s has no text in column '%s'; skipped", rel, row_id or number, table.text_column)
+            continue
+        if not row_id:
+            raise InputError(rel, f"row {number} has an empty id in column '{table.id_column}'")
+        documents.append(
+            Document(
+                doc_id=f"{rel}#{row_id}",
+                source_file=rel,
+                format=fmt,
+                encoding=encoding,
+                text=text,
+                turns=detect_turns(text),
+                metadata={column: row.get(column, "") for column in metadata_columns},
+            )
+        )
+    if not documents:
+        raise InputError(rel, f"empty: every row's '{table.text_column}' is empty")
+    _reject_duplicate_ids(documents, rel, table)
+    return documents
+
+
+def _metadata_columns(columns: list[str], rel: str, table: TableInput) -> list[str]:
+    if table.metadata_columns is None:
+        return [column for column in columns if column not in (table.id_column, table.text_column)]
+    missing = [column for column in table.metadata_columns if column not in columns]
+    if missing:
+        raise InputError(
+            rel,
+            f"no metadata column(s) {', '.join(missing)} (columns: {', '.join(columns)}); "
+            "set ingest.table.metadata_columns",
+        )
+    return list(table.metadata_columns)
+
+
+def _reject_duplicate_ids(documents: list[Document], rel: str, table: TableInput) -> None:
+    counts = Counter(document.doc_id.removeprefix(f"{rel}#") for document in documents)
+    duplicates = sorted(row_id for row_id, count in counts.items() if count > 1)
+    if duplicates:
+        raise InputError(
+            rel,
+            f"duplicate ids in column '{table.id_column}': {', '.join(duplicates)}; ids must be unique "
+            "(or set ingest.table.id_column to null to number the rows)",
+        )
+
+
+_READERS: dict[str, Callable[[bytes, str, str, TableInput], list[Document]]] = {
+    "txt": _read_text,
+    "md": _read_text,
+    "docx": _read_docx,
+    "vtt": _read_captions,
+    "srt": _read_captions,
+    "csv": _read_csv,
+    "jsonl": _read_jsonl,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole corpus
+
+
+def ingest(paths: list[Path], root: Path, cfg: IngestConfig) -> tuple[list[Document], list[IngestProblem]]:
+    """Read every path; unreadable files are skipped and reported, or stop the run, as `cfg.on_error` says."""
+    documents: list[Document] = []
+    problems: list[IngestProblem] = []
+    for path in paths:
+        try:
+            documents.extend(read_document_file(path, root, cfg.table))
+        except InputError as exc:
+            if cfg.on_error == "fail":
+                raise
+            logger.error("skipped %s", exc)
+            problems.append(IngestProblem(source_file=exc.source_file, problem=exc.problem))
+    _reject_duplicate_doc_ids(documents)
+    return sorted(documents, key=lambda document: document.doc_id), problems
+
+
+def _reject_duplicate_doc_ids(documents: list[Document]) -> None:
+    first_source: dict[str, str] = {}
+    for document in documents:
+        if document.doc_id in first_source:
+            raise InputError(
+                document.source_file,
+                f"document id '{document.doc_id}' is also produced by {first_source[document.doc_id]}; "
+                "each input must be read once",
+            )
+        first_source[document.doc_id] = document.source_file

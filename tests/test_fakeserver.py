@@ -1,0 +1,350 @@
+"""Tests for the OpenAI-compatible fake server, driven by the real ``openai`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.request
+
+import jsonschema
+import openai
+import pytest
+from fakeserver import (
+    INVALID_JSON_CONTENT,
+    FakeServer,
+    Fault,
+    body_hash,
+    generate_instance,
+)
+
+API_KEY = "sk-test-fake"
+
+CODING_SCHEMA = {
+    "$defs": {
+        "Assignment": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "enum": ["trust", "cost", "access"]},
+                "quote": {"type": "string", "minLength": 1, "maxLength": 40},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                "rationale": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]},
+            },
+            "required": ["code", "quote", "confidence", "rationale"],
+            "additionalProperties": False,
+        }
+    },
+    "type": "object",
+    "properties": {
+        "assignments": {"type": "array", "items": {"$ref": "#/$defs/Assignment"}, "minItems": 1, "maxItems": 5},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}, "maxItems": 1},
+        "flagged": {"type": "boolean"},
+        "n": {"type": "integer", "minimum": 3},
+        "note": {"type": ["string", "null"]},
+        "nothing": {"type": "null"},
+    },
+    "required": ["assignments", "tags", "flagged", "n", "note", "nothing"],
+    "additionalProperties": False,
+}
+
+SEGMENT = "I never trusted the clinic after they lost my records twice."
+
+
+def _messages(text: str = SEGMENT) -> list[dict]:
+    return [
+        {"role": "system", "content": "You are a careful qualitative coder."},
+        {"role": "user", "content": text},
+    ]
+
+
+def _json_schema_format(schema: dict = CODING_SCHEMA) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "coding", "schema": schema, "strict": True}}
+
+
+@pytest.fixture
+def fake():
+    with FakeServer(seed=7) as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake):
+    return openai.OpenAI(base_url=fake.base_url, api_key=API_KEY, max_retries=0, timeout=10)
+
+
+def _ask(client, **kwargs):
+    kwargs.setdefault("model", "fake-model-1")
+    kwargs.setdefault("messages", _messages())
+    kwargs.setdefault("response_format", _json_schema_format())
+    return client.chat.completions.create(**kwargs)
+
+
+def test_json_schema_answer_validates(fake, client):
+    resp = _ask(client)
+    assert resp.object == "chat.completion"
+    assert resp.model == "fake-model-1"
+    assert resp.system_fingerprint == "fp_fake"
+    choice = resp.choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.message.role == "assistant"
+    answer = json.loads(choice.message.content)
+    jsonschema.validate(answer, CODING_SCHEMA)
+    assert answer["assignments"][0]["code"] == "trust"
+    assert answer["tags"] == ["a"]
+    assert answer["n"] == 3
+    assert resp.usage.completion_tokens == len(choice.message.content.split())
+    assert resp.usage.prompt_tokens == len(SEGMENT.split()) + 6
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+
+
+def test_quote_is_grounded_in_last_user_message(client):
+    answer = json.loads(_ask(client).choices[0].message.content)
+    quote = answer["assignments"][0]["quote"]
+    assert quote == "I never trusted the clinic"
+    assert quote in SEGMENT
+
+
+def test_json_object_with_schema_validates(client):
+    schema = {"type": "object", "properties": {"label": {"type": "string", "maxLength": 2}}, "required": ["label"]}
+    resp = _ask(client, response_format={"type": "json_object", "schema": schema})
+    answer = json.loads(resp.choices[0].message.content)
+    jsonschema.validate(answer, schema)
+    assert len(answer["label"]) <= 2
+
+
+def test_no_schema_gives_empty_object(client):
+    resp = _ask(client, response_format=openai.NOT_GIVEN)
+    assert resp.choices[0].message.content == "{}"
+
+
+def test_script_rate_limit_then_invalid_json_then_valid(fake, client):
+    fake.script = [Fault("status", status=429, retry_after=1), Fault("invalid_json"), None]
+    with pytest.raises(openai.RateLimitError) as excinfo:
+        _ask(client)
+    assert excinfo.value.status_code == 429
+    assert excinfo.value.response.headers["retry-after"] == "1"
+    assert excinfo.value.body["message"] == "injected fault"
+    assert excinfo.value.code == "rate_limit_exceeded"
+
+    content = _ask(client).choices[0].message.content
+    assert content == INVALID_JSON_CONTENT
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(content)
+
+    jsonschema.validate(json.loads(_ask(client).choices[0].message.content), CODING_SCHEMA)
+    assert fake.script == []
+    assert fake.count() == 3
+
+
+def test_status_500_is_internal_server_error(fake, client):
+    fake.script = [Fault("status", message="boom")]
+    with pytest.raises(openai.InternalServerError, match="boom"):
+        _ask(client)
+
+
+def test_schema_invalid_content(fake, client):
+    fake.script = [Fault("schema_invalid")]
+    answer = json.loads(_ask(client).choices[0].message.content)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(answer, CODING_SCHEMA)
+
+
+def test_truncated_has_finish_reason_length(fake, client):
+    fake.script = [Fault("truncated")]
+    resp = _ask(client)
+    assert resp.choices[0].finish_reason == "length"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(resp.choices[0].message.content)
+
+
+def test_counts_and_hashes(fake, client):
+    _ask(client)
+    _ask(client)
+    _ask(client, messages=_messages("Something else entirely."))
+    assert fake.count() == 3
+    assert len(fake.requests) == 3
+    first = fake.requests[0]
+    assert first["model"] == "fake-model-1"
+    assert first["messages"][1]["content"] == SEGMENT
+    counts = fake.counts_by_hash()
+    assert sorted(counts.values()) == [1, 2]
+    assert counts[body_hash(first)] == 2
+    assert body_hash(first) == body_hash(json.loads(json.dumps(first, sort_keys=True)))
+
+
+def test_headers_recorded_with_auth(fake, client):
+    _ask(client)
+    assert fake.headers[0]["authorization"] == f"Bearer {API_KEY}"
+    assert fake.headers[0]["content-type"] == "application/json"
+
+
+def test_reset_raises_connection_error(fake, client):
+    fake.script = [Fault("reset")]
+    with pytest.raises(openai.APIConnectionError) as excinfo:
+        _ask(client)
+    assert not isinstance(excinfo.value, openai.APITimeoutError)
+    assert fake.count() == 1
+    jsonschema.validate(json.loads(_ask(client).choices[0].message.content), CODING_SCHEMA)
+
+
+def test_hang_times_out_and_stop_is_prompt():
+    server = FakeServer().start()
+    try:
+        server.script = [Fault("hang")]
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(openai.APITimeoutError):
+            _ask(client)
+        assert time.monotonic() - t0 < 5
+    finally:
+        t0 = time.monotonic()
+        server.stop()
+        assert time.monotonic() - t0 < 2
+
+
+def test_stop_is_prompt_while_hang_in_flight():
+    server = FakeServer().start()
+    server.script = [Fault("hang")]
+    client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=20)
+    errors = []
+
+    def call():
+        try:
+            _ask(client)
+        except openai.APIConnectionError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while server.count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    server.stop()
+    assert time.monotonic() - t0 < 2
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+
+
+def test_stream_rejected(fake, client):
+    with pytest.raises(openai.BadRequestError):
+        _ask(client, stream=True)
+    assert fake.count() == 1
+
+
+def test_models_endpoint(fake, client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["fake-model-1"]
+    with urllib.request.urlopen(f"{fake.base_url}/models", timeout=5) as resp:
+        assert json.load(resp)["data"][0]["id"] == "fake-model-1"
+
+
+def test_answer_fn_overrides_generator(fake, client):
+    fake.answer_fn = lambda body: json.dumps({"echo": body["messages"][-1]["content"]})
+    assert json.loads(_ask(client).choices[0].message.content) == {"echo": SEGMENT}
+    fake.script = [Fault("truncated")]
+    assert _ask(client).choices[0].finish_reason == "length"
+
+
+def _outcomes(seed: int, n: int = 30) -> list[str]:
+    out = []
+    with FakeServer(seed=seed) as server:
+        server.fault_rates = {"status:503": 0.2, "invalid_json": 0.2, "truncated": 0.1}
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=5)
+        for i in range(n):
+            try:
+                resp = _ask(client, messages=_messages(f"segment {i % 10}"))
+                content = resp.choices[0].message.content
+                if resp.choices[0].finish_reason == "length":
+                    out.append("truncated")
+                elif content == INVALID_JSON_CONTENT:
+                    out.append("invalid_json")
+                else:
+                    out.append("ok")
+            except openai.InternalServerError as exc:
+                assert exc.status_code == 503
+                out.append("503")
+    return out
+
+
+def test_fault_rates_are_deterministic_under_seed():
+    a = _outcomes(seed=1)
+    assert a == _outcomes(seed=1)
+    assert {"ok", "503", "invalid_json"} <= set(a)
+    assert a != _outcomes(seed=2)
+
+
+def test_latency():
+    with FakeServer(latency=(0.2, 0.3)) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=5)
+        t0 = time.monotonic()
+        _ask(client)
+        assert 0.2 <= time.monotonic() - t0 < 2
+
+
+def test_async_client_concurrent(fake):
+    async def run() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=fake.base_url, api_key=API_KEY, max_retries=0, timeout=10) as aclient:
+            tasks = [
+                aclient.chat.completions.create(
+                    model="fake-model-1", messages=_messages(f"segment {i}"), response_format=_json_schema_format()
+                )
+                for i in range(20)
+            ]
+            return [r.choices[0].message.content for r in await asyncio.gather(*tasks)]
+
+    contents = asyncio.run(run())
+    for content in contents:
+        jsonschema.validate(json.loads(content), CODING_SCHEMA)
+    assert fake.count() == 20
+    assert len(fake.counts_by_hash()) == 20
+
+
+def test_retries_reuse_same_body(fake):
+    fake.script = [Fault("status", status=503, retry_after=0.01), Fault("reset")]
+    client = openai.OpenAI(base_url=fake.base_url, api_key=API_KEY, max_retries=2, timeout=5)
+    jsonschema.validate(json.loads(_ask(client).choices[0].message.content), CODING_SCHEMA)
+    assert fake.count() == 3
+    assert list(fake.counts_by_hash().values()) == [3]
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "minLength": 10, "maxLength": 12},
+        {"type": "integer", "exclusiveMinimum": 4, "maximum": 9},
+        {"type": "number", "maximum": -2.5},
+        {"type": "integer", "exclusiveMaximum": 0},
+        {"type": "array", "items": {"enum": ["x", "y", "z"]}, "minItems": 2, "uniqueItems": True},
+        {"type": "array", "items": {"type": "integer"}, "maxItems": 0},
+        {"type": "array", "prefixItems": [{"type": "boolean"}, {"const": 3}], "minItems": 2},
+        {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, {"type": "null"}]},
+        {"allOf": [{"properties": {"x": {"type": "string"}}, "required": ["x"]}, {"required": ["y"]}]},
+        {"type": "object", "required": ["k"], "additionalProperties": {"type": "integer"}, "minProperties": 3},
+        {"type": "string", "format": "date-time"},
+        {
+            "$defs": {"node": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}},
+            "$ref": "#/$defs/node",
+        },
+        {"type": "object", "properties": {"quote": {"type": "string", "maxLength": 9}}},
+        True,
+        {},
+    ],
+)
+def test_generator_validates(schema):
+    jsonschema.validate(generate_instance(schema, "  Hello   world, this is\na transcript line."), schema)
+
+
+def test_generator_quote_is_verbatim_prefix():
+    text = "  Hello   world, this is\na transcript line."
+    schema = {"type": "object", "properties": {"quote": {"type": "string"}}}
+    assert generate_instance(schema, text) == {"quote": "Hello   world, this is\na"}
+    short = {"type": "object", "properties": {"quote": {"type": "string", "maxLength": 9}}}
+    assert generate_instance(short, text) == {"quote": "Hello   w"}
+
+
+def test_unknown_fault_kind_rejected():
+    with pytest.raises(ValueError):
+        Fault("explode")

@@ -1,0 +1,13 @@
+checkpoint chunk:
+    input:
+        documents=f"{RESULTS}/documents.parquet",
+    output:
+        chunks=f"{RESULTS}/chunks.parquet",
+    log:
+        f"{RESULTS}/logs/chunk/chunk.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/chunk/chunk.tsv"
+    params:
+        chunking=CFG.chunking.model_dump(mode="json"),
+    script:
+        "../scripts/chunk.py"

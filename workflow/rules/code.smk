@@ -1,0 +1,25 @@
+# One job per shard of chunks, not per chunk: Snakemake's per-job cost would dwarf the work at
+# thousands of chunks. Requests inside a job run concurrently; the llm_requests resource caps the total.
+
+
+rule code_shard:
+    input:
+        chunks=f"{RESULTS}/chunks.parquet",
+        codebook=CFG.codebook,
+        system=CFG.prompts["system"],
+        user=CFG.prompts["user"],
+    output:
+        results=f"{RESULTS}/work/shards/{{shard}}.parquet",
+    log:
+        f"{RESULTS}/logs/code_shard/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/code_shard/{{shard}}.tsv"
+    params:
+        llm=CFG.llm.model_dump(mode="json"),
+        shard_size=CFG.coding.shard_size,
+        cache_dir=CFG.cache_dir,
+    threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
+    resources:
+        llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
+    script:
+        "../scripts/code_shard.py"

@@ -1,0 +1,14 @@
+rule ingest:
+    input:
+        INPUTS,
+    output:
+        documents=f"{RESULTS}/documents.parquet",
+        problems=f"{RESULTS}/work/ingest_failures.parquet",
+    log:
+        f"{RESULTS}/logs/ingest/ingest.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest/ingest.tsv"
+    params:
+        ingest=CFG.ingest.model_dump(mode="json"),
+    script:
+        "../scripts/ingest.py"

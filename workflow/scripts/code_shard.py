@@ -1,0 +1,15 @@
+"""Code one shard of chunks: from the cache where possible, else by the model; every chunk gets a row."""
+
+from qualcode import cache, codebook, coding, config, logs, prompts, tables
+
+with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
+    inp, params = snakemake.input, snakemake.params  # noqa: F821
+    llm = config.LLMConfig.model_validate(params.llm)
+    cb = codebook.load(inp.codebook)
+    templates = prompts.load(inp.system, inp.user, cb, llm.structured_output)
+    first = int(snakemake.wildcards.shard) * params.shard_size  # noqa: F821
+    chunks = tables.read_chunks(inp.chunks)[first : first + params.shard_size]
+    with cache.AnswerCache(params.cache_dir) as answers:
+        results = coding.code_chunks(chunks, llm, templates, answers)
+    tables.write(tables.results_table(results), snakemake.output.results)  # noqa: F821
+    log.info("done: %s", coding.progress(results, len(chunks)))
