@@ -24,9 +24,21 @@ def codebook():
     return codebook_mod.load(DATA / "codebook.yaml")
 
 
+def _quote_the_passage(body: dict) -> str:
+    """Valid answers whose quotes are the passage's first words, so grounding has something to find."""
+    import json
+
+    from fakeserver import generate_instance, request_schema
+
+    user = body["messages"][-1]["content"]
+    passage = user.split('"""')[1].strip() if user.count('"""') >= 2 else user
+    return json.dumps(generate_instance(request_schema(body), passage))
+
+
 @pytest.fixture
 def fake_server():
     from fakeserver import FakeServer
 
     with FakeServer(seed=1) as server:
+        server.answer_fn = _quote_the_passage
         yield server

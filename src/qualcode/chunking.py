@@ -109,7 +109,7 @@ class _Chunker:
         self.offsets = self._token_offsets()
         # Cuts are placed before the text a turn starts with, whatever whitespace its offset points at.
         self.turn_starts = {_WS_OPT.match(text, t.start).end() for t in doc.turns if 0 <= t.start < self.n}
-        self.turns = sorted(doc.turns, key=lambda t: (t.start, t.end))
+        self.turns = sorted(doc.turns, key=lambda t: t.start)
         self.turn_start_list = [t.start for t in self.turns]
         self.turn_end_max = list(accumulate((t.end for t in self.turns), max))
 
@@ -226,7 +226,7 @@ class _Chunker:
             return after
         target = self.offsets[i_end - self.overlap]
         window_lo = self.offsets[max(i_end - (3 * self.overlap + 1) // 2, i_start)]
-        window_hi = self.offsets[i_end - self.overlap // 2]
+        window_hi = self.offsets[min(i_end - self.overlap // 2, len(self.offsets) - 1)]
         best: tuple[int, int] | None = None  # (rank, distance to target)
         chosen = after
         for q, p in self._runs(max(window_lo, start), min(window_hi, end - 1)):
@@ -236,7 +236,7 @@ class _Chunker:
             if best is None or key < best:
                 best, chosen = key, p
         if best is None:  # a long word fills the window: start at the next word instead
-            for q, p in self._runs(max(window_hi, start), end - 1):
+            for _q, p in self._runs(max(window_hi, start), end - 1):
                 if start < p < end:
                     chosen = p
                     break

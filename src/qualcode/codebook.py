@@ -85,8 +85,9 @@ class Codebook(_Strict):
             value = {
                 "type": "array",
                 "items": {"type": "string", "enum": [v.name for v in field.values]},
+                # No uniqueItems: llama.cpp grammars cannot enforce it, and a repeated value carries no
+                # meaning; the tables keep each value once.
                 "maxItems": field.max_items or len(field.values),
-                "uniqueItems": True,
             }
         elif field.type == "boolean":
             value = {"type": "boolean"}

@@ -168,7 +168,8 @@ class Coder:
         )
 
     async def code_all(self, chunks: Sequence[Chunk], progress_every_s: float = 15.0) -> list[ChunkResult]:
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        # The embedded model answers one request at a time; queueing more would only inflate latencies.
+        sem = asyncio.Semaphore(1 if self.endpoint.provider == "local" else self.cfg.concurrency)
         done: list[ChunkResult] = []
         last_report = time.monotonic()
 

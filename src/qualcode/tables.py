@@ -214,7 +214,7 @@ def problems_table(problems: Sequence[IngestProblem]) -> pa.Table:
 
 def _value_strings(field: CodeField, value: object) -> list[str]:
     if field.type == "multiple_choice":
-        return [str(v) for v in value]  # type: ignore[union-attr]
+        return list(dict.fromkeys(str(v) for v in value))  # type: ignore[union-attr]
     if field.type == "boolean":
         return ["true" if value else "false"]
     return [str(value)]
@@ -254,12 +254,13 @@ def coding_tables(
         answer = json.loads(r.answer_json or "{}")
         for f in codebook.fields:
             item = answer[f.name]
-            row[f.name] = item["value"]
+            values = _value_strings(f, item["value"])
+            row[f.name] = values if f.type == "multiple_choice" else item["value"]
             quote = item.get("quote") if f.quote else None
             if f.quote:
                 row[f"{f.name}_quote"] = quote
             g = ground_quote(quote, c.text, c.start) if quote is not None else None
-            for v in _value_strings(f, item["value"]):
+            for v in values:
                 tidy.append(
                     {
                         "doc_id": c.doc_id,

@@ -25,7 +25,8 @@ class AnswerValidator:
         """The parsed answer, or AnswerError saying what is wrong in words a model can act on."""
         text = _strip_fences(content)
         try:
-            answer = json.loads(text)
+            # strict=False: a raw newline inside a string is harmless, not a reason to re-ask.
+            answer = json.loads(text, strict=False)
         except json.JSONDecodeError as exc:
             cut = (
                 " (the answer was cut off at the token limit; keep strings shorter)"

@@ -1,0 +1,147 @@
+"""The real workflow through real Snakemake, against the protocol-level fake server: what is sent,
+what is cached, and what reruns cost."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from workflow_helpers import assert_invariants, run, scratch_copy, tables, write_config
+
+pytestmark = pytest.mark.e2e
+
+KEY = "sk-test-FAKE-key-0123456789abcdef"
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return scratch_copy(tmp_path / "wf")
+
+
+def _config(workdir, server, **llm):
+    return write_config(
+        workdir,
+        {
+            "llm": {
+                "provider": "openai",
+                "base_url": server.base_url,
+                "model": "fake-model",
+                "structured_output": "json_schema",
+                "api_key_env": "QUALCODE_TEST_KEY",
+                **llm,
+            },
+            "cache_dir": str(workdir / "cache"),
+        },
+    )
+
+
+def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):
+    cfg = _config(workdir, fake_server)
+    env = {"QUALCODE_TEST_KEY": KEY}
+    run(workdir, "--configfile", str(cfg), env=env)
+    t = tables(workdir)
+    assert_invariants(t)
+    n_chunks = len(t["chunks"])
+    assert fake_server.count() == n_chunks
+    assert (t["codings"].status == "coded").all()
+    assert t["codes"].grounded.any()  # the fake quotes the passage's first words
+    assert not t["llm_calls"].cache_hit.any()
+    assert set(t["documents"].format) >= {"txt", "md", "docx", "vtt", "srt", "csv"}
+    assert "cp1252" in set(t["documents"].encoding)
+
+    run(workdir, "--configfile", str(cfg), "--forceall", env=env)
+    assert fake_server.count() == n_chunks  # nothing sent again
+    assert tables(workdir)["llm_calls"].cache_hit.all()
+
+    # a new document sends only its own chunks
+    (workdir / "data/raw/new_interview.txt").write_text(
+        "Interviewer: How were the night shifts?\n\nR: Long. We ran out of gowns twice and nobody came to help.\n"
+    )
+    run(workdir, "--configfile", str(cfg), env=env)
+    t2 = tables(workdir)
+    new = t2["chunks"][t2["chunks"].doc_id == "new_interview.txt"]
+    assert len(new) == 1
+    assert fake_server.count() == n_chunks + 1
+    assert set(t["chunks"].chunk_id) <= set(t2["chunks"].chunk_id)  # other ids unchanged
+
+    # another model re-sends everything
+    cfg2 = _config(workdir, fake_server, model="fake-model-2")
+    run(workdir, "--configfile", str(cfg2), env=env)
+    assert fake_server.count() == 2 * n_chunks + 2
+
+
+def test_codebook_edit_resends_and_failures_are_kept(workdir, fake_server):
+    from fakeserver import Fault
+
+    cfg = _config(workdir, fake_server, max_reasks=1, concurrency=1)
+    env = {"QUALCODE_TEST_KEY": KEY}
+    # the first chunk's answers are invalid twice (one ask + one re-ask): it must land in failures
+    fake_server.script = [Fault("invalid_json"), Fault("schema_invalid")]
+    run(workdir, "--configfile", str(cfg), "--cores", "1", env=env)
+    t = tables(workdir)
+    assert_invariants(t)
+    n_chunks = len(t["chunks"])
+    assert fake_server.count() == n_chunks + 1
+    failures = t["failures"][t["failures"].stage == "coding"]
+    assert len(failures) == 1 and failures.raw_answer.iloc[0] == '{"unexpected": 1}'
+    assert "does not match the schema" in failures.reason.iloc[0]
+
+    # the failure was not cached: a rerun asks for that chunk alone
+    run(workdir, "--configfile", str(cfg), "--forceall", env=env)
+    assert fake_server.count() == n_chunks + 2
+    assert (tables(workdir)["codings"].status == "coded").all()
+
+    # editing one definition changes the prompt of every chunk
+    cb = workdir / "config/codebook.yaml"
+    cb.write_text(cb.read_text().replace("values:", "values:", 1).replace("definition:", "definition: Clearly,", 1))
+    run(workdir, "--configfile", str(cfg), env=env)
+    assert fake_server.count() == 2 * n_chunks + 2
+
+
+def test_results_never_hold_the_key(workdir, fake_server):
+    cfg = _config(workdir, fake_server)
+    run(workdir, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    assert fake_server.headers[0]["authorization"] == f"Bearer {KEY}"
+    for root in ("results", "cache", ".snakemake"):
+        for path in (workdir / root).rglob("*"):
+            if path.is_file():
+                assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_unreadable_file_is_listed_not_lost(workdir, fake_server):
+    (workdir / "data/raw/broken.docx").write_bytes(b"this is not a zip")
+    (workdir / "data/raw/empty.txt").write_bytes(b"")
+    cfg = _config(workdir, fake_server)
+    run(workdir, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    failures = tables(workdir)["failures"]
+    ingest = failures[failures.stage == "ingest"].set_index("source_file")
+    assert set(ingest.index) == {"broken.docx", "empty.txt"}
+    assert "zip" in ingest.reason["broken.docx"]
+
+
+def test_config_error_fails_before_any_request(workdir, fake_server):
+    cfg = write_config(workdir, {"llm": {"provider": "openai", "base_url": fake_server.base_url, "modle": "x"}})
+    proc = run(workdir, "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert "modle" in proc.stderr + proc.stdout
+    assert fake_server.count() == 0
+
+
+def test_missing_key_is_a_clear_error(workdir):
+    cfg = write_config(workdir, {"llm": {"provider": "openai", "base_url": "https://api.example.invalid/v1",
+                                         "api_key_env": "QUALCODE_TEST_NO_SUCH_KEY"}})
+    proc = run(workdir, "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert "QUALCODE_TEST_NO_SUCH_KEY" in proc.stderr + proc.stdout
+
+
+def test_tables_keep_their_types_when_empty(workdir, fake_server):
+    # every answer invalid: codes is empty but typed
+    fake_server.fault_rates = {"schema_invalid": 1.0}
+    cfg = _config(workdir, fake_server, max_reasks=0)
+    run(workdir, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    t = tables(workdir)
+    assert len(t["codes"]) == 0 and list(t["codes"].columns)[:3] == ["doc_id", "chunk_id", "chunk_index"]
+    assert (t["codings"].status == "failed").all()
+    assert len(t["failures"]) == len(t["chunks"])
+    assert pd.api.types.is_bool_dtype(t["codes"].grounded.dtype) or t["codes"].grounded.dtype == object

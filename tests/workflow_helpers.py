@@ -1,0 +1,69 @@
+"""Running the real workflow in a scratch copy of the repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TABLES = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+
+
+def scratch_copy(dest: Path, data: bool = True) -> Path:
+    """The workflow files and the example data, without results, caches or environments."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "config", "schemas"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy2(src, dest / name)
+    if data:
+        shutil.copytree(REPO / "data" / "raw", dest / "data" / "raw")
+    return dest
+
+
+def write_config(workdir: Path, overrides: dict) -> Path:
+    path = workdir / "test-config.yaml"
+    path.write_text(yaml.safe_dump(overrides))
+    return path
+
+
+def run(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "--cores", "4", *args]
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def tables(workdir: Path, results: str = "results") -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(workdir / results / f"{name}.parquet") for name in TABLES}
+
+
+def assert_invariants(t: dict[str, pd.DataFrame]) -> None:
+    """What must hold whatever the model answered."""
+    docs, chunks, codings, codes, calls, failures = (t[n] for n in TABLES)
+    assert len(docs) > 0 and docs.doc_id.is_unique
+    assert chunks.chunk_id.is_unique and set(chunks.doc_id) <= set(docs.doc_id)
+    text = dict(zip(docs.doc_id, docs.text))
+    for c in chunks.itertuples():
+        assert text[c.doc_id][c.start : c.end] == c.text
+    # every chunk is accounted for: coded, or a row in failures
+    assert list(codings.chunk_id) == list(chunks.chunk_id)
+    assert set(codings.status) <= {"coded", "failed"}
+    failed = set(codings.chunk_id[codings.status == "failed"])
+    assert failed == set(failures.chunk_id[failures.stage == "coding"])
+    assert len(calls) == len(chunks) and calls.request_hash.str.len().eq(64).all()
+    assert set(codes.chunk_id) <= set(codings.chunk_id[codings.status == "coded"])
+    grounded = codes[codes.grounded]
+    for q in grounded.itertuples():
+        assert q.quote_start is not None and 0 <= q.quote_start < q.quote_end <= len(text[q.doc_id])
