@@ -54,8 +54,16 @@ def test_the_request_cannot_carry_a_key():
 
 
 ANSWER = CachedAnswer(
-    answer={"a": 1}, raw='{"a": 1}', model_served="m", system_fingerprint=None, finish_reason="stop",
-    tokens_in=1, tokens_out=2, latency_s=0.5, attempts=1, reasks=0,
+    answer={"a": 1},
+    raw='{"a": 1}',
+    model_served="m",
+    system_fingerprint=None,
+    finish_reason="stop",
+    tokens_in=1,
+    tokens_out=2,
+    latency_s=0.5,
+    attempts=1,
+    reasks=0,
 )
 
 
@@ -80,8 +88,10 @@ def _writer(directory, start, n):
 
 
 def test_several_processes_share_one_cache(tmp_path):
-    procs = [multiprocessing.get_context("spawn").Process(target=_writer, args=(tmp_path / "c", i * 50, 50))
-             for i in range(4)]
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_writer, args=(tmp_path / "c", i * 50, 50))
+        for i in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:

@@ -3,11 +3,10 @@ pydantic model."""
 
 import jsonschema
 import pytest
+from conftest import REPO
 from pydantic import ValidationError
 
 from qualcode.prompts import load as load_prompts
-
-from conftest import REPO
 
 
 def _walk(schema):
@@ -73,5 +72,7 @@ def test_prompt_renders_every_definition(codebook):
             assert v.definition in system["content"]
     assert '"maxLength"' in system["content"]  # prompt-only mode carries the schema
     assert "I was scared." in user["content"] and "NURSE 2" in user["content"]
-    schema_mode = load_prompts(REPO / "config/prompts/system.j2", REPO / "config/prompts/user.j2", codebook, "json_object")
+    schema_mode = load_prompts(
+        REPO / "config/prompts/system.j2", REPO / "config/prompts/user.j2", codebook, "json_object"
+    )
     assert '"maxLength"' not in schema_mode.messages("x")[0]["content"]

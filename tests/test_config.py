@@ -4,11 +4,10 @@ import json
 
 import jsonschema
 import pytest
+from conftest import DATA, REPO
 
 from qualcode import codebook, config
 from qualcode.errors import ConfigError
-
-from conftest import DATA, REPO
 
 
 def test_committed_schemas_match_the_models():
@@ -73,8 +72,14 @@ def _codebook(**field):
     [
         (_codebook(), "list of values is empty"),
         (_codebook(values=[{"name": "a", "definition": "x"}, {"name": "a", "definition": "y"}]), "more than once: a"),
-        ({"name": "c", "version": "1", "fields": [_codebook(values=[{"name": "a", "definition": "x"}])["fields"][0]] * 2},
-         "used more than once: emotions"),
+        (
+            {
+                "name": "c",
+                "version": "1",
+                "fields": [_codebook(values=[{"name": "a", "definition": "x"}])["fields"][0]] * 2,
+            },
+            "used more than once: emotions",
+        ),
         (_codebook(type="boolean", values=[{"name": "a", "definition": "x"}]), "only choice fields take values"),
         (_codebook(name="Bad Name", values=[{"name": "a", "definition": "x"}]), "fields.0.name"),
     ],
@@ -86,5 +91,8 @@ def test_bad_codebook_is_a_clear_error(tmp_path, raw, message):
 
 def test_example_codebook_in_tests_loads():
     assert [f.type for f in codebook.load(DATA / "codebook.yaml").fields] == [
-        "multiple_choice", "single_choice", "boolean", "text"
+        "multiple_choice",
+        "single_choice",
+        "boolean",
+        "text",
     ]

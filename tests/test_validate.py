@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from test_codebook import GOOD
 
 from qualcode.errors import AnswerError
 from qualcode.validate import AnswerValidator, ground_quote, reask_messages
-
-from test_codebook import GOOD
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ def test_exact_quote_offsets_are_document_offsets():
     assert TEXT[g.start - 100 : g.end - 100] == "We   had no masks"
 
 
-@pytest.mark.parametrize("quote", ["we had NO masks", '"We had no masks."', "it was \"terrifying\""])
+@pytest.mark.parametrize("quote", ["we had NO masks", '"We had no masks."', 'it was "terrifying"'])
 def test_whitespace_case_and_quote_marks_are_forgiven(quote):
     g = ground_quote(quote, TEXT, 0)
     assert g.status == "normalised"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from workflow_helpers import assert_invariants, run, scratch_copy, tables, write_config
 
 pytestmark = pytest.mark.e2e
@@ -128,8 +127,16 @@ def test_config_error_fails_before_any_request(workdir, fake_server):
 
 
 def test_missing_key_is_a_clear_error(workdir):
-    cfg = write_config(workdir, {"llm": {"provider": "openai", "base_url": "https://api.example.invalid/v1",
-                                         "api_key_env": "QUALCODE_TEST_NO_SUCH_KEY"}})
+    cfg = write_config(
+        workdir,
+        {
+            "llm": {
+                "provider": "openai",
+                "base_url": "https://api.example.invalid/v1",
+                "api_key_env": "QUALCODE_TEST_NO_SUCH_KEY",
+            }
+        },
+    )
     proc = run(workdir, "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     assert "QUALCODE_TEST_NO_SUCH_KEY" in proc.stderr + proc.stdout

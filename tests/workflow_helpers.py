@@ -54,7 +54,7 @@ def assert_invariants(t: dict[str, pd.DataFrame]) -> None:
     docs, chunks, codings, codes, calls, failures = (t[n] for n in TABLES)
     assert len(docs) > 0 and docs.doc_id.is_unique
     assert chunks.chunk_id.is_unique and set(chunks.doc_id) <= set(docs.doc_id)
-    text = dict(zip(docs.doc_id, docs.text))
+    text = dict(zip(docs.doc_id, docs.text, strict=True))
     for c in chunks.itertuples():
         assert text[c.doc_id][c.start : c.end] == c.text
     # every chunk is accounted for: coded, or a row in failures

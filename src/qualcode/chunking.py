@@ -11,8 +11,6 @@ bisect) and then checked with one exact encoding of each chunk, so large documen
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import re
 from array import array
@@ -25,6 +23,7 @@ import tiktoken
 
 from .config import ChunkingConfig
 from .errors import ConfigError
+from .ids import stable_hash
 from .ingest import Document
 
 logger = logging.getLogger(__name__)
@@ -85,11 +84,6 @@ def _token_char_lengths(enc: tiktoken.Encoding) -> tuple[int, ...]:
         except KeyError:  # ids the encoding leaves unused
             lengths.append(0)
     return tuple(lengths)
-
-
-def _canonical_id(obj: dict[str, object]) -> str:
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 class _Chunker:
@@ -278,7 +272,7 @@ class _Chunker:
             text = self.text[start:end]
             occurrence = seen.get(text, 0)
             seen[text] = occurrence + 1
-            chunk_id = _canonical_id({"doc_id": doc_id, "text": text, "occurrence": occurrence})
+            chunk_id = stable_hash({"doc_id": doc_id, "text": text, "occurrence": occurrence})[:16]
             chunks.append(Chunk(chunk_id, doc_id, index, start, end, n_tokens, self._speakers(start, end), text))
         return chunks
 

@@ -86,9 +86,7 @@ CODES = pa.schema(
     ]
 )
 
-LLM_CALLS = pa.schema(
-    [f for f in RESULTS if f.name not in ("answer_json", "raw", "error")]
-)
+LLM_CALLS = pa.schema([f for f in RESULTS if f.name not in ("answer_json", "raw", "error")])
 
 FAILURES = pa.schema(
     [

@@ -14,12 +14,12 @@ rule code_shard:
         f"{RESULTS}/logs/code_shard/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/code_shard/{{shard}}.tsv"
+    threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
+    resources:
+        llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
         llm=CFG.llm.model_dump(mode="json"),
         shard_size=CFG.coding.shard_size,
         cache_dir=CFG.cache_dir,
-    threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
-    resources:
-        llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     script:
         "../scripts/code_shard.py"

@@ -10,7 +10,6 @@ import qualcode.codebook
 import qualcode.config
 import qualcode.ingest
 
-
 validate(config, "../../schemas/config.schema.json")
 CFG = qualcode.config.resolve(config)
 RESULTS = CFG.results_dir
