@@ -1,6 +1,7 @@
 # qualcode: LLM-assisted qualitative coding, reproducibly.
 #
 #   data/raw/*  --ingest-->  documents  --chunk-->  chunks  --code (shards)-->  answers  --tables-->  Parquet
+#   then the manifest, a methods paragraph and a replay archive, for citing and rebuilding the run.
 #
 # Settings: config/config.yaml (cite it), the codebook and the prompt templates it names.
 
@@ -18,6 +19,7 @@ include: "workflow/rules/chunk.smk"
 include: "workflow/rules/codebook.smk"
 include: "workflow/rules/code.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:

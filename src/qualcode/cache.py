@@ -53,6 +53,8 @@ class CachedAnswer(BaseModel):
     latency_s: float
     attempts: int
     reasks: int
+    retries: int = 0
+    answered_at: str | None = None
 
 
 class AnswerCache:

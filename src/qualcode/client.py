@@ -8,7 +8,6 @@ client's own retries are switched off so two retry layers never stack.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.metadata
 import ipaddress
 import logging
@@ -27,6 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from .cache import LLMRequest
 from .config import LLMConfig
 from .errors import ConfigError, ProviderError, RequestError
+from .ids import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Completion:
     tokens_in: int | None
     tokens_out: int | None
     system_fingerprint: str | None
+    retries: int = 0  # transient failures retried before this answer
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def endpoint(cfg: LLMConfig) -> Endpoint:
     if cfg.provider == "local":
         path = local_model_path(cfg.model)
         # The file's hash, not its name, identifies the model.
-        return Endpoint("local", LOCAL_BASE_URL, f"{path.name}@sha256:{file_sha256(path)[:16]}")
+        return Endpoint("local", LOCAL_BASE_URL, f"{path.name}@sha256:{_model_sha256(path)[:16]}")
     return Endpoint("openai", (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/"), cfg.model)
 
 
@@ -113,7 +114,8 @@ def _wait(state: RetryCallState) -> float:
 
 
 async def with_retries(call, *, attempts: int, what: str):
-    """Run `call()` with exponential backoff and jitter on transient errors, honouring Retry-After."""
+    """Run `call()` with exponential backoff and jitter on transient errors, honouring Retry-After.
+    Returns (result, retries)."""
     retrying = AsyncRetrying(
         stop=stop_after_attempt(attempts),
         wait=_wait,
@@ -125,7 +127,7 @@ async def with_retries(call, *, attempts: int, what: str):
     )
     async for attempt in retrying:
         with attempt:
-            return await call()
+            return await call(), attempt.retry_state.attempt_number - 1
 
 
 # -- OpenAI-compatible APIs ----------------------------------------------------------------------
@@ -187,17 +189,23 @@ class OpenAIClient:
         if request.extra_body:
             kwargs["extra_body"] = request.extra_body
         try:
-            resp = await with_retries(
+            resp, retries = await with_retries(
                 lambda: self._client.chat.completions.create(**kwargs),
                 attempts=self.cfg.max_attempts,
                 what=f"{self.base_url} ({request.model})",
             )
         except openai.APIStatusError as exc:
             if is_transient(exc):
-                raise RequestError(f"{self.base_url} answered HTTP {exc.status_code} after retries") from None
+                raise RequestError(
+                    f"{self.base_url} answered HTTP {exc.status_code} after {self.cfg.max_attempts} attempts",
+                    retries=self.cfg.max_attempts - 1,
+                ) from None
             raise ProviderError(self._explain(exc)) from None
         except openai.APIConnectionError as exc:
-            raise RequestError(f"cannot reach {self.base_url} after retries: {type(exc).__name__}") from None
+            raise RequestError(
+                f"cannot reach {self.base_url} after {self.cfg.max_attempts} attempts: {type(exc).__name__}",
+                retries=self.cfg.max_attempts - 1,
+            ) from None
         choice = resp.choices[0] if resp.choices else None
         usage = resp.usage
         return Completion(
@@ -207,6 +215,7 @@ class OpenAIClient:
             tokens_in=usage.prompt_tokens if usage else None,
             tokens_out=usage.completion_tokens if usage else None,
             system_fingerprint=getattr(resp, "system_fingerprint", None),
+            retries=retries,
         )
 
     def _explain(self, exc: openai.APIStatusError) -> str:
@@ -245,12 +254,8 @@ def local_model_path(model: str) -> Path:
 
 
 @cache
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _model_sha256(path: Path) -> str:
+    return file_sha256(path)
 
 
 class LocalClient:

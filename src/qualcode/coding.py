@@ -19,6 +19,7 @@ from .config import LLMConfig
 from .errors import AnswerError, RequestError
 from .ids import canonical_json
 from .prompts import Prompts
+from .provenance import utc_now
 from .validate import AnswerValidator, reask_messages
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ class ChunkResult:
     tokens_in: int | None
     tokens_out: int | None
     latency_s: float | None
-    attempts: int
+    attempts: int  # asks of the model: the first plus re-asks
     reasks: int
+    retries: int  # transient errors retried (extra HTTP requests)
+    answered_at: str | None  # UTC time of the original answer, carried by the cache
     cache_hit: bool
 
     def to_row(self) -> dict[str, Any]:
@@ -110,7 +113,7 @@ class Coder:
         if self._client is None:
             self._client = self._client_factory(self.cfg)
         messages = list(req.messages)
-        attempts, reasks, tokens_in, tokens_out = 0, 0, 0, 0
+        attempts, reasks, retries, tokens_in, tokens_out = 0, 0, 0, 0, 0
         started = time.monotonic()
         last_raw, last_error, finish = None, None, None
         while True:
@@ -118,8 +121,9 @@ class Coder:
             try:
                 done = await self._client.complete(req.model_copy(update={"messages": tuple(messages)}))
             except RequestError as exc:
-                last_error = str(exc)
+                last_error, retries = str(exc), retries + exc.retries
                 break
+            retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
             finish, last_raw = done.finish_reason, done.content
@@ -144,6 +148,8 @@ class Coder:
                 latency_s=round(time.monotonic() - started, 3),
                 attempts=attempts,
                 reasks=reasks,
+                retries=retries,
+                answered_at=utc_now(),
             )
             # Stored under the first request's key, so a rerun finds it without repeating the re-asks.
             self.cache.put(key, cached)
@@ -164,6 +170,8 @@ class Coder:
             latency_s=round(time.monotonic() - started, 3),
             attempts=attempts,
             reasks=reasks,
+            retries=retries,
+            answered_at=utc_now(),
             cache_hit=False,
         )
 
@@ -195,10 +203,11 @@ def progress(results: Sequence[ChunkResult], total: int) -> str:
     hits = sum(r.cache_hit for r in results)
     failed = sum(r.status == "failed" for r in results)
     reasks = sum(r.reasks for r in results if not r.cache_hit)
+    retries = sum(r.retries for r in results if not r.cache_hit)
     tokens = sum((r.tokens_in or 0) + (r.tokens_out or 0) for r in results if not r.cache_hit)
     return (
         f"{len(results)}/{total} chunks, {hits} from cache, {failed} failed, "
-        f"{reasks} re-asks, {tokens} tokens sent and received"
+        f"{reasks} re-asks, {retries} retries, {tokens} tokens sent and received"
     )
 
 
@@ -216,6 +225,8 @@ def _from_cached(hit: CachedAnswer) -> dict[str, Any]:
         latency_s=hit.latency_s,
         attempts=hit.attempts,
         reasks=hit.reasks,
+        retries=hit.retries,
+        answered_at=hit.answered_at,
     )
 
 

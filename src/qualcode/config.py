@@ -122,6 +122,13 @@ class CodingConfig(_Strict):
     )
 
 
+class Price(_Strict):
+    """What a model costs, per million tokens, in the currency of your choice."""
+
+    input: float = Field(..., ge=0, description="Price per million input (prompt) tokens.")
+    output: float = Field(..., ge=0, description="Price per million output (completion) tokens.")
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
@@ -134,6 +141,10 @@ class Config(_Strict):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
+    prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="Price per million tokens by model name (as in llm.model), for the cost columns and totals.",
+    )
     results_dir: str = Field("results", description="Where tables and reports are written.")
     cache_dir: str = Field(
         ".cache/qualcode",
@@ -165,6 +176,16 @@ def read_yaml(path: str | Path, what: str) -> Any:
 
 def load(path: str | Path) -> Config:
     return resolve(read_yaml(path, "config file") or {}, str(path))
+
+
+# Where things live, not what determines the answers: left out of the config hash so that a replay
+# in another directory yields byte-identical tables.
+LOCATION_SETTINGS = ("results_dir", "cache_dir")
+
+
+def content_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config without its location settings: what the config hash covers."""
+    return cfg.model_dump(mode="json", exclude=set(LOCATION_SETTINGS))
 
 
 def json_schema() -> dict[str, Any]:

@@ -36,3 +36,7 @@ class AnswerError(QualcodeError):
 class RequestError(QualcodeError):
     """One request failed for good (retries exhausted, or refused for this chunk alone).
     The chunk goes to the failures table and the run goes on."""
+
+    def __init__(self, message: str, retries: int = 0):
+        self.retries = retries
+        super().__init__(message)

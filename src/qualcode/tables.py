@@ -7,16 +7,18 @@ tables load the same way in pandas, R (arrow) or DuckDB whatever the run produce
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields as dc_fields
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .chunking import Chunk
 from .codebook import Codebook, CodeField
 from .coding import ChunkResult
+from .config import Price
 from .ingest import Document, IngestProblem, Turn
 from .validate import ground_quote
 
@@ -67,6 +69,8 @@ RESULTS = pa.schema(
         pa.field("latency_s", pa.float64()),
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("reasks", pa.int32(), nullable=False),
+        pa.field("retries", pa.int32(), nullable=False),
+        pa.field("answered_at", pa.string()),
         pa.field("cache_hit", pa.bool_(), nullable=False),
     ]
 )
@@ -86,7 +90,9 @@ CODES = pa.schema(
     ]
 )
 
-LLM_CALLS = pa.schema([f for f in RESULTS if f.name not in ("answer_json", "raw", "error")])
+LLM_CALLS = pa.schema(
+    [f for f in RESULTS if f.name not in ("answer_json", "raw", "error")] + [pa.field("cost", pa.float64())]
+)
 
 FAILURES = pa.schema(
     [
@@ -210,6 +216,13 @@ def problems_table(problems: Sequence[IngestProblem]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=FAILURES)
 
 
+def _cost(r: ChunkResult, prices: Mapping[str, Price] | None) -> float | None:
+    price = (prices or {}).get(r.model_asked)
+    if price is None:
+        return None
+    return ((r.tokens_in or 0) * price.input + (r.tokens_out or 0) * price.output) / 1e6
+
+
 def _value_strings(field: CodeField, value: object) -> list[str]:
     if field.type == "multiple_choice":
         return list(dict.fromkeys(str(v) for v in value))  # type: ignore[union-attr]
@@ -223,6 +236,7 @@ def coding_tables(
     chunks: Sequence[Chunk],
     results: Sequence[ChunkResult],
     ingest_failures: pa.Table,
+    prices: Mapping[str, Price] | None = None,
 ) -> dict[str, pa.Table]:
     """codings (wide), codes (tidy, with grounded quotes), llm_calls and failures.
 
@@ -235,7 +249,7 @@ def coding_tables(
     for c in chunks:
         r = by_chunk[c.chunk_id]
         row = {"doc_id": c.doc_id, "chunk_id": c.chunk_id, "chunk_index": c.index, "status": r.status}
-        calls.append({f.name: getattr(r, f.name) for f in LLM_CALLS})
+        calls.append({**{n: getattr(r, n) for n in LLM_CALLS.names if n != "cost"}, "cost": _cost(r, prices)})
         if r.status != "coded":
             failed.append(
                 {
@@ -281,6 +295,28 @@ def coding_tables(
         "llm_calls": pa.Table.from_pylist(calls, schema=LLM_CALLS),
         "failures": failures,
     }
+
+
+def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFrame:
+    """The wide codings for Excel, SPSS and Stata: lists joined by "; ", a 0/1 column per value of each
+    multiple-choice field (`<field>__<value>`), booleans as 0/1; empty cells where a chunk failed."""
+    df = codings.to_pandas()
+    coded = df.status == "coded"
+    for f in codebook.fields:
+        if f.type == "multiple_choice":
+            lists = df[f.name]
+            for v in f.values:
+                dummy = lists.map(lambda xs, v=v.name: int(v in xs) if xs is not None else None)
+                df[f"{f.name}__{v.name}"] = dummy.where(coded).astype("Int8")
+            df[f.name] = lists.map(lambda xs: "; ".join(xs) if xs is not None else None)
+        elif f.type == "boolean":
+            df[f.name] = df[f.name].astype("boolean").astype("Int8")
+    return df
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    # UTF-8 with a BOM, so Excel reads accents right; \n line ends inside quoted cells survive.
+    df.to_csv(path, index=False, encoding="utf-8-sig", lineterminator="\n")
 
 
 def write(table: pa.Table, path: str | Path, metadata: dict[str, str] | None = None) -> None:

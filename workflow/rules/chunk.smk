@@ -1,8 +1,8 @@
 checkpoint chunk:
     input:
-        documents=f"{RESULTS}/documents.parquet",
+        documents=f"{RESULTS}/work/documents.parquet",
     output:
-        chunks=f"{RESULTS}/chunks.parquet",
+        chunks=f"{RESULTS}/work/chunks.parquet",
     log:
         f"{RESULTS}/logs/chunk/chunk.log",
     benchmark:

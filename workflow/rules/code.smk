@@ -4,7 +4,7 @@
 
 rule code_shard:
     input:
-        chunks=f"{RESULTS}/chunks.parquet",
+        chunks=f"{RESULTS}/work/chunks.parquet",
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],

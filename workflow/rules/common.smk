@@ -9,14 +9,19 @@ from snakemake.utils import validate
 import qualcode.codebook
 import qualcode.config
 import qualcode.ingest
+import qualcode.provenance
 
 validate(config, "../../schemas/config.schema.json")
 CFG = qualcode.config.resolve(config)
 RESULTS = CFG.results_dir
+CONFIG_FILES = [str(p) for p in workflow.configfiles]
+TABLES = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
 
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
 validate(_codebook_raw, "../../schemas/codebook.schema.json")
 CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
+# Content hashes stamped into every table (byte-identical tables for identical inputs).
+ORIGIN = qualcode.provenance.origin(CFG)
 
 INPUTS = qualcode.ingest.discover(Path(CFG.ingest.input_dir), CFG.ingest.include)
 if not INPUTS:
@@ -40,7 +45,10 @@ def coded_shards(wildcards):
 
 
 def final_outputs(wildcards):
-    return [
-        f"{RESULTS}/{name}.parquet"
-        for name in ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
-    ] + [f"{RESULTS}/codebook/answer.schema.json"]
+    return [f"{RESULTS}/{name}.parquet" for name in TABLES] + [
+        f"{RESULTS}/codings.csv",
+        f"{RESULTS}/codebook/answer.schema.json",
+        f"{RESULTS}/replay/answers.jsonl.gz",
+        f"{RESULTS}/manifest.json",
+        f"{RESULTS}/methods.md",
+    ]

@@ -2,7 +2,7 @@ rule ingest:
     input:
         INPUTS,
     output:
-        documents=f"{RESULTS}/documents.parquet",
+        documents=f"{RESULTS}/work/documents.parquet",
         problems=f"{RESULTS}/work/ingest_failures.parquet",
     log:
         f"{RESULTS}/logs/ingest/ingest.log",

@@ -1,9 +1,10 @@
 """Code one shard of chunks: from the cache where possible, else by the model; every chunk gets a row."""
 
-from qualcode import cache, codebook, coding, config, logs, prompts, tables
+from qualcode import cache, codebook, coding, config, logs, prompts, provenance, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
+    started = provenance.utc_now()
     llm = config.LLMConfig.model_validate(params.llm)
     cb = codebook.load(inp.codebook)
     templates = prompts.load(inp.system, inp.user, cb, llm.structured_output)
@@ -11,5 +12,6 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     chunks = tables.read_chunks(inp.chunks)[first : first + params.shard_size]
     with cache.AnswerCache(params.cache_dir) as answers:
         results = coding.code_chunks(chunks, llm, templates, answers)
-    tables.write(tables.results_table(results), snakemake.output.results)  # noqa: F821
+    times = {"qualcode.job_started_at": started, "qualcode.job_finished_at": provenance.utc_now()}
+    tables.write(tables.results_table(results), snakemake.output.results, metadata=times)  # noqa: F821
     log.info("done: %s", coding.progress(results, len(chunks)))

@@ -1,0 +1,55 @@
+# What a methods section needs: the manifest, a methods paragraph, and the replay archive.
+
+
+rule replay_archive:
+    input:
+        chunks=f"{RESULTS}/work/chunks.parquet",
+        shards=coded_shards,
+        codebook=CFG.codebook,
+        system=CFG.prompts["system"],
+        user=CFG.prompts["user"],
+    output:
+        archive=f"{RESULTS}/replay/answers.jsonl.gz",
+    log:
+        f"{RESULTS}/logs/replay_archive/replay_archive.log",
+    params:
+        llm=CFG.llm.model_dump(mode="json"),
+        cache_dir=CFG.cache_dir,
+    script:
+        "../scripts/replay_archive.py"
+
+
+rule manifest:
+    input:
+        **{name: f"{RESULTS}/{name}.parquet" for name in TABLES},
+        answer_schema=f"{RESULTS}/codebook/answer.schema.json",
+        archive=f"{RESULTS}/replay/answers.jsonl.gz",
+        shards=coded_shards,
+        documents_in=INPUTS,
+        codebook=CFG.codebook,
+        system=CFG.prompts["system"],
+        user=CFG.prompts["user"],
+    output:
+        manifest=f"{RESULTS}/manifest.json",
+    log:
+        f"{RESULTS}/logs/manifest/manifest.log",
+    params:
+        config=CFG.model_dump(mode="json"),
+        config_files=CONFIG_FILES,
+        workflow_dir=workflow.basedir,
+    script:
+        "../scripts/manifest.py"
+
+
+rule methods:
+    input:
+        manifest=f"{RESULTS}/manifest.json",
+        codebook=CFG.codebook,
+        system=CFG.prompts["system"],
+        user=CFG.prompts["user"],
+    output:
+        methods=f"{RESULTS}/methods.md",
+    log:
+        f"{RESULTS}/logs/methods/methods.log",
+    script:
+        "../scripts/methods.py"

@@ -1,0 +1,24 @@
+"""Write results/manifest.json: hashes, versions, settings, models served and counts of this run."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from qualcode import config, logs, provenance
+
+with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
+    inp, params = snakemake.input, snakemake.params  # noqa: F821
+    names = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+    manifest = provenance.manifest(
+        cfg=config.resolve(params.config),
+        config_files=params.config_files,
+        inputs=inp.documents_in,
+        outputs={**{n: inp[n] for n in names}, "replay_archive": inp.archive},
+        answer_schema=inp.answer_schema,
+        tables={n: pd.read_parquet(inp[n]) for n in names},
+        workflow_dir=params.workflow_dir,
+        started_at=provenance.jobs_started_at(inp.shards),
+    )
+    Path(snakemake.output.manifest).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # noqa: F821
+    log.info("run %s: %s", manifest["run"]["id"], manifest["counts"])
