@@ -13,6 +13,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/chunk.smk"
@@ -20,6 +23,7 @@ include: "workflow/rules/codebook.smk"
 include: "workflow/rules/code.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/provenance.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

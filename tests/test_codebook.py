@@ -3,10 +3,11 @@ pydantic model."""
 
 import jsonschema
 import pytest
-from conftest import REPO
 from pydantic import ValidationError
 
 from qualcode.prompts import load as load_prompts
+
+from conftest import REPO
 
 
 def _walk(schema):

@@ -4,10 +4,11 @@ import json
 
 import jsonschema
 import pytest
-from conftest import DATA, REPO
 
 from qualcode import codebook, config
 from qualcode.errors import ConfigError
+
+from conftest import DATA, REPO
 
 
 def test_committed_schemas_match_the_models():

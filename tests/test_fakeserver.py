@@ -11,6 +11,7 @@ import urllib.request
 import jsonschema
 import openai
 import pytest
+
 from fakeserver import (
     INVALID_JSON_CONTENT,
     FakeServer,

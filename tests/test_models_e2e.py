@@ -11,9 +11,10 @@ import time
 import urllib.request
 
 import pytest
-from workflow_helpers import assert_invariants, run, scratch_copy, tables, write_config
 
 from qualcode.client import SMOLLM2, local_model_path
+
+from workflow_helpers import assert_invariants, run, scratch_copy, tables, write_config
 
 pytestmark = pytest.mark.e2e
 

