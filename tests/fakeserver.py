@@ -3,8 +3,8 @@
 Standard library only. It speaks just enough of the OpenAI REST protocol for the real ``openai``
 client: ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``. Answers are JSON
 documents generated deterministically from the JSON Schema in the request's ``response_format``;
-faults (HTTP errors, broken content, hangs, connection resets) can be scripted or drawn at random
-under a seed; every request is recorded so tests can count them.
+faults (HTTP errors, broken content, non-JSON bodies, hangs, connection resets) can be scripted or
+drawn at random under a seed; every request and its outcome is recorded so tests can count them.
 
 It is a test tool, never a substitute for the real llama.cpp server.
 
@@ -12,7 +12,12 @@ It is a test tool, never a substitute for the real llama.cpp server.
         client = openai.OpenAI(base_url=fake.base_url, api_key="sk-test-fake", max_retries=0)
         fake.script = [Fault("status", status=429, retry_after=1), None]
         ...
-        assert fake.count() == 2
+        assert fake.count() == 2 and fake.fault_count() == 1
+
+Random faults: ``fake.fault_rates = {key: probability}``, drawn per request from (seed, body, occurrence).
+A key is ``kind``, ``"status:CODE"`` or ``"status:CODE:retry_after=SECONDS"``, for example
+``{"status:503": 0.1, "status:429": 0.05, "status:429:retry_after=1": 0.05, "bad_body": 0.02}``: 429 with and
+without a Retry-After header are separate keys. An invalid key raises ValueError when it is assigned.
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ __all__ = [
     "request_schema",
 ]
 
-FAULT_KINDS = ("status", "invalid_json", "schema_invalid", "truncated", "hang", "reset")
+FAULT_KINDS = ("status", "invalid_json", "schema_invalid", "truncated", "bad_body", "hang", "reset")
 
 CREATED = 1_700_000_000  # fixed "created" timestamp: answers are byte-for-byte deterministic
 INVALID_JSON_CONTENT = "this is not json {"
 SCHEMA_INVALID_CONTENT = '{"unexpected": 1}'
+BAD_BODY = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -64,7 +70,8 @@ class Fault:
 
     kind: "status" (HTTP ``status`` with an OpenAI error body, plus Retry-After if ``retry_after`` is set),
     "invalid_json" (200, content that is not JSON), "schema_invalid" (200, JSON that violates the schema),
-    "truncated" (200, content cut mid-way, finish_reason "length"), "hang" (no answer for
+    "truncated" (200, content cut mid-way, finish_reason "length"), "bad_body" (200 with a text/html body
+    that is not JSON at all, as a misbehaving proxy returns), "hang" (no answer for
     ``FakeServer.hang_seconds`` or until stop) or "reset" (the connection is reset after the request is read).
     """
 
@@ -76,6 +83,28 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+
+    @classmethod
+    def from_key(cls, key: str) -> Fault:
+        """The fault a ``fault_rates`` key names: "kind", "status:CODE" or "status:CODE:retry_after=SECONDS"."""
+        kind, *rest = key.split(":")
+        fault = cls(kind)
+        if not rest:
+            return fault
+        if kind != "status" or len(rest) > 2:
+            raise ValueError(f"bad fault_rates key {key!r}: only status faults take options ('status:429')")
+        try:
+            fault.status = int(rest[0])
+            if len(rest) == 2:
+                name, sep, value = rest[1].partition("=")
+                if name != "retry_after" or not sep:
+                    raise ValueError
+                fault.retry_after = float(value)
+        except ValueError:
+            raise ValueError(
+                f"bad fault_rates key {key!r}: expected 'status:CODE' or 'status:CODE:retry_after=SECONDS'"
+            ) from None
+        return fault
 
 
 def body_hash(body: Any) -> str:
@@ -370,11 +399,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    def _send(
+        self, status: int, payload: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
+    ) -> None:
+        data = payload.encode("utf-8") if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -447,7 +478,8 @@ class FakeServer:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.script: list[Fault | None] = []
-        self.fault_rates: dict[str, float] = {}
+        self._fault_rates: dict[str, float] = {}
+        self.outcomes: list[tuple[str, str]] = []  # (body_hash, fault kind or "ok"), in arrival order
         self.answer_fn: Callable[[dict[str, Any]], str] | None = None
         self.base_url = ""
         self._lock = threading.Lock()
@@ -507,6 +539,33 @@ class FakeServer:
         with self._lock:
             return dict(self._hash_counts)
 
+    def ok_counts_by_hash(self) -> dict[str, int]:
+        """body_hash(request body) -> number of normal (outcome "ok") answers sent for that body."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for digest, kind in self.outcomes:
+                if kind == "ok":
+                    counts[digest] = counts.get(digest, 0) + 1
+        return counts
+
+    def fault_count(self) -> int:
+        """Number of requests answered with an injected fault (scripted or drawn)."""
+        with self._lock:
+            return sum(kind in FAULT_KINDS for _, kind in self.outcomes)
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    @property
+    def fault_rates(self) -> dict[str, float]:
+        """{fault key: probability} drawn per request when the script is empty (keys: module docstring)."""
+        return self._fault_rates
+
+    @fault_rates.setter
+    def fault_rates(self, rates: dict[str, float]) -> None:
+        for key in rates:
+            Fault.from_key(key)  # an invalid key fails here, in the test, not later in a handler thread
+        self._fault_rates = dict(rates)
+
     # -- internals --------------------------------------------------------------------------------
 
     def _track(self, conn: socket.socket) -> None:
@@ -527,11 +586,10 @@ class FakeServer:
             return self.script.pop(0)
         r = self._draw("fault", digest, occurrence).random()
         cumulative = 0.0
-        for kind, rate in sorted(self.fault_rates.items()):
+        for key, rate in sorted(self._fault_rates.items()):
             cumulative += rate
             if r < cumulative:
-                name, _, status = kind.partition(":")  # "status:503" selects the status code
-                return Fault(name, status=int(status)) if status else Fault(name)
+                return Fault.from_key(key)
         return None
 
     def _chat(self, handler: _Handler, body: dict[str, Any]) -> None:
@@ -543,6 +601,9 @@ class FakeServer:
             self._hash_counts[digest] = occurrence + 1
             index = len(self.requests)
             fault = None if body.get("stream") else self._choose_fault(digest, occurrence)
+            # "rejected" (streaming) and "answer_fn_error" are neither faults nor answers.
+            outcome = "rejected" if body.get("stream") else fault.kind if fault is not None else "ok"
+            self.outcomes.append((digest, outcome))
             lo, hi = self.latency
             delay = self._draw("latency", digest, occurrence).uniform(lo, hi) if hi > 0 else 0.0
 
@@ -570,7 +631,12 @@ class FakeServer:
         try:
             content = self.answer_fn(body) if self.answer_fn is not None else default_answer(body)
         except Exception as exc:  # a broken answer_fn should fail the test loudly, not hang the client
+            with self._lock:
+                self.outcomes[index - 1] = (digest, "answer_fn_error")
             handler._error(500, f"answer_fn raised {type(exc).__name__}: {exc}")
+            return
+        if fault is not None and fault.kind == "bad_body":
+            handler._send(200, BAD_BODY, content_type="text/html")
             return
         finish_reason = "stop"
         if fault is not None and fault.kind == "invalid_json":

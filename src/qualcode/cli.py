@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from . import archive, cache, config, logs
+from . import archive, cache, config, estimate, logs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,9 +15,14 @@ def main(argv: list[str] | None = None) -> None:
     imp.add_argument("archive", help="e.g. results/replay/answers.jsonl.gz")
     imp.add_argument("--config", default="config/config.yaml", help="config naming cache_dir (default: %(default)s)")
     imp.add_argument("--cache-dir", help="cache directory (default: cache_dir from the config)")
+    est = sub.add_parser("estimate", help="requests, tokens and cost still to come, after the cache")
+    est.add_argument("--config", default="config/config.yaml", help="config file (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    with logs.job(None, level=logging.INFO) as log:
+    with logs.job(None, level=logging.WARNING if args.command == "estimate" else logging.INFO) as log:
+        if args.command == "estimate":
+            print(estimate.render(estimate.estimate(config.load(args.config))))
+            return
         cache_dir = args.cache_dir or config.load(args.config).cache_dir
         with cache.AnswerCache(cache_dir) as answers:
             n = archive.import_(args.archive, answers)

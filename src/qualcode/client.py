@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import ipaddress
+import json
 import logging
 import os
 import random
@@ -21,12 +22,20 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from .cache import LLMRequest
 from .config import LLMConfig
 from .errors import ConfigError, ProviderError, RequestError
 from .ids import file_sha256
+from .limits import Ledger, estimate_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +78,11 @@ class Client(Protocol):
     async def aclose(self) -> None: ...
 
 
-def make_client(cfg: LLMConfig) -> Client:
+def make_client(cfg: LLMConfig, ledger: Ledger | None = None) -> Client:
+    """The one factory. The ledger (shared limits) applies to paid APIs, not to the embedded model."""
     if cfg.provider == "local":
         return LocalClient(cfg)
-    return OpenAIClient(cfg)
+    return OpenAIClient(cfg, ledger)
 
 
 def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -91,7 +101,7 @@ _TRANSIENT_STATUS = {408, 409, 425, 429}
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIConnectionError):  # includes timeouts and dropped connections
+    if isinstance(exc, (openai.APIConnectionError, BadResponse)):  # includes timeouts and dropped connections
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
@@ -107,18 +117,23 @@ def _retry_after(exc: BaseException | None) -> float | None:
         return None
 
 
-def _wait(state: RetryCallState) -> float:
-    backoff = wait_exponential_jitter(initial=1, max=60)(state)
-    hinted = _retry_after(state.outcome.exception() if state.outcome else None)
-    return max(backoff, hinted) if hinted is not None else backoff
+def _waiter(cfg: LLMConfig):
+    backoff = wait_exponential_jitter(initial=cfg.retry_initial_s, max=cfg.retry_max_s)
+
+    def wait(state: RetryCallState) -> float:
+        hinted = _retry_after(state.outcome.exception() if state.outcome else None)
+        return max(backoff(state), hinted) if hinted is not None else backoff(state)
+
+    return wait
 
 
-async def with_retries(call, *, attempts: int, what: str):
-    """Run `call()` with exponential backoff and jitter on transient errors, honouring Retry-After.
-    Returns (result, retries)."""
+async def with_retries(call, *, cfg: LLMConfig, what: str):
+    """Run `call()` with exponential backoff and jitter on transient errors, honouring Retry-After,
+    bounded by `llm.max_attempts` and `llm.max_retry_time_s`. Returns (result, retries)."""
+    attempts = cfg.max_attempts
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(attempts),
-        wait=_wait,
+        stop=stop_after_attempt(attempts) | stop_after_delay(cfg.max_retry_time_s),
+        wait=_waiter(cfg),
         retry=retry_if_exception(is_transient),
         reraise=True,
         before_sleep=lambda s: logger.warning(
@@ -163,16 +178,43 @@ def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
     )
 
 
+class BadResponse(Exception):
+    """A 200 answer whose body is not a chat completion (e.g. an HTML page from a proxy): retried."""
+
+
 class OpenAIClient:
-    def __init__(self, cfg: LLMConfig):
+    def __init__(self, cfg: LLMConfig, ledger: Ledger | None = None):
         self.cfg = cfg
         self.base_url = endpoint(cfg).base_url
+        self.ledger = ledger if ledger is not None and ledger.active else None
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=resolve_api_key(cfg, self.base_url),
             max_retries=0,
             timeout=cfg.timeout_s,
         )
+
+    async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
+        """One HTTP request, counted against the shared limits before it leaves."""
+        ledger, max_out = self.ledger, kwargs["max_tokens"]
+        rid = (
+            await ledger.acquire(prompt_tokens + max_out, ledger.estimate_cost(prompt_tokens, max_out))
+            if ledger
+            else None
+        )
+        cost = 0.0
+        try:
+            resp = await self._client.chat.completions.create(**kwargs)
+            if not hasattr(resp, "choices"):
+                raise BadResponse(f"{self.base_url} sent a body that is not a chat completion: {str(resp)[:80]!r}")
+            if ledger and resp.usage:
+                cost = ledger.cost(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
+            return resp
+        except json.JSONDecodeError as exc:
+            raise BadResponse(f"{self.base_url} sent a body that is not JSON: {exc}") from None
+        finally:
+            if rid:
+                ledger.settle(rid, cost)
 
     async def complete(self, request: LLMRequest) -> Completion:
         kwargs: dict[str, Any] = {
@@ -188,24 +230,28 @@ class OpenAIClient:
             kwargs["response_format"] = request.response_format
         if request.extra_body:
             kwargs["extra_body"] = request.extra_body
+        prompt_tokens = estimate_prompt_tokens(request.messages) if self.ledger else 0
+        attempts = self.cfg.max_attempts
         try:
             resp, retries = await with_retries(
-                lambda: self._client.chat.completions.create(**kwargs),
-                attempts=self.cfg.max_attempts,
-                what=f"{self.base_url} ({request.model})",
+                lambda: self._send(kwargs, prompt_tokens), cfg=self.cfg, what=f"{self.base_url} ({request.model})"
             )
         except openai.APIStatusError as exc:
             if is_transient(exc):
                 raise RequestError(
-                    f"{self.base_url} answered HTTP {exc.status_code} after {self.cfg.max_attempts} attempts",
-                    retries=self.cfg.max_attempts - 1,
+                    f"{self.base_url} answered HTTP {exc.status_code} after {attempts} attempts", retries=attempts - 1
                 ) from None
             raise ProviderError(self._explain(exc)) from None
         except openai.APIConnectionError as exc:
+            refused = type(exc.__cause__).__name__ == "ConnectError"
             raise RequestError(
-                f"cannot reach {self.base_url} after {self.cfg.max_attempts} attempts: {type(exc).__name__}",
-                retries=self.cfg.max_attempts - 1,
+                f"cannot reach {self.base_url} (llm.base_url) after {attempts} attempts: "
+                + ("connection refused or host unknown" if refused else type(exc).__name__),
+                retries=attempts - 1,
+                unreachable=refused,
             ) from None
+        except BadResponse as exc:
+            raise RequestError(f"{exc} (after {attempts} attempts)", retries=attempts - 1) from None
         choice = resp.choices[0] if resp.choices else None
         usage = resp.usage
         return Completion(

@@ -15,9 +15,10 @@ from typing import Any
 from .cache import AnswerCache, CachedAnswer, LLMRequest
 from .chunking import Chunk
 from .client import Client, Endpoint, endpoint, make_client, response_format
-from .config import LLMConfig
-from .errors import AnswerError, RequestError
+from .config import LimitsConfig, LLMConfig, Price
+from .errors import AnswerError, LimitReached, ProviderError, QualcodeError, RequestError
 from .ids import canonical_json
+from .limits import Ledger
 from .prompts import Prompts
 from .provenance import utc_now
 from .validate import AnswerValidator, reask_messages
@@ -64,14 +65,21 @@ class Coder:
         cfg: LLMConfig,
         prompts: Prompts,
         cache: AnswerCache,
-        client_factory: Callable[[LLMConfig], Client] = make_client,
+        client_factory: Callable[..., Client] = make_client,
+        ledger: Ledger | None = None,
+        price: Price | None = None,
     ):
         self.cfg = cfg
         self.prompts = prompts
         self.cache = cache
         self.endpoint: Endpoint = endpoint(cfg)
+        self.price = price
         self._client_factory = client_factory
+        self._ledger = ledger
         self._client: Client | None = None
+        self._answered = False  # the endpoint has answered at least once in this job
+        self._unreachable: str | None = None  # set when it refused connections before ever answering
+        self._stop: QualcodeError | None = None  # a quota, budget or permanent error: send nothing more
         schema = prompts.codebook.answer_schema()
         self.validate = AnswerValidator(schema, prompts.codebook.answer_model())
         self.response_format = response_format(cfg.structured_output, schema)
@@ -110,8 +118,10 @@ class Coder:
         if hit is not None:
             return self._result(chunk, req, key, **_from_cached(hit), cache_hit=True)
 
+        if self._unreachable:  # don't spend retries on every chunk of a server that is not there
+            return self._failed(chunk, req, key, self._unreachable)
         if self._client is None:
-            self._client = self._client_factory(self.cfg)
+            self._client = self._client_factory(self.cfg, self._ledger)
         messages = list(req.messages)
         attempts, reasks, retries, tokens_in, tokens_out = 0, 0, 0, 0, 0
         started = time.monotonic()
@@ -122,7 +132,10 @@ class Coder:
                 done = await self._client.complete(req.model_copy(update={"messages": tuple(messages)}))
             except RequestError as exc:
                 last_error, retries = str(exc), retries + exc.retries
+                if exc.unreachable and not self._answered:
+                    self._unreachable = last_error
                 break
+            self._answered = True
             retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
@@ -175,39 +188,90 @@ class Coder:
             cache_hit=False,
         )
 
+    def _failed(self, chunk: Chunk, req: LLMRequest, key: str, error: str) -> ChunkResult:
+        return self._result(
+            chunk,
+            req,
+            key,
+            status="failed",
+            answer_json=None,
+            raw=None,
+            error=error,
+            model_served=None,
+            system_fingerprint=None,
+            finish_reason=None,
+            tokens_in=None,
+            tokens_out=None,
+            latency_s=None,
+            attempts=0,
+            reasks=0,
+            retries=0,
+            answered_at=None,
+            cache_hit=False,
+        )
+
     async def code_all(self, chunks: Sequence[Chunk], progress_every_s: float = 15.0) -> list[ChunkResult]:
+        """Code every chunk, or stop cleanly: on a quota, budget or permanent error nothing more is sent,
+        answers already received stay cached, and the chunks still pending are logged."""
         # The embedded model answers one request at a time; queueing more would only inflate latencies.
         sem = asyncio.Semaphore(1 if self.endpoint.provider == "local" else self.cfg.concurrency)
         done: list[ChunkResult] = []
         last_report = time.monotonic()
 
-        async def one(chunk: Chunk) -> ChunkResult:
+        async def one(chunk: Chunk) -> ChunkResult | None:
             nonlocal last_report
             async with sem:
-                result = await self.code(chunk)
+                if self._stop is not None:
+                    return None
+                try:
+                    result = await self.code(chunk)
+                except (LimitReached, ProviderError) as exc:
+                    self._stop = self._stop or exc
+                    return None
             done.append(result)
             now = time.monotonic()
             if now - last_report >= progress_every_s or len(done) == len(chunks):
                 last_report = now
-                logger.info("progress: %s", progress(done, len(chunks)))
+                logger.info("progress: %s", progress(done, len(chunks), self.price))
             return result
 
         try:
-            return list(await asyncio.gather(*(one(c) for c in chunks)))
+            results = await asyncio.gather(*(one(c) for c in chunks))
         finally:
             if self._client is not None:
                 await self._client.aclose()
+        if self._stop is not None:
+            raise self._stopped(chunks, results)
+        if self._unreachable and not any(r.status == "coded" for r in results):
+            raise ProviderError(f"{self._unreachable}; check llm.base_url and that the server is running")
+        return list(results)  # type: ignore[arg-type]
+
+    def _stopped(self, chunks: Sequence[Chunk], results: Sequence[ChunkResult | None]) -> QualcodeError:
+        pending = [c.chunk_id for c, r in zip(chunks, results, strict=True) if r is None]
+        coded = sum(1 for r in results if r is not None and r.status == "coded")
+        logger.error("%d chunk(s) pending, not sent: %s", len(pending), " ".join(pending))
+        exc = self._stop
+        when = f"after {exc.resume_at}" if isinstance(exc, LimitReached) and exc.resume_at else "when fixed"
+        message = (
+            f"{exc}. Stopped sending: {coded} chunk(s) of this job are coded and cached, {len(pending)} pending "
+            f"(listed in this job's log). Run the workflow again {when}; nothing already answered is sent again."
+        )
+        if isinstance(exc, LimitReached):
+            return LimitReached(message, resume_at=exc.resume_at)
+        return type(exc)(message)
 
 
-def progress(results: Sequence[ChunkResult], total: int) -> str:
+def progress(results: Sequence[ChunkResult], total: int, price: Price | None = None) -> str:
     hits = sum(r.cache_hit for r in results)
     failed = sum(r.status == "failed" for r in results)
     reasks = sum(r.reasks for r in results if not r.cache_hit)
     retries = sum(r.retries for r in results if not r.cache_hit)
-    tokens = sum((r.tokens_in or 0) + (r.tokens_out or 0) for r in results if not r.cache_hit)
+    t_in = sum(r.tokens_in or 0 for r in results if not r.cache_hit)
+    t_out = sum(r.tokens_out or 0 for r in results if not r.cache_hit)
+    cost = f", cost {(t_in * price.input + t_out * price.output) / 1e6:.4f}" if price else ""
     return (
         f"{len(results)}/{total} chunks, {hits} from cache, {failed} failed, "
-        f"{reasks} re-asks, {retries} retries, {tokens} tokens sent and received"
+        f"{reasks} re-asks, {retries} retries, {t_in} tokens in, {t_out} out{cost}"
     )
 
 
@@ -230,6 +294,17 @@ def _from_cached(hit: CachedAnswer) -> dict[str, Any]:
     )
 
 
-def code_chunks(chunks: Sequence[Chunk], cfg: LLMConfig, prompts: Prompts, cache: AnswerCache) -> list[ChunkResult]:
+def code_chunks(
+    chunks: Sequence[Chunk],
+    cfg: LLMConfig,
+    prompts: Prompts,
+    cache: AnswerCache,
+    limits: LimitsConfig | None = None,
+    price: Price | None = None,
+) -> list[ChunkResult]:
     """Code every chunk; the synchronous entry point used by the coding job."""
-    return asyncio.run(Coder(cfg, prompts, cache).code_all(chunks))
+    ledger = Ledger(cache.directory, f"{endpoint(cfg).base_url} {cfg.model}", limits or LimitsConfig(), price)
+    try:
+        return asyncio.run(Coder(cfg, prompts, cache, ledger=ledger, price=price).code_all(chunks))
+    finally:
+        ledger.close()

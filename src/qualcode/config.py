@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -102,7 +102,14 @@ class LLMConfig(_Strict):
     )
     seed: int | None = Field(42, description="Sampling seed, sent to providers that honour it.")
     timeout_s: float = Field(300.0, gt=0, description="Seconds to wait for one answer.")
-    max_attempts: int = Field(4, ge=1, le=20, description="Tries per request on transient errors (timeouts, 429, 5xx).")
+    max_attempts: int = Field(
+        4, ge=1, le=20, description="Tries per request on transient errors (timeouts, 429, 5xx, dropped connections)."
+    )
+    retry_initial_s: float = Field(1.0, gt=0, le=600, description="First back-off wait; doubles each retry, jittered.")
+    retry_max_s: float = Field(60.0, gt=0, le=3600, description="Longest back-off wait (a Retry-After may be longer).")
+    max_retry_time_s: float = Field(
+        600.0, gt=0, description="Give up retrying one request after this many seconds in total."
+    )
     max_reasks: int = Field(
         2, ge=0, le=10, description="Times an invalid answer is re-asked, carrying the validation error."
     )
@@ -119,6 +126,21 @@ class CodingConfig(_Strict):
 
     shard_size: int = Field(
         25, ge=1, le=100_000, description="Chunks per coding job; jobs run in parallel, requests inside a job too."
+    )
+
+
+class LimitsConfig(_Strict):
+    """Limits enforced across all coding jobs (they share a ledger in cache_dir). Null means no limit."""
+
+    requests_per_minute: int | None = Field(None, ge=1, description="Requests sent in any 60 s window.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Prompt tokens (estimated) plus llm.max_tokens, in any 60 s window."
+    )
+    requests_per_day: int | None = Field(
+        None, ge=1, description="Daily quota (per UTC day), e.g. 50 on a free tier; the run stops cleanly at it."
+    )
+    budget: float | None = Field(
+        None, ge=0, description="Most money spent through this cache, in the currency of `prices`; needs a price."
     )
 
 
@@ -141,6 +163,7 @@ class Config(_Strict):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Rate limits, daily quota, budget.")
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Price per million tokens by model name (as in llm.model), for the cost columns and totals.",
@@ -150,6 +173,12 @@ class Config(_Strict):
         ".cache/qualcode",
         description="Answer cache (SQLite via diskcache); keep it on a local disk, not NFS or Lustre.",
     )
+
+    @model_validator(mode="after")
+    def _budget_needs_a_price(self) -> Config:
+        if self.limits.budget is not None and self.llm.model not in self.prices:
+            raise ValueError(f"limits.budget is set but prices has no entry for llm.model {self.llm.model!r}")
+        return self
 
 
 def resolve(raw: dict[str, Any], source: str = "config") -> Config:

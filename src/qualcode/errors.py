@@ -37,6 +37,16 @@ class RequestError(QualcodeError):
     """One request failed for good (retries exhausted, or refused for this chunk alone).
     The chunk goes to the failures table and the run goes on."""
 
-    def __init__(self, message: str, retries: int = 0):
+    def __init__(self, message: str, retries: int = 0, unreachable: bool = False):
         self.retries = retries
+        self.unreachable = unreachable  # connection refused or unknown host: likely a wrong llm.base_url
+        super().__init__(message)
+
+
+class LimitReached(QualcodeError):
+    """The daily quota or the budget forbids another request. The run stops sending; every answer
+    received so far is in the cache, and the next run goes on from there."""
+
+    def __init__(self, message: str, resume_at: str | None = None):
+        self.resume_at = resume_at
         super().__init__(message)

@@ -97,19 +97,26 @@ def frequencies(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value", "chunks"])
 
 
+def _crosstab(index: pd.Series, columns: pd.Series, rows: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
+    """Counts of (index, columns) pairs on the given rows and columns; unlike pd.crosstab, also of no data."""
+    if index.empty:
+        return pd.DataFrame(0, index=list(rows), columns=list(cols))
+    t = pd.crosstab(index, columns).reindex(index=list(rows), columns=list(cols), fill_value=0)
+    return t.rename_axis(index=None, columns=None)
+
+
 def cooccurrence(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
     """Chunks coded with both codes, for every pair of codes that occur; the diagonal is each code's count."""
     c = _codes(codes, cb)
-    order = _observed(c, cb)
-    m = pd.crosstab(c.chunk_id, c.code).reindex(columns=order, fill_value=0)
-    return (m.T @ m).rename_axis(index=None, columns=None)
+    m = _crosstab(c.chunk_id, c.code, c.chunk_id.unique(), _observed(c, cb))
+    v = m.to_numpy()  # DataFrame.T fails on a frame without columns
+    return pd.DataFrame(v.T @ v, index=m.columns, columns=m.columns)
 
 
 def documents_by_codes(codes: pd.DataFrame, doc_ids: Sequence[str], cb: Codebook) -> pd.DataFrame:
     """Chunks of each document (rows, all of `doc_ids`) coded with each code that occurs (columns)."""
     c = _codes(codes, cb)
-    m = pd.crosstab(c.doc_id, c.code).reindex(index=list(doc_ids), columns=_observed(c, cb), fill_value=0)
-    return m.rename_axis(index=None, columns=None)
+    return _crosstab(c.doc_id, c.code, doc_ids, _observed(c, cb))
 
 
 def grounding(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
@@ -122,8 +129,7 @@ def grounding(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
     found = set(q.grounding)
     columns = [g for g in GROUNDING if g in found or g in ("exact", "normalised", "ungrounded")]
     columns += sorted(found - set(columns))
-    t = pd.crosstab(q.field, q.grounding).reindex(index=asked, columns=columns, fill_value=0)
-    return t.rename_axis(index=None, columns=None)
+    return _crosstab(q.field, q.grounding, asked, columns)
 
 
 def llm_usage(calls: pd.DataFrame) -> pd.DataFrame:

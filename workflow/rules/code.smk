@@ -21,5 +21,11 @@ rule code_shard:
         llm=CFG.llm.model_dump(mode="json"),
         shard_size=CFG.coding.shard_size,
         cache_dir=CFG.cache_dir,
+        limits=CFG.limits.model_dump(),
+        price=(
+            CFG.prices[CFG.llm.model].model_dump()
+            if CFG.llm.model in CFG.prices
+            else None
+        ),
     script:
         "../scripts/code_shard.py"

@@ -11,7 +11,9 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     first = int(snakemake.wildcards.shard) * params.shard_size  # noqa: F821
     chunks = tables.read_chunks(inp.chunks)[first : first + params.shard_size]
     with cache.AnswerCache(params.cache_dir) as answers:
-        results = coding.code_chunks(chunks, llm, templates, answers)
+        limits = config.LimitsConfig.model_validate(params.limits)
+        price = config.Price(**params.price) if params.price else None
+        results = coding.code_chunks(chunks, llm, templates, answers, limits, price)
     times = {"qualcode.job_started_at": started, "qualcode.job_finished_at": provenance.utc_now()}
     tables.write(tables.results_table(results), snakemake.output.results, metadata=times)  # noqa: F821
-    log.info("done: %s", coding.progress(results, len(chunks)))
+    log.info("done: %s", coding.progress(results, len(chunks), price))

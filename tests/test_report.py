@@ -1,0 +1,212 @@
+"""The report's counts are right on a hand-made run, its figures are byte-for-byte reproducible, and
+`snakemake --report` embeds every figure, table and the methods paragraph."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+
+import pandas as pd
+import pytest
+
+from qualcode import report
+
+from workflow_helpers import run, scratch_copy, write_config
+
+KEY = "sk-test-FAKE-key-0123456789abcdef"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _code(doc, chunk, field, value, grounding="exact"):
+    return {"doc_id": doc, "chunk_id": chunk, "field": field, "value": value, "grounding": grounding}
+
+
+@pytest.fixture
+def codes():
+    """Three chunks of two documents, coded against tests/data/codebook.yaml."""
+    rows = [
+        _code("a", "c1", "emotions", "fear", "exact"),
+        _code("a", "c1", "emotions", "pride", "exact"),  # the same quote, repeated per value
+        _code("a", "c1", "solidarity", "present", "normalised"),
+        _code("a", "c1", "own_health", "true", "ungrounded"),
+        _code("a", "c1", "summary", "A nurse is afraid.", "not_asked"),
+        _code("a", "c2", "emotions", "fear", "ungrounded"),
+        _code("a", "c2", "solidarity", "absent", "empty"),
+        _code("a", "c2", "own_health", "false", "exact"),
+        _code("b", "c3", "emotions", "none", "exact"),
+        _code("b", "c3", "solidarity", "not_mentioned", "exact"),
+        _code("b", "c3", "own_health", "false", "exact"),
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_frequencies_count_chunks_and_keep_unused_values(codes, codebook):
+    freq = report.frequencies(codes, codebook).set_index(["field", "value"]).chunks
+    assert freq["emotions", "fear"] == 2 and freq["emotions", "pride"] == 1 and freq["emotions", "none"] == 1
+    assert freq["own_health", "false"] == 2 and freq["own_health", "true"] == 1
+    assert "summary" not in freq.index.get_level_values("field")  # free text is not a code
+    assert len(freq) == 3 + 3 + 2  # every allowed value, used or not
+
+
+def test_cooccurrence_and_documents_by_codes(codes, codebook):
+    co = report.cooccurrence(codes, codebook)
+    assert list(co.index) == list(co.columns) and (co.to_numpy() == co.to_numpy().T).all()
+    assert co.loc["emotions:fear", "emotions:fear"] == 2
+    assert co.loc["emotions:fear", "emotions:pride"] == 1
+    assert co.loc["emotions:none", "emotions:fear"] == 0
+    assert "solidarity:present" in co.index and "emotions:pride" in co.index
+    docs = report.documents_by_codes(codes, ["a", "b", "empty.txt"], codebook)
+    assert list(docs.index) == ["a", "b", "empty.txt"]
+    assert docs.loc["a", "emotions:fear"] == 2 and docs.loc["b", "own_health:false"] == 1
+    assert docs.loc["empty.txt"].sum() == 0
+
+
+def test_grounding_counts_one_quote_per_chunk_and_field(codes, codebook):
+    g = report.grounding(codes, codebook)
+    assert list(g.index) == ["emotions", "solidarity", "own_health"]  # summary asks for no quote
+    assert g.loc["emotions"].to_dict() == {"exact": 2, "normalised": 0, "ungrounded": 1, "empty": 0}
+    assert g.loc["solidarity", "empty"] == 1
+    assert g.to_numpy().sum() == 9  # 3 chunks x 3 quoted fields
+
+
+def test_llm_usage_leaves_an_unpriced_cost_unknown():
+    calls = pd.DataFrame(
+        {
+            "request_hash": ["h1", "h2", "h3"],
+            "status": ["coded", "failed", "coded"],
+            "model_asked": ["m", "m", "priced"],
+            "model_served": ["m-1", "m-1", None],
+            "tokens_in": [100, 50, 10],
+            "tokens_out": [20, 10, 5],
+            "latency_s": [1.0, 3.0, 0.5],
+            "reasks": [0, 2, 0],
+            "retries": [1, 0, 0],
+            "cache_hit": [True, False, False],
+            "cost": [None, None, 0.25],
+        }
+    )
+    usage = report.llm_usage(calls).set_index("model_asked")
+    assert usage.loc["m", "calls"] == 2 and usage.loc["m", "failed"] == 1 and usage.loc["m", "cache_hits"] == 1
+    assert usage.loc["m", "tokens_in"] == 150 and usage.loc["m", "latency_median_s"] == 2.0
+    assert math.isnan(usage.loc["m", "cost"]) and usage.loc["priced", "cost"] == 0.25
+    assert usage.loc["priced", "model_served"] == "n/a"
+
+
+def _draw_all(codes, codebook, out):
+    report.plot_frequencies(report.frequencies(codes, codebook), 3, out / "freq.png")
+    report.plot_heatmap(report.cooccurrence(codes, codebook), out / "co.png", "co", "code", "code")
+    docs = report.documents_by_codes(codes, ["a", "b"], codebook)
+    report.plot_heatmap(docs, out / "docs.png", "docs", "code", "document")
+    report.plot_grounding(report.grounding(codes, codebook), out / "grounding.png")
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_figures_are_written_and_reproducible(codes, codebook, tmp_path):
+    first = _draw_all(codes, codebook, tmp_path / "one")
+    second = _draw_all(codes, codebook, tmp_path / "two")
+    assert set(first) == {"freq.png", "co.png", "docs.png", "grounding.png"}
+    for name, data in first.items():
+        assert data.startswith(PNG) and len(data) > 2000, name
+        assert data == second[name], f"{name} differs between two identical calls"
+
+
+def test_no_codes_still_gives_every_figure(codebook, tmp_path):
+    empty = pd.DataFrame(columns=["doc_id", "chunk_id", "field", "value", "grounding"], dtype=str)
+    drawn = _draw_all(empty, codebook, tmp_path)
+    assert len(drawn) == 4 and all(d.startswith(PNG) for d in drawn.values())
+
+
+def test_pages_escape_what_the_model_wrote(tmp_path):
+    report.failures_html(pd.DataFrame(columns=["stage", "reason"]), tmp_path / "none.html")
+    assert "No failures" in (tmp_path / "none.html").read_text()
+    failures = pd.DataFrame(
+        [
+            {
+                "stage": "coding",
+                "source_file": None,
+                "doc_id": "a",
+                "chunk_id": "c1",
+                "reason": "answer does not match the schema",
+                "attempts": 3,
+                "raw_answer": "<script>alert(1)</script>" + "x" * 1000,
+            }
+        ]
+    )
+    report.failures_html(failures, tmp_path / "failures.html")
+    page = (tmp_path / "failures.html").read_text()
+    assert "does not match the schema" in page and "<script>" not in page and "x" * 400 not in page
+
+
+def test_markdown_html_renders_the_methods_subset():
+    md = (
+        "# Methods\n\nTexts were coded with `m` <b>.\nSecond line.\n\n## Parameters\n\n"
+        "| Parameter | Value |\n|---|---|\n| Seed | 42 |\n\n```\n{{ codebook.name }} <x>\n```\n"
+    )
+    out = report.markdown_html(md)
+    assert "<h1>Methods</h1>" in out and "<h2>Parameters</h2>" in out
+    assert "<p>Texts were coded with <code>m</code> &lt;b&gt;. Second line.</p>" in out
+    assert "<tr><th>Parameter</th><th>Value</th></tr>" in out and "<tr><td>Seed</td><td>42</td></tr>" in out
+    assert "---" not in out
+    assert "<pre>{{ codebook.name }} &lt;x&gt;</pre>" in out
+
+
+# -- through Snakemake -----------------------------------------------------------------------------
+
+REPORTED = (
+    "code_frequencies.png",
+    "code_cooccurrence.png",
+    "documents_by_codes.png",
+    "quote_grounding.png",
+    "failures.html",
+    "model_calls.html",
+    "methods.html",
+)
+
+
+def _embedded(html_text: str) -> dict[str, dict]:
+    """The report's results, by file name, as Snakemake 9 embeds them (a JSON object in a script tag)."""
+    results = json.loads(re.search(r"var results = (\{.*?\});\s*</script>", html_text, re.DOTALL).group(1))
+    return {r["name"]: r for r in results.values()}
+
+
+def _decoded(data_uri: str) -> bytes:
+    return base64.b64decode(data_uri.split(";base64,", 1)[1])
+
+
+@pytest.mark.e2e
+def test_snakemake_report_embeds_figures_and_methods(tmp_path, fake_server):
+    workdir = scratch_copy(tmp_path / "wf")
+    cfg = write_config(
+        workdir,
+        {
+            "llm": {
+                "provider": "openai",
+                "base_url": fake_server.base_url,
+                "model": "fake-model",
+                "structured_output": "json_schema",
+                "api_key_env": "QUALCODE_TEST_KEY",
+            },
+            "cache_dir": str(workdir / "cache"),
+        },
+    )
+    env = {"QUALCODE_TEST_KEY": KEY}
+    run(workdir, "--configfile", str(cfg), env=env)
+    run(workdir, "--configfile", str(cfg), "--report", "report.html", env=env)
+
+    page = (workdir / "report.html").read_text(encoding="utf-8")
+    results = _embedded(page)
+    assert set(REPORTED) <= set(results)
+    for name in REPORTED:
+        data = _decoded(results[name]["data_uri"])
+        assert data == (workdir / "results/report" / name).read_bytes(), name
+        assert results[name]["caption"], f"{name} has no caption"
+    assert _decoded(results["code_frequencies.png"]["data_uri"]).startswith(PNG)
+    methods = _decoded(results["methods.html"]["data_uri"]).decode()
+    assert "Texts were coded with the language model fake-model" in methods
+    assert "<table>" in methods
+    assert "No failures" in _decoded(results["failures.html"]["data_uri"]).decode()
+    # the demo-model warning is for the embedded model only
+    assert "135M-parameter demo model" not in page
+    assert "qualcode coded the texts" in page  # the workflow description
