@@ -479,7 +479,9 @@ class FakeServer:
         self.headers: list[dict[str, str]] = []
         self.script: list[Fault | None] = []
         self._fault_rates: dict[str, float] = {}
-        self.outcomes: list[tuple[str, str]] = []  # (body_hash, fault kind or "ok"), in arrival order
+        # (body_hash, outcome) per chat request in arrival order; outcome is "ok", a fault kind (a "hang" that
+        # outlives hang_seconds still answers, but stays a "hang"), "rejected" (streaming) or "answer_fn_error".
+        self.outcomes: list[tuple[str, str]] = []
         self.answer_fn: Callable[[dict[str, Any]], str] | None = None
         self.base_url = ""
         self._lock = threading.Lock()

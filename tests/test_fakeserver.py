@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -349,3 +350,125 @@ def test_generator_quote_is_verbatim_prefix():
 def test_unknown_fault_kind_rejected():
     with pytest.raises(ValueError):
         Fault("explode")
+
+
+# --- bad bodies, outcomes and fault keys ---------------------------------------------------------------------
+
+
+def _post_raw(fake, body: dict) -> tuple[int, str, str]:
+    request = urllib.request.Request(
+        f"{fake.base_url}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return resp.status, resp.headers["Content-Type"], resp.read().decode()
+
+
+def test_bad_body_is_200_html_not_json(fake, client):
+    fake.script = [Fault("bad_body")]
+    status, content_type, text = _post_raw(fake, {"model": "m", "messages": _messages()})
+    assert (status, content_type) == (200, "text/html")
+    assert "502 Bad Gateway" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    # the real client does not turn it into a chat completion
+    fake.script = [Fault("bad_body")]
+    try:
+        resp = _ask(client)
+    except openai.APIError:
+        pass
+    else:
+        assert not hasattr(resp, "choices")
+    jsonschema.validate(json.loads(_ask(client).choices[0].message.content), CODING_SCHEMA)
+
+
+def test_outcomes_record_every_request_in_order(fake, client):
+    fake.script = [Fault("status", status=503), Fault("bad_body"), None, Fault("invalid_json")]
+    with pytest.raises(openai.InternalServerError):
+        _ask(client)
+    for _ in range(3):
+        with contextlib.suppress(openai.APIError):
+            _ask(client)
+    _ask(client, messages=_messages("Another segment."))
+    with pytest.raises(openai.BadRequestError):
+        _ask(client, stream=True)
+    first, other, streamed = (body_hash(fake.requests[i]) for i in (0, 4, 5))
+    assert fake.outcomes == [
+        (first, "status"),
+        (first, "bad_body"),
+        (first, "ok"),
+        (first, "invalid_json"),
+        (other, "ok"),
+        (streamed, "rejected"),
+    ]
+    assert fake.fault_count() == 3
+    # invalid_json is a 200 but not a valid answer: only "ok" outcomes count as delivered answers
+    assert fake.ok_counts_by_hash() == {first: 1, other: 1}
+    assert fake.counts_by_hash()[first] == 4
+
+
+def test_answer_fn_error_is_recorded(fake, client):
+    fake.answer_fn = lambda body: 1 / 0
+    with pytest.raises(openai.InternalServerError, match="ZeroDivisionError"):
+        _ask(client)
+    assert [kind for _, kind in fake.outcomes] == ["answer_fn_error"]
+    assert fake.fault_count() == 0 and fake.ok_counts_by_hash() == {}
+
+
+def test_outcomes_are_thread_safe(fake):
+    fake.fault_rates = {"status:503": 0.3, "bad_body": 0.2}
+
+    async def run() -> None:
+        async with openai.AsyncOpenAI(base_url=fake.base_url, api_key=API_KEY, max_retries=0, timeout=10) as aclient:
+            tasks = [
+                aclient.chat.completions.create(
+                    model="fake-model-1", messages=_messages(f"segment {i}"), response_format=_json_schema_format()
+                )
+                for i in range(40)
+            ]
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
+    assert len(fake.outcomes) == fake.count() == 40
+    assert [digest for digest, _ in fake.outcomes] == [body_hash(b) for b in fake.requests]
+    assert fake.fault_count() + sum(fake.ok_counts_by_hash().values()) == 40
+    assert 0 < fake.fault_count() < 40
+
+
+def test_fault_rates_draw_429_with_and_without_retry_after():
+    seen: dict[str | None, int] = {}
+    with FakeServer(seed=3) as server:
+        server.fault_rates = {"status:429": 0.4, "status:429:retry_after=1": 0.4}
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=5)
+        for i in range(40):
+            try:
+                _ask(client, messages=_messages(f"segment {i}"))
+                seen["ok"] = seen.get("ok", 0) + 1
+            except openai.RateLimitError as exc:
+                retry_after = exc.response.headers.get("retry-after")
+                seen[retry_after] = seen.get(retry_after, 0) + 1
+        assert server.fault_count() == seen[None] + seen["1"]
+    assert set(seen) == {None, "1", "ok"}
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("bad_body", Fault("bad_body")),
+        ("status:503", Fault("status", status=503)),
+        ("status:429:retry_after=1", Fault("status", status=429, retry_after=1.0)),
+        ("status:429:retry_after=0.5", Fault("status", status=429, retry_after=0.5)),
+    ],
+)
+def test_fault_from_key(key, expected):
+    assert Fault.from_key(key) == expected
+
+
+@pytest.mark.parametrize(
+    "key", ["explode", "status:abc", "bad_body:500", "status:429:wait=1", "status:429:retry_after", "status:1:2:3"]
+)
+def test_invalid_fault_rates_key_fails_on_assignment(fake, key):
+    with pytest.raises(ValueError):
+        fake.fault_rates = {key: 0.5}

@@ -25,6 +25,7 @@ def scratch_copy(dest: Path, data: bool = True) -> Path:
             shutil.copytree(src, dest / name)
         else:
             shutil.copy2(src, dest / name)
+    (dest / "profiles").symlink_to("workflow/profiles")  # how snakemake finds workflow/profiles/default
     if data:
         shutil.copytree(REPO / "data" / "raw", dest / "data" / "raw")
     return dest

@@ -79,6 +79,9 @@ class AnswerCache:
         # Each set is its own SQLite transaction: the answer is durable as soon as this returns.
         self._cache.set(key, canonical_json(answer.model_dump(mode="json")))
 
+    def keys(self) -> list[str]:
+        return list(self._cache.iterkeys())
+
     def __len__(self) -> int:
         return len(self._cache)
 

@@ -231,27 +231,32 @@ class OpenAIClient:
         if request.extra_body:
             kwargs["extra_body"] = request.extra_body
         prompt_tokens = estimate_prompt_tokens(request.messages) if self.ledger else 0
-        attempts = self.cfg.max_attempts
+        sent = 0  # HTTP requests for this answer, so retries are counted exactly however retrying stopped
+
+        async def send() -> Any:
+            nonlocal sent
+            sent += 1
+            return await self._send(kwargs, prompt_tokens)
+
         try:
-            resp, retries = await with_retries(
-                lambda: self._send(kwargs, prompt_tokens), cfg=self.cfg, what=f"{self.base_url} ({request.model})"
-            )
+            resp, _ = await with_retries(send, cfg=self.cfg, what=f"{self.base_url} ({request.model})")
         except openai.APIStatusError as exc:
             if is_transient(exc):
                 raise RequestError(
-                    f"{self.base_url} answered HTTP {exc.status_code} after {attempts} attempts", retries=attempts - 1
+                    f"{self.base_url} answered HTTP {exc.status_code} after {sent} attempts", retries=sent - 1
                 ) from None
             raise ProviderError(self._explain(exc)) from None
         except openai.APIConnectionError as exc:
             refused = type(exc.__cause__).__name__ == "ConnectError"
             raise RequestError(
-                f"cannot reach {self.base_url} (llm.base_url) after {attempts} attempts: "
+                f"cannot reach {self.base_url} (llm.base_url) after {sent} attempts: "
                 + ("connection refused or host unknown" if refused else type(exc).__name__),
-                retries=attempts - 1,
+                retries=sent - 1,
                 unreachable=refused,
             ) from None
         except BadResponse as exc:
-            raise RequestError(f"{exc} (after {attempts} attempts)", retries=attempts - 1) from None
+            raise RequestError(f"{exc} (after {sent} attempts)", retries=sent - 1) from None
+        retries = sent - 1
         choice = resp.choices[0] if resp.choices else None
         usage = resp.usage
         return Completion(

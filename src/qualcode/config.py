@@ -203,8 +203,19 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(f"{path}: {what} is not valid YAML: {exc}") from None
 
 
-def load(path: str | Path) -> Config:
-    return resolve(read_yaml(path, "config file") or {}, str(path))
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(*paths: str | Path) -> Config:
+    """Load config files, later ones overriding earlier ones key by key, as `snakemake --configfile` does."""
+    raw: dict[str, Any] = {}
+    for path in paths:
+        raw = _merge(raw, read_yaml(path, "config file") or {})
+    return resolve(raw, ", ".join(map(str, paths)))
 
 
 # Where things live, not what determines the answers: left out of the config hash so that a replay

@@ -1,0 +1,219 @@
+"""Reliability through real Snakemake and the real openai client against the fault-injecting server:
+quotas, budgets, chaos and SIGKILL lose nothing that was paid for."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qualcode.cache import AnswerCache, LLMRequest
+
+from workflow_helpers import SNAKEMAKE, assert_invariants, run, scratch_copy, tables, write_config
+
+pytestmark = pytest.mark.e2e
+
+KEY = "sk-test-FAKE-reliability-key-99"
+ENV = {"QUALCODE_TEST_KEY": KEY}
+
+
+def _config(wd, server, *, llm=None, **top):
+    return write_config(
+        wd,
+        {
+            "llm": {
+                "provider": "openai",
+                "base_url": server.base_url,
+                "model": "fake-model",
+                "structured_output": "json_schema",
+                "api_key_env": "QUALCODE_TEST_KEY",
+                **(llm or {}),
+            },
+            "cache_dir": str(wd / "cache"),
+            **top,
+        },
+    )
+
+
+def _key_of(body: dict, base_url: str) -> str:
+    """Our cache key for a request body as the server saw it."""
+    return LLMRequest(
+        provider="openai",
+        base_url=base_url,
+        model=body["model"],
+        messages=tuple(body["messages"]),
+        temperature=body["temperature"],
+        top_p=body["top_p"],
+        max_tokens=body["max_tokens"],
+        seed=body.get("seed"),
+        response_format=body.get("response_format"),
+    ).key()
+
+
+def _survey(wd, n: int) -> None:
+    """A corpus of n short survey answers: n chunks."""
+    raw = wd / "data" / "raw"
+    raw.mkdir(parents=True)
+    rng = random.Random(n)
+    words = "masks shifts bus night patients fear proud tired gloves union neighbours rent kids".split()
+    with open(raw / "survey.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        for i in range(n):
+            w.writerow([f"R{i:04d}", f"Answer {i}: " + " ".join(rng.choice(words) for _ in range(25)) + "."])
+
+
+def test_daily_quota_stops_cleanly_and_the_next_run_resends_nothing(tmp_path, fake_server):
+    wd = scratch_copy(tmp_path / "wf")
+    cfg = _config(wd, fake_server, llm={"concurrency": 2}, limits={"requests_per_day": 10})
+    proc = run(wd, "--configfile", str(cfg), env=ENV, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "limits.requests_per_day" in out and "resets at" in out and "pending" in out
+    assert fake_server.count() == 10  # not one request past the quota
+    logs = "".join(p.read_text() for p in (wd / "results/logs/code_shard").glob("*.log"))
+    assert "pending, not sent:" in logs
+
+    proc = run(wd, "--configfile", str(cfg), env=ENV, check=False)  # same day: still stopped, nothing sent
+    assert proc.returncode != 0 and fake_server.count() == 10
+
+    cfg = _config(wd, fake_server, llm={"concurrency": 2}, limits={"requests_per_day": 1000})
+    run(wd, "--configfile", str(cfg), env=ENV)
+    n_chunks = len(tables(wd)["chunks"])
+    assert fake_server.count() == n_chunks  # the 10 answers of the first run were not asked again
+    assert max(fake_server.ok_counts_by_hash().values()) == 1
+
+
+def test_budget_stops_before_it_is_passed(tmp_path, fake_server):
+    wd = scratch_copy(tmp_path / "wf")
+    prices = {"fake-model": {"input": 1.0, "output": 1.0}}  # per million tokens
+    cfg = _config(wd, fake_server, llm={"concurrency": 3, "max_tokens": 1000}, prices=prices, limits={"budget": 0.01})
+    proc = run(wd, "--configfile", str(cfg), env=ENV, check=False)
+    assert proc.returncode != 0 and "limits.budget" in proc.stdout + proc.stderr
+    sent = fake_server.count()
+    assert 0 < sent < 32
+    from qualcode.config import LimitsConfig, Price
+    from qualcode.limits import Ledger
+
+    ledger = Ledger(wd / "cache", f"{fake_server.base_url} fake-model", LimitsConfig(), Price(input=1, output=1))
+    assert 0 < ledger.spent() <= 0.01
+    ledger.close()
+
+    cfg = _config(wd, fake_server, llm={"concurrency": 3, "max_tokens": 1000}, prices=prices, limits={"budget": 5})
+    run(wd, "--configfile", str(cfg), env=ENV)
+    assert fake_server.count() == len(tables(wd)["chunks"])
+    assert tables(wd)["llm_calls"].cost.notna().all()
+
+
+def test_estimate_counts_what_is_left_to_send(tmp_path, fake_server):
+    wd = scratch_copy(tmp_path / "wf")
+    prices = {"fake-model": {"input": 0.15, "output": 0.6}}
+    cfg = _config(wd, fake_server, prices=prices)
+
+    def estimate() -> dict[str, str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "qualcode", "estimate", "--config", "config/config.yaml", "--config", str(cfg)],
+            cwd=wd,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in proc.stdout.splitlines())
+
+    before = estimate()
+    assert before["chunks"] == "32" and before["requests to send"] == "32"
+    assert before["cost for fake-model"].endswith("(every answer at llm.max_tokens)")
+    run(wd, "--configfile", str(cfg), env=ENV)
+    assert fake_server.count() == 32
+    after = estimate()
+    assert after["already answered (cache)"] == "32" and after["requests to send"] == "0"
+
+
+def test_chaos_every_chunk_coded_or_listed_and_no_answer_paid_twice(tmp_path, fake_server):
+    wd = scratch_copy(tmp_path / "wf", data=False)
+    n = 520
+    _survey(wd, n)
+    fake_server.fault_rates = {
+        # 30% transient faults
+        "status:503": 0.08,
+        "status:500": 0.04,
+        "status:429": 0.04,
+        "status:429:retry_after=0.05": 0.04,
+        "reset": 0.05,
+        "bad_body": 0.05,
+        # 10% answers that are not valid
+        "invalid_json": 0.05,
+        "schema_invalid": 0.05,
+    }
+    cfg = _config(
+        wd,
+        fake_server,
+        llm={"concurrency": 8, "max_attempts": 6, "max_reasks": 2, "retry_initial_s": 0.01, "retry_max_s": 0.05},
+        coding={"shard_size": 130},
+    )
+    started = time.monotonic()
+    run(wd, "--configfile", str(cfg), env=ENV)
+    elapsed = time.monotonic() - started
+    t = tables(wd)
+    assert_invariants(t)
+    calls = t["llm_calls"]
+    assert len(calls) == n
+    failed = int((t["codings"].status == "failed").sum())
+    retries, reasks = int(calls.retries.sum()), int(calls.reasks.sum())
+    # every request is accounted for: the first ask of each chunk, each retry, each re-ask
+    assert fake_server.count() == n + retries + reasks
+    # every fault caused exactly one retry or re-ask, or ended its chunk in the failures table
+    assert fake_server.fault_count() == retries + reasks + failed
+    assert max(fake_server.ok_counts_by_hash().values()) == 1  # no valid answer was paid for twice
+    print(
+        f"\nchaos: {n} chunks, {fake_server.count()} requests, {fake_server.fault_count()} faults, "
+        f"{retries} retries, {reasks} re-asks, {failed} failures, {elapsed:.1f} s"
+    )
+
+
+def test_sigkill_at_random_moments_never_repeats_an_answer_received(tmp_path, fake_server):
+    wd = scratch_copy(tmp_path / "wf", data=False)
+    n = 200
+    _survey(wd, n)
+    fake_server.latency = (0.1, 0.4)
+    rng = random.Random(7)
+    mid_run_kills = 0
+    for round_ in range(3):
+        # a new model name each round, so every round has all its requests still to send
+        cfg = _config(
+            wd, fake_server, llm={"concurrency": 4, "model": f"fake-model-{round_}"}, coding={"shard_size": 40}
+        )
+        with AnswerCache(wd / "cache") as c:
+            before = set(c.keys())
+        proc = subprocess.Popen(
+            [SNAKEMAKE, "--cores", "4", "--configfile", str(cfg)],
+            cwd=wd,
+            env={**os.environ, **ENV},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(rng.uniform(4, 9))
+        os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
+        proc.wait()
+        with AnswerCache(wd / "cache") as c:  # opens cleanly after the kill
+            received = set(c.keys()) - before
+        mid_run_kills += 0 < len(received) < n
+        sent_before = fake_server.count()
+
+        run(wd, "--configfile", str(cfg), "--unlock")  # as Snakemake's message after a kill says
+        run(wd, "--configfile", str(cfg), env=ENV)  # incomplete outputs are redone
+        asked_again = {_key_of(b, fake_server.base_url) for b in fake_server.requests[sent_before:]}
+        assert not asked_again & received, "an answer received before the kill was requested again"
+        assert len(asked_again) == n - len(received)
+        t = tables(wd)
+        assert_invariants(t)
+        assert (t["codings"].status == "coded").all()
+    assert mid_run_kills >= 1
