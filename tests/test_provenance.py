@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_helpers import run, scratch_copy, tables, write_config
+from workflow_helpers import fake_config, run, scratch_copy, tables
 
 pytestmark = pytest.mark.e2e
 
@@ -26,21 +26,8 @@ def _sha(workdir: Path) -> dict[str, str]:
 
 
 def _config(workdir, server, cache):
-    return write_config(
-        workdir,
-        {
-            "llm": {
-                "provider": "openai",
-                "base_url": server.base_url,
-                "model": "fake-model",
-                "structured_output": "json_schema",
-                "api_key_env": "QUALCODE_TEST_KEY",
-                "max_reasks": 0,
-            },
-            "cache_dir": str(cache),
-            "prices": {"fake-model": {"input": 0.15, "output": 0.60}},
-        },
-    )
+    prices = {"fake-model": {"input": 0.15, "output": 0.60}}
+    return fake_config(workdir, server, {"max_reasks": 0}, cache, prices=prices)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from qualcode.cache import AnswerCache, LLMRequest
 
-from workflow_helpers import SNAKEMAKE, assert_invariants, run, scratch_copy, tables, write_config
+from workflow_helpers import SNAKEMAKE, assert_invariants, fake_config, run, scratch_copy, tables
 
 pytestmark = pytest.mark.e2e
 
@@ -25,21 +25,7 @@ ENV = {"QUALCODE_TEST_KEY": KEY}
 
 
 def _config(wd, server, *, llm=None, **top):
-    return write_config(
-        wd,
-        {
-            "llm": {
-                "provider": "openai",
-                "base_url": server.base_url,
-                "model": "fake-model",
-                "structured_output": "json_schema",
-                "api_key_env": "QUALCODE_TEST_KEY",
-                **(llm or {}),
-            },
-            "cache_dir": str(wd / "cache"),
-            **top,
-        },
-    )
+    return fake_config(wd, server, llm, **top)
 
 
 def _key_of(body: dict, base_url: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from workflow_helpers import assert_invariants, run, scratch_copy, tables, write_config
+from workflow_helpers import assert_invariants, fake_config, run, scratch_copy, tables, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -19,20 +19,7 @@ def workdir(tmp_path):
 
 
 def _config(workdir, server, **llm):
-    return write_config(
-        workdir,
-        {
-            "llm": {
-                "provider": "openai",
-                "base_url": server.base_url,
-                "model": "fake-model",
-                "structured_output": "json_schema",
-                "api_key_env": "QUALCODE_TEST_KEY",
-                **llm,
-            },
-            "cache_dir": str(workdir / "cache"),
-        },
-    )
+    return fake_config(workdir, server, llm)
 
 
 def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):

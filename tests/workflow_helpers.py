@@ -31,6 +31,25 @@ def scratch_copy(dest: Path, data: bool = True) -> Path:
     return dest
 
 
+def fake_config(workdir: Path, server, llm: dict | None = None, cache: Path | None = None, **top) -> Path:
+    """A config override pointing the workflow at a FakeServer; the key comes from $QUALCODE_TEST_KEY."""
+    return write_config(
+        workdir,
+        {
+            "llm": {
+                "provider": "openai",
+                "base_url": server.base_url,
+                "model": "fake-model",
+                "structured_output": "json_schema",
+                "api_key_env": "QUALCODE_TEST_KEY",
+                **(llm or {}),
+            },
+            "cache_dir": str(cache or workdir / "cache"),
+            **top,
+        },
+    )
+
+
 def write_config(workdir: Path, overrides: dict) -> Path:
     path = workdir / "test-config.yaml"
     path.write_text(yaml.safe_dump(overrides))

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from .config import read_yaml
-from .errors import ConfigError
+from .config import explain, read_yaml
 
 _IDENT = r"^[a-z][a-z0-9_]*$"
 
@@ -165,10 +164,7 @@ def parse(raw: Any, path: str | Path) -> Codebook:
     try:
         return Codebook.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+        raise explain(exc, path) from None
 
 
 def load(path: str | Path) -> Codebook:

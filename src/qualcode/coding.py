@@ -167,16 +167,12 @@ class Coder:
             # Stored under the first request's key, so a rerun finds it without repeating the re-asks.
             self.cache.put(key, cached)
             return self._result(chunk, req, key, **_from_cached(cached), cache_hit=False)
-        return self._result(
+        return self._failed(
             chunk,
             req,
             key,
-            status="failed",
-            answer_json=None,
+            last_error or "unknown",
             raw=last_raw,
-            error=last_error,
-            model_served=None,
-            system_fingerprint=None,
             finish_reason=finish,
             tokens_in=tokens_in or None,
             tokens_out=tokens_out or None,
@@ -185,30 +181,18 @@ class Coder:
             reasks=reasks,
             retries=retries,
             answered_at=utc_now(),
-            cache_hit=False,
         )
 
-    def _failed(self, chunk: Chunk, req: LLMRequest, key: str, error: str) -> ChunkResult:
+    def _failed(self, chunk: Chunk, req: LLMRequest, key: str, error: str, **facts: Any) -> ChunkResult:
+        """A failed chunk; `facts` are what is known of the attempts (none if nothing was sent)."""
+        empty = dict(
+            raw=None, finish_reason=None, tokens_in=None, tokens_out=None, latency_s=None,
+            attempts=0, reasks=0, retries=0, answered_at=None,
+        )  # fmt: skip
         return self._result(
-            chunk,
-            req,
-            key,
-            status="failed",
-            answer_json=None,
-            raw=None,
-            error=error,
-            model_served=None,
-            system_fingerprint=None,
-            finish_reason=None,
-            tokens_in=None,
-            tokens_out=None,
-            latency_s=None,
-            attempts=0,
-            reasks=0,
-            retries=0,
-            answered_at=None,
-            cache_hit=False,
-        )
+            chunk, req, key, status="failed", answer_json=None, error=error, model_served=None,
+            system_fingerprint=None, cache_hit=False, **{**empty, **facts},
+        )  # fmt: skip
 
     async def code_all(self, chunks: Sequence[Chunk], progress_every_s: float = 15.0) -> list[ChunkResult]:
         """Code every chunk, or stop cleanly: on a quota, budget or permanent error nothing more is sent,

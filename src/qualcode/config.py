@@ -181,15 +181,21 @@ class Config(_Strict):
         return self
 
 
+def explain(exc: ValidationError, source: str | Path) -> ConfigError:
+    """A pydantic error as one line per problem, each naming the setting (`llm.model: ...`)."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )
+    return ConfigError(f"{source}: {problems}")
+
+
 def resolve(raw: dict[str, Any], source: str = "config") -> Config:
     """Validate a config mapping, naming the setting at fault."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{source}: {problems}") from None
+        raise explain(exc, source) from None
 
 
 def read_yaml(path: str | Path, what: str) -> Any:

@@ -367,7 +367,7 @@ def _read_jsonl(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Docu
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(rel, f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise InputError(rel, f"line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from None
         if not isinstance(record, dict):
             raise InputError(rel, f"line {number} is not a JSON object (got {type(record).__name__})")
         columns.update(dict.fromkeys(record))
@@ -476,7 +476,10 @@ def ingest(paths: list[Path], root: Path, cfg: IngestConfig) -> tuple[list[Docum
             documents.extend(read_document_file(path, root, cfg.table))
         except InputError as exc:
             if cfg.on_error == "fail":
-                raise
+                raise InputError(
+                    exc.source_file,
+                    f"{exc.problem} (ingest.on_error is 'fail'; 'skip' lists such files in failures and goes on)",
+                ) from None
             logger.error("skipped %s", exc)
             problems.append(IngestProblem(source_file=exc.source_file, problem=exc.problem))
     _reject_duplicate_doc_ids(documents)

@@ -11,15 +11,16 @@ import qualcode.config
 import qualcode.ingest
 import qualcode.provenance
 
+# pydantic first: its messages name the setting in one line; then the JSON Schema, as published.
+CFG = qualcode.config.resolve(config, "config (config/config.yaml and any --configfile)")
 validate(config, "../../schemas/config.schema.json")
-CFG = qualcode.config.resolve(config)
 RESULTS = CFG.results_dir
 CONFIG_FILES = [str(p) for p in workflow.configfiles]
 TABLES = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
 
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
-validate(_codebook_raw, "../../schemas/codebook.schema.json")
 CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
+validate(_codebook_raw, "../../schemas/codebook.schema.json")
 # Content hashes stamped into every table (byte-identical tables for identical inputs).
 ORIGIN = qualcode.provenance.origin(CFG)
 
