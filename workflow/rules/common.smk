@@ -12,7 +12,9 @@ import qualcode.ingest
 import qualcode.provenance
 
 # pydantic first: its messages name the setting in one line; then the JSON Schema, as published.
-CFG = qualcode.config.resolve(config, "config (config/config.yaml and any --configfile)")
+CFG = qualcode.config.resolve(
+    config, "config (config/config.yaml and any --configfile)"
+)
 validate(config, "../../schemas/config.schema.json")
 RESULTS = CFG.results_dir
 CONFIG_FILES = [str(p) for p in workflow.configfiles]
