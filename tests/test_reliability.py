@@ -3,6 +3,7 @@ quotas, budgets, chaos and SIGKILL lose nothing that was paid for."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
@@ -186,8 +187,14 @@ def test_sigkill_at_random_moments_never_repeats_an_answer_received(tmp_path, fa
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(rng.uniform(4, 9))
-        os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
+        # kill at a random point of the coding phase: once a random number of answers has arrived
+        target, deadline = rng.randint(1, n // 2), time.monotonic() + 300
+        with AnswerCache(wd / "cache") as c:
+            while len(c) - len(before) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))  # and not always right after an answer was written
+        with contextlib.suppress(ProcessLookupError):  # the run may have finished first
+            os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
         proc.wait()
         with AnswerCache(wd / "cache") as c:  # opens cleanly after the kill
             received = set(c.keys()) - before
