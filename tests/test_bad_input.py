@@ -331,7 +331,7 @@ def test_unknown_key_is_named(tmp_path, fake_server, overrides, fragments):
         pytest.param({"chunking": {"max_tokens": "lots"}}, ("max_tokens", "lots", "integer"), id="string-for-int"),
         pytest.param({"llm": {"concurrency": 0}}, ("concurrency", "0"), id="out-of-range"),
         pytest.param({"ingest": {"on_error": "ignore"}}, ("on_error", "ignore"), id="not-an-option"),
-        pytest.param({"ingest": {"include": "*.txt"}}, ("include", "*.txt", "array"), id="string-for-list"),
+        pytest.param({"ingest": {"include": "*.txt"}}, ("include", "*.txt", "list"), id="string-for-list"),
         pytest.param(
             {"chunking": {"max_tokens": 100, "overlap_tokens": 60}}, ("overlap_tokens", "max_tokens"), id="overlap"
         ),

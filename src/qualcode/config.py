@@ -182,12 +182,18 @@ class Config(_Strict):
 
 
 def explain(exc: ValidationError, source: str | Path) -> ConfigError:
-    """A pydantic error as one line per problem, each naming the setting (`llm.model: ...`)."""
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg'].removeprefix('Value error, ')}"
-        for err in exc.errors()
-    )
-    return ConfigError(f"{source}: {problems}")
+    """A pydantic error as one line per problem, naming the setting and the value given
+    (`chunking.max_tokens: Input should be a valid integer (got 'lots')`)."""
+
+    def one(err: dict[str, Any]) -> str:
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        scalar = (str, int, float, bool, type(None))
+        shown = isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+        given = f" (got {repr(value)[:60]})" if shown else ""
+        return f"{where}: {err['msg'].removeprefix('Value error, ')}{given}"
+
+    return ConfigError(f"{source}: " + "; ".join(one(e) for e in exc.errors()))
 
 
 def resolve(raw: dict[str, Any], source: str = "config") -> Config:
