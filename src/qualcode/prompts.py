@@ -16,24 +16,17 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newlin
 
 @dataclass(frozen=True)
 class Prompts:
-    system: jinja2.Template
+    system_text: str  # rendered once: the same for every chunk (and so cacheable by providers)
     user: jinja2.Template
     codebook: Codebook
     structured_output: str
 
     def messages(self, text: str, speakers: tuple[str, ...] | list[str] = ()) -> list[dict[str, str]]:
-        """The chat messages for one chunk. The system message is the same for every chunk."""
+        """The chat messages for one chunk."""
         return [
-            {"role": "system", "content": self._system_text},
+            {"role": "system", "content": self.system_text},
             {"role": "user", "content": self.user.render(text=text, speakers=list(speakers)).strip()},
         ]
-
-    @property
-    def _system_text(self) -> str:
-        schema = json.dumps(self.codebook.answer_schema(), indent=1)
-        return self.system.render(
-            codebook=self.codebook, schema=schema, structured_output=self.structured_output
-        ).strip()
 
 
 def _template(path: str | Path, setting: str) -> jinja2.Template:
@@ -47,8 +40,14 @@ def _template(path: str | Path, setting: str) -> jinja2.Template:
 
 
 def load(system: str | Path, user: str | Path, codebook: Codebook, structured_output: str) -> Prompts:
-    prompts = Prompts(_template(system, "prompts.system"), _template(user, "prompts.user"), codebook, structured_output)
-    try:  # fail on an unknown template variable now, not at the first chunk
+    try:  # an unknown template variable fails here, not at the first chunk
+        schema = json.dumps(codebook.answer_schema(), indent=1)
+        system_text = (
+            _template(system, "prompts.system")
+            .render(codebook=codebook, schema=schema, structured_output=structured_output)
+            .strip()
+        )
+        prompts = Prompts(system_text, _template(user, "prompts.user"), codebook, structured_output)
         prompts.messages("example", ["Speaker"])
     except jinja2.UndefinedError as exc:
         raise ConfigError(

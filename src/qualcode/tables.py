@@ -180,7 +180,8 @@ def chunks_table(chunks: Sequence[Chunk]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=CHUNKS)
 
 
-def read_chunks(path: str | Path) -> list[Chunk]:
+def read_chunks(path: str | Path, first: int = 0, count: int | None = None) -> list[Chunk]:
+    """Chunks `first` to `first + count` (all by default): a coding job converts only its own shard."""
     return [
         Chunk(
             chunk_id=r["chunk_id"],
@@ -192,7 +193,7 @@ def read_chunks(path: str | Path) -> list[Chunk]:
             speakers=tuple(r["speakers"]),
             text=r["text"],
         )
-        for r in pq.read_table(path).to_pylist()
+        for r in pq.read_table(path).slice(first, count).to_pylist()
     ]
 
 
