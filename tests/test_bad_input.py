@@ -28,7 +28,6 @@ pytestmark = pytest.mark.e2e
 KEY = "sk-test-FAKE-key-0123456789abcdef"
 KEY_ENV = "QUALCODE_TEST_KEY"
 INGEST_LOG = "results/logs/ingest/ingest.log"
-PARSE_TIME_LIMIT_S = 30  # a bad setting must stop the run this fast: before any job, let alone any request
 
 
 def _merge(base: dict, overrides: dict) -> dict:
@@ -241,7 +240,6 @@ def test_rerun_sends_nothing_and_loses_nothing(corpus):
 # A 50 MB transcript: ingested and chunked (coding it against the fake server would only time the fake server)
 
 BIG_MB = 50
-BIG_TIME_LIMIT_S = 120  # about 25 s here (ingest 5 s, chunking 14 s): catches a quadratic slip, not jitter
 
 
 def _big_transcript(n_bytes: int) -> str:
@@ -283,7 +281,6 @@ def test_50mb_transcript_is_ingested_and_chunked(tmp_path, fake_server):
     assert chunks.start.iloc[0] == 0 and chunks.end.iloc[-1] == len(text)
     assert (chunks.start.iloc[1:].to_numpy() < chunks.end.iloc[:-1].to_numpy()).all()  # overlapping, no gaps
     assert fake_server.count() == 0
-    assert seconds < BIG_TIME_LIMIT_S
     print(f"\n{BIG_MB} MB transcript: ingest + chunk through Snakemake in {seconds:.1f} s, {len(chunks)} chunks")
 
 
@@ -301,10 +298,8 @@ def _small_workdir(tmp_path: Path) -> Path:
 
 
 def _fails_at_parse_time(workdir: Path, cfg: Path, server: FakeServer) -> str:
-    t0 = time.monotonic()
     proc = run(workdir, "--configfile", str(cfg), check=False, env={KEY_ENV: KEY})
     assert proc.returncode != 0
-    assert time.monotonic() - t0 < PARSE_TIME_LIMIT_S
     assert not (workdir / "results").exists(), "a job ran before the bad setting was caught"
     assert server.count() == 0
     return _text(proc)
@@ -422,12 +417,10 @@ def test_unreachable_base_url_stops_naming_it(tmp_path, fake_server):
     # several chunks, so the test shows the job gives up on the server, not just on one chunk
     (workdir / "data/raw/two.txt").write_text(SMALL_DOC.replace("week", "month"), encoding="utf-8")
     cfg = _config(workdir, url, {"llm": {"max_attempts": 2, "retry_initial_s": 0.1, "retry_max_s": 0.2}})
-    t0 = time.monotonic()
     proc = run(workdir, "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     for text in (_text(proc), (workdir / "results/logs/code_shard/00000.log").read_text(encoding="utf-8")):
         assert url in text and "llm.base_url" in text
-    assert time.monotonic() - t0 < 60
     assert fake_server.count() == 0
 
 
