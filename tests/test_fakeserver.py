@@ -198,11 +198,11 @@ def test_hang_times_out_and_stop_is_prompt():
         t0 = time.monotonic()
         with pytest.raises(openai.APITimeoutError):
             _ask(client)
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 10  # the client timeout fired, not the 30 s hang
     finally:
         t0 = time.monotonic()
         server.stop()
-        assert time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 < 10  # well under the 30 s hang: stop() does not wait for it
 
 
 def test_stop_is_prompt_while_hang_in_flight():
@@ -224,7 +224,7 @@ def test_stop_is_prompt_while_hang_in_flight():
         time.sleep(0.01)
     t0 = time.monotonic()
     server.stop()
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 10  # well under the 30 s hang: stop() does not wait for it
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert len(errors) == 1
@@ -283,7 +283,7 @@ def test_latency():
         client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=5)
         t0 = time.monotonic()
         _ask(client)
-        assert 0.2 <= time.monotonic() - t0 < 2
+        assert time.monotonic() - t0 >= 0.2  # the latency was applied
 
 
 def test_async_client_concurrent(fake):
