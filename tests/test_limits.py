@@ -53,7 +53,7 @@ def test_daily_quota_stops_and_says_when_it_resets(tmp_path):
 def test_budget_counts_in_flight_requests_and_settles_actual_cost(tmp_path):
     price = Price(input=1.0, output=2.0)  # per million tokens
     led = _ledger(tmp_path, price=price, budget=0.01)
-    est = led.estimate_cost(1000, 2000)  # 0.005
+    est = led.cost(1000, 2000)  # 0.005, the worst case for 2000 output tokens
     r1 = led.try_acquire(3000, est, now=NOW)[1]
     r2 = led.try_acquire(3000, est, now=NOW)[1]
     with pytest.raises(LimitReached, match="limits.budget"):

@@ -129,7 +129,7 @@ def _waiter(cfg: LLMConfig):
 
 async def with_retries(call, *, cfg: LLMConfig, what: str):
     """Run `call()` with exponential backoff and jitter on transient errors, honouring Retry-After,
-    bounded by `llm.max_attempts` and `llm.max_retry_time_s`. Returns (result, retries)."""
+    bounded by `llm.max_attempts` and `llm.max_retry_time_s`."""
     attempts = cfg.max_attempts
     retrying = AsyncRetrying(
         stop=stop_after_attempt(attempts) | stop_after_delay(cfg.max_retry_time_s),
@@ -142,7 +142,7 @@ async def with_retries(call, *, cfg: LLMConfig, what: str):
     )
     async for attempt in retrying:
         with attempt:
-            return await call(), attempt.retry_state.attempt_number - 1
+            return await call()
 
 
 # -- OpenAI-compatible APIs ----------------------------------------------------------------------
@@ -197,11 +197,7 @@ class OpenAIClient:
     async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
         """One HTTP request, counted against the shared limits before it leaves."""
         ledger, max_out = self.ledger, kwargs["max_tokens"]
-        rid = (
-            await ledger.acquire(prompt_tokens + max_out, ledger.estimate_cost(prompt_tokens, max_out))
-            if ledger
-            else None
-        )
+        rid = await ledger.acquire(prompt_tokens + max_out, ledger.cost(prompt_tokens, max_out)) if ledger else None
         cost = 0.0
         try:
             resp = await self._client.chat.completions.create(**kwargs)
@@ -239,7 +235,7 @@ class OpenAIClient:
             return await self._send(kwargs, prompt_tokens)
 
         try:
-            resp, _ = await with_retries(send, cfg=self.cfg, what=f"{self.base_url} ({request.model})")
+            resp = await with_retries(send, cfg=self.cfg, what=f"{self.base_url} ({request.model})")
         except openai.APIStatusError as exc:
             if is_transient(exc):
                 raise RequestError(

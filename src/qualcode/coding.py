@@ -252,7 +252,7 @@ def progress(results: Sequence[ChunkResult], total: int, price: Price | None = N
     retries = sum(r.retries for r in results if not r.cache_hit)
     t_in = sum(r.tokens_in or 0 for r in results if not r.cache_hit)
     t_out = sum(r.tokens_out or 0 for r in results if not r.cache_hit)
-    cost = f", cost {(t_in * price.input + t_out * price.output) / 1e6:.4f}" if price else ""
+    cost = f", cost {price.cost(t_in, t_out):.4f}" if price else ""
     return (
         f"{len(results)}/{total} chunks, {hits} from cache, {failed} failed, "
         f"{reasks} re-asks, {retries} retries, {t_in} tokens in, {t_out} out{cost}"

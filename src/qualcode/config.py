@@ -150,6 +150,9 @@ class Price(_Strict):
     input: float = Field(..., ge=0, description="Price per million input (prompt) tokens.")
     output: float = Field(..., ge=0, description="Price per million output (completion) tokens.")
 
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input + tokens_out * self.output) / 1e6
+
 
 class Config(_Strict):
     """The whole run configuration."""

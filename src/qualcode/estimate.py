@@ -38,8 +38,8 @@ def estimate(cfg: Config) -> dict[str, Any]:
     price = cfg.prices.get(cfg.llm.model)
     cost = cost_max = None
     if price is not None:
-        cost = (tokens_in * price.input + tokens_out * price.output) / 1e6
-        cost_max = (tokens_in * price.input + cfg.llm.max_tokens * len(to_send) * price.output) / 1e6
+        cost = price.cost(tokens_in, tokens_out)
+        cost_max = price.cost(tokens_in, cfg.llm.max_tokens * len(to_send))
     return {
         "documents": len(docs),
         "unreadable_files": len(problems),

@@ -56,13 +56,9 @@ class Ledger:
             v is not None for v in (lim.requests_per_minute, lim.tokens_per_minute, lim.requests_per_day, lim.budget)
         )
 
-    def estimate_cost(self, tokens_in: int, max_tokens_out: int) -> float:
-        if self.price is None:
-            return 0.0
-        return (tokens_in * self.price.input + max_tokens_out * self.price.output) / 1e6
-
     def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return self.estimate_cost(tokens_in, tokens_out)
+        """Free when no price is known: the budget then cannot apply (the config requires a price)."""
+        return self.price.cost(tokens_in, tokens_out) if self.price else 0.0
 
     def try_acquire(self, tokens: int, cost_estimate: float, now: float | None = None) -> tuple[float, str | None]:
         """Reserve one request. Returns (0, reservation id) when it may be sent, (seconds to wait, None)

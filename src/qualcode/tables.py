@@ -221,7 +221,7 @@ def _cost(r: ChunkResult, prices: Mapping[str, Price] | None) -> float | None:
     price = (prices or {}).get(r.model_asked)
     if price is None:
         return None
-    return ((r.tokens_in or 0) * price.input + (r.tokens_out or 0) * price.output) / 1e6
+    return price.cost(r.tokens_in or 0, r.tokens_out or 0)
 
 
 def _value_strings(field: CodeField, value: object) -> list[str]:
