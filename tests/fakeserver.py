@@ -47,11 +47,19 @@ __all__ = [
     "request_schema",
 ]
 
-FAULT_KINDS = ("status", "invalid_json", "schema_invalid", "truncated", "bad_body", "hang", "reset")
+FAULT_KINDS = (
+    "status", "invalid_json", "schema_invalid", "truncated", "bad_body", "hang", "reset",
+    "drip", "error_object", "refusal", "fence_whitespace", "deep_nesting", "big_number",
+)  # fmt: skip
 
 CREATED = 1_700_000_000  # fixed "created" timestamp: answers are byte-for-byte deterministic
 INVALID_JSON_CONTENT = "this is not json {"
 SCHEMA_INVALID_CONTENT = '{"unexpected": 1}'
+HOSTILE_CONTENT = {
+    "fence_whitespace": "```json" + "\n" * 20_000,
+    "deep_nesting": "[" * 100_000,
+    "big_number": '{"n": ' + "9" * 10_000 + "}",
+}
 BAD_BODY = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 _ERROR_TYPES = {
@@ -74,6 +82,11 @@ class Fault:
     "truncated" (200, content cut mid-way, finish_reason "length"), "bad_body" (200 with a text/html body
     that is not JSON at all, as a misbehaving proxy returns), "hang" (no answer for
     ``FakeServer.hang_seconds`` or until stop) or "reset" (the connection is reset after the request is read).
+    Hostile or odd answers, all with status 200: "drip" (a valid answer sent one byte every
+    ``FakeServer.drip_interval`` seconds), "error_object" (an ``{"error": {...}}`` body, as some gateways send),
+    "refusal" (no content, the model's refusal text instead), and content that must be rejected quickly:
+    "fence_whitespace" (an opening code fence followed by 20,000 newlines), "deep_nesting" (100,000 open
+    brackets), "big_number" (a 10,000-digit number).
     """
 
     kind: str
@@ -423,6 +436,25 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client went away (e.g. its timeout fired)
             self.close_connection = True
 
+    def _drip(self, status: int, payload: Any) -> None:
+        """Headers at once, then the body one byte at a time: a server that never quite stops answering."""
+        data = json.dumps(payload, ensure_ascii=False).encode()
+        fake = self.server.fake
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(data)):
+                if fake._stopping.wait(fake.drip_interval):
+                    break
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up, as it should
+            pass
+        self.close_connection = True
+
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         err_type, code = _ERROR_TYPES.get(status, ("server_error" if status >= 500 else "api_error", None))
         self._send(status, {"error": {"message": message, "type": err_type, "param": None, "code": code}}, headers)
@@ -472,6 +504,7 @@ class FakeServer:
     """An OpenAI-compatible test server on 127.0.0.1 (see module docstring)."""
 
     hang_seconds: float = 30.0
+    drip_interval: float = 1.0
 
     def __init__(
         self,
@@ -648,8 +681,16 @@ class FakeServer:
         if fault is not None and fault.kind == "bad_body":
             handler._send(200, BAD_BODY, content_type="text/html")
             return
+        if fault is not None and fault.kind == "error_object":
+            handler._send(200, {"error": {"message": fault.message, "code": 502, "metadata": {"provider": "fake"}}})
+            return
         finish_reason = "stop"
-        if fault is not None and fault.kind == "invalid_json":
+        refusal = None
+        if fault is not None and fault.kind == "refusal":
+            content, refusal = None, "I'm sorry, I cannot help with that request."
+        elif fault is not None and fault.kind in HOSTILE_CONTENT:
+            content = HOSTILE_CONTENT[fault.kind]
+        elif fault is not None and fault.kind == "invalid_json":
             content = INVALID_JSON_CONTENT
         elif fault is not None and fault.kind == "schema_invalid":
             content = SCHEMA_INVALID_CONTENT
@@ -659,8 +700,9 @@ class FakeServer:
 
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         prompt_tokens = sum(_words(_message_text(m.get("content"))) for m in messages)
-        completion_tokens = _words(content)
-        handler._send(
+        completion_tokens = _words(content or refusal or "")
+        send = handler._drip if fault is not None and fault.kind == "drip" else handler._send
+        send(
             200,
             {
                 "id": f"chatcmpl-fake-{index:06d}",
@@ -671,7 +713,7 @@ class FakeServer:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": content},
+                        "message": {"role": "assistant", "content": content, "refusal": refusal},
                         "logprobs": None,
                         "finish_reason": finish_reason,
                     }

@@ -5,7 +5,8 @@ import multiprocessing
 
 import pytest
 
-from qualcode.cache import AnswerCache, CachedAnswer, LLMRequest
+from qualcode.cache import AnswerCache
+from qualcode.records import CachedAnswer, LLMRequest
 
 BASE = dict(
     provider="openai",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
+import json
 import os
 import random
 import re
@@ -15,7 +17,8 @@ import time
 
 import pytest
 
-from qualcode.cache import AnswerCache, LLMRequest
+from qualcode.cache import AnswerCache
+from qualcode.records import LLMRequest
 
 from workflow_helpers import SNAKEMAKE, assert_invariants, fake_config, run, scratch_copy, tables
 
@@ -123,6 +126,21 @@ def test_estimate_counts_what_is_left_to_send(tmp_path, fake_server):
     assert after["already answered (cache)"] == "32" and after["requests to send"] == "0"
 
 
+# Every hostile answer of the hardening issue, each at 1%: slow drips and hangs (cut at llm.timeout_s), a
+# Retry-After far past llm.max_retry_time_s, error objects and refusals with status 200, and content that is
+# slow to parse (a fence followed by 20,000 newlines, 100,000 open brackets, a 10,000-digit number).
+HOSTILE = {
+    "drip": 0.01,
+    "hang": 0.01,
+    "status:429:retry_after=90": 0.01,
+    "error_object": 0.01,
+    "refusal": 0.01,
+    "fence_whitespace": 0.01,
+    "deep_nesting": 0.01,
+    "big_number": 0.01,
+}
+
+
 def test_chaos_every_chunk_coded_or_listed_and_no_answer_paid_twice(tmp_path, fake_server):
     wd = scratch_copy(tmp_path / "wf", data=False)
     n = 520
@@ -139,12 +157,15 @@ def test_chaos_every_chunk_coded_or_listed_and_no_answer_paid_twice(tmp_path, fa
         "invalid_json": 0.05,
         "schema_invalid": 0.05,
     }
+    fake_server.fault_rates = {**fake_server.fault_rates, **HOSTILE}
+    fake_server.drip_interval, fake_server.hang_seconds = 0.3, 3
     cfg = _config(
         wd,
         fake_server,
-        llm={"concurrency": 8, "max_attempts": 6, "max_reasks": 2, "retry_initial_s": 0.01, "retry_max_s": 0.05},
+        llm={"concurrency": 8, "max_attempts": 6, "max_reasks": 2, "retry_initial_s": 0.01, "retry_max_s": 0.05,
+             "timeout_s": 1, "max_retry_time_s": 20},
         coding={"shard_size": 130},
-    )
+    )  # fmt: skip
     started = time.monotonic()
     run(wd, "--configfile", str(cfg), env=ENV)
     elapsed = time.monotonic() - started
@@ -210,3 +231,66 @@ def test_sigkill_at_random_moments_never_repeats_an_answer_received(tmp_path, fa
         assert_invariants(t)
         assert (t["codings"].status == "coded").all()
     assert mid_run_kills >= 1
+
+
+def test_chaos_two_runs_sharing_a_cache_killed_three_times_pay_once_and_archive_everything(tmp_path, fake_server):
+    """The hardening issue's chaos run: every fault mixed with normal answers, 1,000 chunks, two runs in two
+    folders sharing one cache, both killed with SIGKILL at random points three times, then rerun."""
+    n, rng = 1000, random.Random(11)
+    dirs = [scratch_copy(tmp_path / name, data=False) for name in ("a", "b")]
+    for wd in dirs:
+        _survey(wd, n)  # the same texts in both: the same requests
+    fake_server.fault_rates = {"status:503": 0.04, "status:429:retry_after=0.05": 0.03, "reset": 0.03,
+                               "bad_body": 0.02, "invalid_json": 0.03, "schema_invalid": 0.03, **HOSTILE}  # fmt: skip
+    fake_server.latency, fake_server.drip_interval, fake_server.hang_seconds = (0.0, 0.05), 0.3, 3
+    llm = {"concurrency": 8, "retry_initial_s": 0.01, "retry_max_s": 0.05, "timeout_s": 1, "max_retry_time_s": 10}
+    cfgs = [
+        _config(wd, fake_server, llm=llm, cache=tmp_path / "shared-cache", coding={"shard_size": 250}) for wd in dirs
+    ]
+    bound = (1 + 2) * (llm["max_retry_time_s"] + llm["timeout_s"])  # per chunk: (1 + max_reasks) sequences
+
+    def start(wd, cfg):
+        return subprocess.Popen(
+            [SNAKEMAKE, "--cores", "4", "--configfile", str(cfg)], cwd=wd, env={**os.environ, **ENV},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+    answered_before_kills: set[str] = set()
+    for _ in range(3):
+        before = fake_server.count()
+        procs = [start(wd, cfg) for wd, cfg in zip(dirs, cfgs, strict=True)]
+        target, deadline = before + rng.randint(50, 300), time.monotonic() + 300
+        while fake_server.count() < target and all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        asked = {_key_of(b, fake_server.base_url) for b in fake_server.requests[before:]}
+        assert not asked & answered_before_kills, "an answer received before a kill was requested again"
+        with AnswerCache(tmp_path / "shared-cache") as c:
+            answered_before_kills = set(c.keys())
+        for wd, cfg in zip(dirs, cfgs, strict=True):
+            run(wd, "--configfile", str(cfg), "--unlock")
+    sent_before_rerun = fake_server.count()
+    procs = [start(wd, cfg) for wd, cfg in zip(dirs, cfgs, strict=True)]
+    assert [p.wait(timeout=1200) for p in procs] == [0, 0]
+
+    asked_again = {_key_of(b, fake_server.base_url) for b in fake_server.requests[sent_before_rerun:]}
+    assert not asked_again & answered_before_kills, "an answer received before a kill was requested again"
+    ok_after = {}
+    for digest, kind in fake_server.outcomes[sent_before_rerun:]:
+        ok_after[digest] = ok_after.get(digest, 0) + (kind == "ok")
+    assert max(ok_after.values(), default=0) <= 1, "the two runs paid twice for an answer"
+    for wd in dirs:
+        t = tables(wd)
+        assert_invariants(t)  # every chunk coded or a failure row
+        calls = t["llm_calls"]
+        assert len(calls) == n
+        assert (calls.latency_s.dropna() <= bound).all()  # no request sequence past its bounds
+        coded = set(t["codings"].chunk_id[t["codings"].status == "coded"])
+        coded_hashes = set(calls.request_hash[calls.chunk_id.isin(coded)])
+        with gzip.open(wd / "results/replay/answers.jsonl.gz", "rt") as fh:
+            archived = {json.loads(line)["request_hash"] for line in fh}
+        assert archived == coded_hashes  # the archive holds every coded chunk, nothing else
+    print(f"\nchaos x2 runs x3 kills: {fake_server.count()} requests, {fake_server.fault_count()} faults")

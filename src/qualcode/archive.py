@@ -11,37 +11,33 @@ import gzip
 import io
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from .cache import AnswerCache, CachedAnswer, LLMRequest
-from .errors import ConfigError
+from .cache import AnswerCache
+from .chunking import Chunk
+from .errors import ConfigError, QualcodeError
 from .ids import canonical_json
+from .records import CachedAnswer, ChunkResult, LLMRequest
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "qualcode-replay-archive/1"
 
 
-def export(requests: Iterable[LLMRequest], cache: AnswerCache, path: str | Path) -> tuple[int, int]:
-    """Write the cached answer of each request. Returns (exported, missing): a request without a
-    cached answer (a failure) is not exported."""
+def export(pairs: Iterable[tuple[LLMRequest, CachedAnswer]], path: str | Path) -> int:
+    """Write each request with its answer; returns how many distinct requests were written."""
     entries: dict[str, str] = {}
-    missing = 0
-    for req in requests:
+    for req, answer in pairs:
         key = req.key()
-        hit = cache.get(key)
-        if hit is None:
-            missing += 1
-            continue
         entries[key] = canonical_json(
             {
                 "format": FORMAT,
                 "request_hash": key,
                 "request": req.model_dump(mode="json"),
-                "response": hit.model_dump(mode="json"),
+                "response": answer.model_dump(mode="json"),
             }
         )
     path = Path(path)
@@ -49,7 +45,30 @@ def export(requests: Iterable[LLMRequest], cache: AnswerCache, path: str | Path)
     with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         for key in sorted(entries):
             gz.write(entries[key].encode("utf-8") + b"\n")
-    return len(entries), missing
+    return len(entries)
+
+
+def from_results(
+    results: Iterable[ChunkResult], chunks: Iterable[Chunk], requests: Callable[[Chunk], LLMRequest]
+) -> list[tuple[LLMRequest, CachedAnswer]]:
+    """Every coded chunk's request and answer, taken from the coding jobs' own outputs (not the cache, which may
+    have been moved or deleted), so the archive is complete by construction. A coded result whose request no
+    longer matches the chunk and settings, or that lacks its answer, stops the export: never a short archive."""
+    by_id = {c.chunk_id: c for c in chunks}
+    pairs = []
+    for r in results:
+        if r.status != "coded":
+            continue
+        chunk = by_id.get(r.chunk_id)
+        req = requests(chunk) if chunk is not None else None
+        if req is None or req.key() != r.request_hash or r.answer_json is None:
+            raise QualcodeError(
+                f"chunk {r.chunk_id}: its coding result does not match the current chunks and settings (or has no "
+                "answer), so the replay archive would be incomplete; rerun the coding jobs "
+                "(snakemake --forcerun code_shard)"
+            )
+        pairs.append((req, r.cached_answer()))
+    return pairs
 
 
 def import_(path: str | Path, cache: AnswerCache) -> int:

@@ -6,67 +6,53 @@ Values are stored as JSON text, not pickles, so a cache stays readable by any la
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import diskcache
-from pydantic import BaseModel, ConfigDict
 
-from .ids import canonical_json, stable_hash
+from .errors import CacheError
+from .ids import canonical_json
+from .records import CachedAnswer
 
 logger = logging.getLogger(__name__)
 
 
-class LLMRequest(BaseModel):
-    """Everything that determines an answer. Its hash is the cache key; it never holds the API key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    provider: str
-    base_url: str
-    model: str
-    messages: tuple[dict[str, str], ...]
-    temperature: float
-    top_p: float
-    max_tokens: int
-    seed: int | None
-    response_format: dict[str, Any] | None
-    extra_body: dict[str, Any] = {}
-
-    def key(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
-
-
-class CachedAnswer(BaseModel):
-    """A validated answer and the facts of the call that produced it (kept for the llm_calls table)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    answer: dict[str, Any]
-    raw: str
-    model_served: str | None
-    system_fingerprint: str | None
-    finish_reason: str | None
-    tokens_in: int | None
-    tokens_out: int | None
-    latency_s: float
-    attempts: int
-    reasks: int
-    retries: int = 0
-    answered_at: str | None = None
-
-
 class AnswerCache:
-    """Only validated answers go in: a failure is never cached, so a rerun asks again."""
+    """Only validated answers go in: a failure is never cached, so a rerun asks again.
+
+    Every SQLite failure (disk full, corrupt file, no permission) becomes a CacheError naming `cache_dir`.
+    Leases (`claim`) let processes that share one cache agree on who sends a request, so two runs pay once.
+    """
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        # eviction_policy="none": the default policy silently drops entries past 1 GB, i.e. answers paid for.
-        self._cache = diskcache.Cache(str(self.directory), eviction_policy="none", timeout=120)
+        db = self.directory / "cache.db"
+        if db.is_file() and db.stat().st_size == 0:
+            logger.warning(
+                "cache_dir: %s is an empty file, not a cache: every answer will be asked again (was the cache "
+                "copied while in use, or the disk full?); restore it from a backup or a replay archive "
+                "(`qualcode import-archive`) to avoid paying twice",
+                db,
+            )
+        with self._errors("open"):
+            # eviction_policy="none": the default policy silently drops entries past 1 GB, i.e. answers paid for.
+            self._cache = diskcache.Cache(str(self.directory), eviction_policy="none", timeout=120)
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, diskcache.Timeout, OSError) as exc:
+            raise CacheError(_explain(self.directory, action, exc)) from None
 
     def get(self, key: str) -> CachedAnswer | None:
-        raw = self._cache.get(key)
+        with self._errors("read"):
+            raw = self._cache.get(key)
         if raw is None:
             return None
         try:
@@ -75,15 +61,45 @@ class AnswerCache:
             logger.warning("cache entry %s in %s is unreadable; it will be asked again", key, self.directory)
             return None
 
+    def __contains__(self, key: str) -> bool:
+        with self._errors("read"):
+            return key in self._cache
+
     def put(self, key: str, answer: CachedAnswer) -> None:
         # Each set is its own SQLite transaction: the answer is durable as soon as this returns.
-        self._cache.set(key, canonical_json(answer.model_dump(mode="json")))
+        with self._errors("store an answer in"):
+            self._cache.set(key, canonical_json(answer.model_dump(mode="json")))
+
+    # -- leases: who sends a request, when several processes share this cache ----------------------------
+
+    def claim(self, key: str, owner: str, ttl_s: float, is_stale: Callable[[str], bool] | None = None) -> bool:
+        """Take the lease on request `key` for `ttl_s` seconds; False while another owner holds it. A lease left
+        by a killed process expires, or is taken over at once when `is_stale(holder)` says its holder is gone."""
+        with self._errors("write a lease in"), self._cache.transact():
+            holder = self._cache.get(_LEASE + key)
+            if holder is not None and holder != owner and not (is_stale and is_stale(holder)):
+                return False
+            self._cache.set(_LEASE + key, owner, expire=ttl_s)
+            return True
+
+    def renew(self, keys: list[str], owner: str, ttl_s: float) -> None:
+        """Extend the leases this owner holds (a long request keeps its claim while it is being answered)."""
+        with self._errors("write a lease in"), self._cache.transact():
+            for key in keys:
+                if self._cache.get(_LEASE + key) == owner:
+                    self._cache.touch(_LEASE + key, expire=ttl_s)
+
+    def release(self, key: str, owner: str) -> None:
+        with self._errors("write a lease in"), self._cache.transact():
+            if self._cache.get(_LEASE + key) == owner:
+                self._cache.delete(_LEASE + key)
 
     def keys(self) -> list[str]:
-        return list(self._cache.iterkeys())
+        with self._errors("read"):
+            return [k for k in self._cache.iterkeys() if not k.startswith(_LEASE)]
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self.keys())
 
     def close(self) -> None:
         self._cache.close()
@@ -93,3 +109,24 @@ class AnswerCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_LEASE = "lease:"
+
+
+def _explain(directory: Path, action: str, exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+        fix = "free space on that disk (or point cache_dir at another one) and run again"
+    elif isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
+        fix = (
+            f"the cache is damaged: move {directory} aside and run again; answers then come from the model "
+            "again, or first restore them with `qualcode import-archive results/replay/answers.jsonl.gz`"
+        )
+    elif isinstance(exc, PermissionError) or "readonly" in text or "permission" in text.lower():
+        fix = "make it writable for this user, or point cache_dir elsewhere"
+    elif isinstance(exc, diskcache.Timeout) or "locked" in text:
+        fix = "another process holds it locked: is cache_dir on a network file system (NFS, Lustre)? use a local disk"
+    else:
+        fix = "check the disk and the directory, then run again"
+    return f"cache_dir {directory}: cannot {action} the answer cache ({text}): {fix}"

@@ -27,15 +27,15 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
     wait_exponential_jitter,
 )
 
-from .cache import LLMRequest
 from .config import LLMConfig
 from .errors import ConfigError, ProviderError, RequestError
 from .ids import file_sha256
 from .limits import Ledger, estimate_prompt_tokens
+from .logs import redact, register_secret
+from .records import LLMRequest
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class Completion:
     tokens_out: int | None
     system_fingerprint: str | None
     retries: int = 0  # transient failures retried before this answer
+    refusal: str | None = None  # the model declined to answer, in its own words
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,9 @@ _TRANSIENT_STATUS = {408, 409, 425, 429}
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, BadResponse)):  # includes timeouts and dropped connections
+    if isinstance(
+        exc, (openai.APIConnectionError, BadResponse, AnswerTimeout)
+    ):  # includes timeouts and dropped connections
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
@@ -118,7 +121,7 @@ def _retry_after(exc: BaseException | None) -> float | None:
 
 
 def _waiter(cfg: LLMConfig):
-    backoff = wait_exponential_jitter(initial=cfg.retry_initial_s, max=cfg.retry_max_s)
+    backoff = wait_exponential_jitter(multiplier=cfg.retry_initial_s, max=cfg.retry_max_s)
 
     def wait(state: RetryCallState) -> float:
         hinted = _retry_after(state.outcome.exception() if state.outcome else None)
@@ -127,12 +130,31 @@ def _waiter(cfg: LLMConfig):
     return wait
 
 
+def _out_of_time(cfg: LLMConfig, what: str):
+    """Stop when the next wait would end past `llm.max_retry_time_s`: no new try starts after that bound, so a
+    request sequence lasts at most max_retry_time_s + timeout_s, whatever a Retry-After asks for."""
+
+    def stop(state: RetryCallState) -> bool:
+        left = cfg.max_retry_time_s - (state.seconds_since_start or 0.0)
+        if state.upcoming_sleep <= left:
+            return False
+        hinted = _retry_after(state.outcome.exception() if state.outcome else None)
+        why = f"the server asks to wait {hinted:g} s (Retry-After)" if hinted is not None else "the next wait"
+        logger.warning(
+            "%s: %s, longer than the %.1f s left of llm.max_retry_time_s (%g s): giving up on this request",
+            what, why, max(left, 0.0), cfg.max_retry_time_s,
+        )  # fmt: skip
+        return True
+
+    return stop
+
+
 async def with_retries(call, *, cfg: LLMConfig, what: str):
     """Run `call()` with exponential backoff and jitter on transient errors, honouring Retry-After,
     bounded by `llm.max_attempts` and `llm.max_retry_time_s`."""
     attempts = cfg.max_attempts
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(attempts) | stop_after_delay(cfg.max_retry_time_s),
+        stop=stop_after_attempt(attempts) | _out_of_time(cfg, what),
         wait=_waiter(cfg),
         retry=retry_if_exception(is_transient),
         reraise=True,
@@ -169,6 +191,7 @@ def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
             logger.warning("llm.api_key_file: %s is readable by other users; run `chmod 600 %s`", path, path)
         key = path.read_text(encoding="utf-8").strip()
     if key:
+        register_secret(key)  # blanked out of every log line and failure reason from now on
         return key
     if _is_loopback(base_url):
         return "sk-no-key-required"
@@ -179,7 +202,12 @@ def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
 
 
 class BadResponse(Exception):
-    """A 200 answer whose body is not a chat completion (e.g. an HTML page from a proxy): retried."""
+    """A 200 answer whose body is not a chat completion (e.g. an HTML page from a proxy, or an error object as
+    some gateways send with status 200): retried."""
+
+
+class AnswerTimeout(Exception):
+    """No complete answer within `llm.timeout_s`, however slowly the server kept sending: retried."""
 
 
 class OpenAIClient:
@@ -200,14 +228,18 @@ class OpenAIClient:
         rid = await ledger.acquire(prompt_tokens + max_out, ledger.cost(prompt_tokens, max_out)) if ledger else None
         cost = 0.0
         try:
-            resp = await self._client.chat.completions.create(**kwargs)
-            if not hasattr(resp, "choices"):
-                raise BadResponse(f"{self.base_url} sent a body that is not a chat completion: {str(resp)[:80]!r}")
+            # A wall-clock bound on the whole request: the client's own timeout applies per read, so a server
+            # dripping one byte a second would otherwise hold the request for ever.
+            resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), self.cfg.timeout_s)
+            if getattr(resp, "choices", None) is None:
+                raise BadResponse(_not_a_completion(self.base_url, resp))
             if ledger and resp.usage:
                 cost = ledger.cost(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
             return resp
         except json.JSONDecodeError as exc:
             raise BadResponse(f"{self.base_url} sent a body that is not JSON: {exc}") from None
+        except asyncio.TimeoutError:
+            raise AnswerTimeout(f"no complete answer within llm.timeout_s ({self.cfg.timeout_s:g} s)") from None
         finally:
             if rid:
                 ledger.settle(rid, cost)
@@ -242,6 +274,11 @@ class OpenAIClient:
                     f"{self.base_url} answered HTTP {exc.status_code} after {sent} attempts", retries=sent - 1
                 ) from None
             raise ProviderError(self._explain(exc)) from None
+        except openai.APITimeoutError:
+            raise RequestError(
+                f"{self.base_url} did not answer within llm.timeout_s ({self.cfg.timeout_s:g} s) after {sent} attempts",
+                retries=sent - 1,
+            ) from None
         except openai.APIConnectionError as exc:
             refused = type(exc.__cause__).__name__ == "ConnectError"
             raise RequestError(
@@ -250,8 +287,8 @@ class OpenAIClient:
                 retries=sent - 1,
                 unreachable=refused,
             ) from None
-        except BadResponse as exc:
-            raise RequestError(f"{exc} (after {sent} attempts)", retries=sent - 1) from None
+        except (BadResponse, AnswerTimeout) as exc:
+            raise RequestError(f"{self.base_url}: {exc} (after {sent} attempts)", retries=sent - 1) from None
         retries = sent - 1
         choice = resp.choices[0] if resp.choices else None
         usage = resp.usage
@@ -263,6 +300,7 @@ class OpenAIClient:
             tokens_out=usage.completion_tokens if usage else None,
             system_fingerprint=getattr(resp, "system_fingerprint", None),
             retries=retries,
+            refusal=getattr(choice.message, "refusal", None) if choice else None,
         )
 
     def _explain(self, exc: openai.APIStatusError) -> str:
@@ -271,11 +309,18 @@ class OpenAIClient:
             403: "the key may not use this model or endpoint",
             404: f"unknown model or endpoint: check llm.model ({self.cfg.model!r}) and llm.base_url",
         }.get(exc.status_code, "the request was refused: check llm.* settings such as structured_output")
-        detail = getattr(exc, "message", "") or ""
+        detail = redact(getattr(exc, "message", "") or "")
         return f"{self.base_url} refused model {self.cfg.model!r} with HTTP {exc.status_code}: {fix}. ({detail[:300]})"
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _not_a_completion(base_url: str, resp: Any) -> str:
+    error = getattr(resp, "error", None)
+    if isinstance(error, dict):  # {"error": {"message": ...}} sent with HTTP 200, as some gateways do
+        return f"{base_url} answered with an error: {redact(str(error.get('message') or error))[:300]}"
+    return f"{base_url} sent a body that is not a chat completion: {redact(str(resp))[:80]!r}"
 
 
 # -- the embedded model ----------------------------------------------------------------------------

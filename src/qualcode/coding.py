@@ -6,87 +6,47 @@ Every chunk ends as exactly one `ChunkResult`, coded or failed: none is dropped.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from .cache import AnswerCache, CachedAnswer, LLMRequest
+from .cache import AnswerCache
 from .chunking import Chunk
 from .client import Client, Endpoint, endpoint, make_client, response_format
 from .config import LimitsConfig, LLMConfig, Price
-from .errors import AnswerError, LimitReached, ProviderError, QualcodeError, RequestError
+from .errors import AnswerError, CacheError, ConfigError, LimitReached, ProviderError, QualcodeError, RequestError
 from .ids import canonical_json
+from .journal import Journal, absorb
 from .limits import Ledger
+from .logs import redact
 from .prompts import Prompts
 from .provenance import utc_now
+from .records import CachedAnswer, ChunkResult, LLMRequest
 from .validate import AnswerValidator, reask_messages
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ChunkResult:
-    """The outcome for one chunk: one row of a shard's results, later of codings, llm_calls or failures."""
+class Requests:
+    """Builds the request for a chunk: what the model is asked, and so the cache key. Needs no cache, no
+    network and no key, so the replay archive rebuilds exactly the requests the coding jobs sent."""
 
-    chunk_id: str
-    doc_id: str
-    status: str  # "coded" or "failed"
-    answer_json: str | None
-    raw: str | None
-    error: str | None
-    request_hash: str
-    provider: str
-    base_url: str
-    model_asked: str
-    model_served: str | None
-    system_fingerprint: str | None
-    finish_reason: str | None
-    tokens_in: int | None
-    tokens_out: int | None
-    latency_s: float | None
-    attempts: int  # asks of the model: the first plus re-asks
-    reasks: int
-    retries: int  # transient errors retried (extra HTTP requests)
-    answered_at: str | None  # UTC time of the original answer, carried by the cache
-    cache_hit: bool
-
-    def to_row(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Coder:
-    """Codes chunks against one endpoint. The client is built at the first cache miss, so a fully
-    cached run needs no model, no network and no key."""
-
-    def __init__(
-        self,
-        cfg: LLMConfig,
-        prompts: Prompts,
-        cache: AnswerCache,
-        client_factory: Callable[..., Client] = make_client,
-        ledger: Ledger | None = None,
-        price: Price | None = None,
-    ):
+    def __init__(self, cfg: LLMConfig, prompts: Prompts):
         self.cfg = cfg
         self.prompts = prompts
-        self.cache = cache
         self.endpoint: Endpoint = endpoint(cfg)
-        self.price = price
-        self._client_factory = client_factory
-        self._ledger = ledger
-        self._client: Client | None = None
-        self._answered = False  # the endpoint has answered at least once in this job
-        self._unreachable: str | None = None  # set when it refused connections before ever answering
-        self._stop: QualcodeError | None = None  # a quota, budget or permanent error: send nothing more
-        schema = prompts.codebook.answer_schema()
-        self.validate = AnswerValidator(schema, prompts.codebook.answer_model())
-        self.response_format = response_format(cfg.structured_output, schema)
+        self.schema = prompts.codebook.answer_schema()
+        self.response_format = response_format(cfg.structured_output, self.schema)
         if cfg.structured_output == "json_schema" and cfg.strict_schema:
             self.response_format["json_schema"]["strict"] = True
 
-    def request(self, chunk: Chunk) -> LLMRequest:
+    def __call__(self, chunk: Chunk) -> LLMRequest:
         return LLMRequest(
             provider=self.endpoint.provider,
             base_url=self.endpoint.base_url,
@@ -99,6 +59,66 @@ class Coder:
             response_format=self.response_format,
             extra_body=self.cfg.extra_body,
         )
+
+
+# A lease is renewed while its request is being answered, so it can be short: a run killed mid-request
+# holds up another run sharing the cache for at most this long.
+LEASE_TTL_S = 60.0
+LEASE_POLL_S = 0.5
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_gone(owner: str) -> bool:
+    """A lease held by a process of this host that no longer exists (killed): no need to wait for it to expire."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+class Coder:
+    """Codes chunks against one endpoint. The client is built at the first cache miss, so a fully
+    cached run needs no model, no network and no key.
+
+    Every answer received goes first to the job's journal (durable), then to the cache; a request is sent
+    only by the process holding its lease in the cache, so runs sharing a cache never pay twice."""
+
+    def __init__(
+        self,
+        cfg: LLMConfig,
+        prompts: Prompts,
+        cache: AnswerCache,
+        client_factory: Callable[..., Client] = make_client,
+        ledger: Ledger | None = None,
+        price: Price | None = None,
+        journal: Journal | None = None,
+    ):
+        self.cfg = cfg
+        self.prompts = prompts
+        self.cache = cache
+        self.request = Requests(cfg, prompts)
+        self.endpoint = self.request.endpoint
+        self.price = price
+        self.journal = journal
+        self._client_factory = client_factory
+        self._ledger = ledger
+        self._client: Client | None = None
+        self._answered = False  # the endpoint has answered at least once in this job
+        self._unreachable: str | None = None  # set when it refused connections before ever answering
+        self._stop: QualcodeError | None = None  # a quota, budget, cache or permanent error: send nothing more
+        self._owner = _owner_id()
+        self._leases: set[str] = set()
+        self.validate = AnswerValidator(self.request.schema, prompts.codebook.answer_model())
 
     def _result(self, chunk: Chunk, req: LLMRequest, key: str, **kw: Any) -> ChunkResult:
         base = dict(
@@ -115,9 +135,44 @@ class Coder:
         req = self.request(chunk)
         key = req.key()
         hit = self.cache.get(key)
+        if hit is None:
+            hit = await self._claim(key)
         if hit is not None:
             return self._result(chunk, req, key, **_from_cached(hit), cache_hit=True)
+        try:
+            return await self._ask(chunk, req, key)
+        finally:
+            self._leases.discard(key)
+            try:
+                self.cache.release(key, self._owner)
+            except CacheError as exc:  # the lease expires by itself; the answer is what matters
+                logger.warning("%s", exc)
 
+    async def _claim(self, key: str) -> CachedAnswer | None:
+        """Take the lease on `key`; while another process holds it, wait for its answer. Returns that answer,
+        or None once this process may send the request itself."""
+        waited = False
+        while not self.cache.claim(key, self._owner, LEASE_TTL_S, is_stale=_holder_is_gone):
+            if not waited:
+                logger.info("request %s is being answered by another process; waiting for its answer", key[:12])
+                waited = True
+            await asyncio.sleep(LEASE_POLL_S)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        self._leases.add(key)
+        return self.cache.get(key)  # answered between the look-up and the claim
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_TTL_S / 3)
+            try:
+                if self._leases:
+                    self.cache.renew(sorted(self._leases), self._owner, LEASE_TTL_S)
+            except CacheError as exc:  # at worst another run sends the same request: a cost, not a loss
+                logger.warning("%s", exc)
+
+    async def _ask(self, chunk: Chunk, req: LLMRequest, key: str) -> ChunkResult:
         if self._unreachable:  # don't spend retries on every chunk of a server that is not there
             return self._failed(chunk, req, key, self._unreachable)
         if self._client is None:
@@ -139,7 +194,10 @@ class Coder:
             retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
-            finish, last_raw = done.finish_reason, done.content
+            finish, last_raw = done.finish_reason, redact(done.content)
+            if done.refusal:  # a refusal is the model's considered answer: asking again would pay for it again
+                last_error = f"the model refused: {done.refusal[:500]}"
+                break
             try:
                 answer = self.validate(done.content, done.finish_reason)
             except AnswerError as exc:
@@ -150,9 +208,11 @@ class Coder:
                 logger.info("chunk %s: invalid answer (%s); re-asking", chunk.chunk_id, exc)
                 messages = [*req.messages, *reask_messages(done.content, str(exc))]
                 continue
+            if last_raw != done.content:  # the server echoed the key: keep it out of every file and table
+                answer = json.loads(redact(canonical_json(answer)))
             cached = CachedAnswer(
                 answer=answer,
-                raw=done.content,
+                raw=last_raw,
                 model_served=done.model_served,
                 system_fingerprint=done.system_fingerprint,
                 finish_reason=done.finish_reason,
@@ -165,7 +225,15 @@ class Coder:
                 answered_at=utc_now(),
             )
             # Stored under the first request's key, so a rerun finds it without repeating the re-asks.
-            self.cache.put(key, cached)
+            # The journal first: if the cache cannot take it, the answer paid for is still kept.
+            if self.journal is not None:
+                self.journal.append(key, cached)
+            try:
+                self.cache.put(key, cached)
+            except CacheError as exc:
+                self._stop = self._stop or exc
+                kept = f"; the answers received are kept in {self.journal.path}" if self.journal else ""
+                logger.error("%s%s", exc, kept)
             return self._result(chunk, req, key, **_from_cached(cached), cache_hit=False)
         return self._failed(
             chunk,
@@ -190,7 +258,7 @@ class Coder:
             attempts=0, reasks=0, retries=0, answered_at=None,
         )  # fmt: skip
         return self._result(
-            chunk, req, key, status="failed", answer_json=None, error=error, model_served=None,
+            chunk, req, key, status="failed", answer_json=None, error=redact(error), model_served=None,
             system_fingerprint=None, cache_hit=False, **{**empty, **facts},
         )  # fmt: skip
 
@@ -209,8 +277,14 @@ class Coder:
                     return None
                 try:
                     result = await self.code(chunk)
-                except (LimitReached, ProviderError) as exc:
+                except QualcodeError as exc:  # quota, budget, refused key or model, cache, no key
                     self._stop = self._stop or exc
+                    return None
+                except Exception as exc:  # a bug: stop sending, keep what was received, say which chunk
+                    logger.exception("chunk %s: unexpected error", chunk.chunk_id)
+                    self._stop = self._stop or QualcodeError(
+                        f"unexpected {type(exc).__name__} while coding chunk {chunk.chunk_id}: {exc}"
+                    )
                     return None
             done.append(result)
             now = time.monotonic()
@@ -219,9 +293,11 @@ class Coder:
                 logger.info("progress: %s", progress(done, len(chunks), self.price))
             return result
 
+        renewer = asyncio.create_task(self._renew_leases())
         try:
             results = await asyncio.gather(*(one(c) for c in chunks))
         finally:
+            renewer.cancel()
             if self._client is not None:
                 await self._client.aclose()
         if self._stop is not None:
@@ -242,7 +318,8 @@ class Coder:
         )
         if isinstance(exc, LimitReached):
             return LimitReached(message, resume_at=exc.resume_at)
-        return type(exc)(message)
+        same_kind = type(exc) in (ProviderError, CacheError, ConfigError, QualcodeError)
+        return type(exc)(message) if same_kind else QualcodeError(message)
 
 
 def progress(results: Sequence[ChunkResult], total: int, price: Price | None = None) -> str:
@@ -260,22 +337,7 @@ def progress(results: Sequence[ChunkResult], total: int, price: Price | None = N
 
 
 def _from_cached(hit: CachedAnswer) -> dict[str, Any]:
-    return dict(
-        status="coded",
-        answer_json=canonical_json(hit.answer),
-        raw=hit.raw,
-        error=None,
-        model_served=hit.model_served,
-        system_fingerprint=hit.system_fingerprint,
-        finish_reason=hit.finish_reason,
-        tokens_in=hit.tokens_in,
-        tokens_out=hit.tokens_out,
-        latency_s=hit.latency_s,
-        attempts=hit.attempts,
-        reasks=hit.reasks,
-        retries=hit.retries,
-        answered_at=hit.answered_at,
-    )
+    return dict(status="coded", answer_json=canonical_json(hit.answer), raw=hit.raw, error=None, **hit.facts())
 
 
 def code_chunks(
@@ -285,10 +347,24 @@ def code_chunks(
     cache: AnswerCache,
     limits: LimitsConfig | None = None,
     price: Price | None = None,
+    journal: str | Path | None = None,
 ) -> list[ChunkResult]:
-    """Code every chunk; the synchronous entry point used by the coding job."""
-    ledger = Ledger(cache.directory, f"{endpoint(cfg).base_url} {cfg.model}", limits or LimitsConfig(), price)
+    """Code every chunk; the synchronous entry point used by the coding job. `journal` is this job's own
+    journal file: journals left beside it by earlier jobs are absorbed into the cache first, and this job's
+    is deleted once every answer it holds is safely in the cache."""
+    limits = limits or LimitsConfig()
+    if journal is not None:
+        absorb(Path(journal).parent, cache)
+    log = Journal(journal) if journal is not None else None
+    # The ledger is a second SQLite database: open it only when there is a limit to keep.
+    ledger = Ledger(cache.directory, f"{endpoint(cfg).base_url} {cfg.model}", limits, price) if limits.active else None
     try:
-        return asyncio.run(Coder(cfg, prompts, cache, ledger=ledger, price=price).code_all(chunks))
+        results = asyncio.run(Coder(cfg, prompts, cache, ledger=ledger, price=price, journal=log).code_all(chunks))
     finally:
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
+        if log is not None:
+            log.close()
+    if log is not None:
+        log.discard()
+    return results

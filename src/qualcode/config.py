@@ -6,6 +6,7 @@ configuration (with defaults filled in) can be recorded next to the results.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_NOT_A_NAME = (
+    "must be the name of an environment variable (like OPENAI_API_KEY), not a key; put the key in that variable "
+    "or in a file named by llm.api_key_file (the value given is not shown)"
+)
+
+
+def _looks_like_key(name: str) -> bool:
+    """Variable names are words; keys are long runs of mixed-case letters and digits."""
+    return len(name) >= 24 and any(c.isdigit() for c in name) and name != name.upper()
 
 
 class _Strict(BaseModel):
@@ -42,6 +54,18 @@ class IngestConfig(_Strict):
         description="An unreadable file is listed in failures and skipped ('skip') or stops the run ('fail').",
     )
     table: TableInput = Field(default_factory=TableInput, description="Column mapping for CSV and JSONL files.")
+    max_file_mb: int = Field(
+        200,
+        ge=1,
+        le=1_000_000,
+        description="Largest input file that is read, in MB (1 MB = 1,048,576 bytes); a larger one is unreadable.",
+    )
+    max_expanded_mb: int = Field(
+        500,
+        ge=1,
+        le=1_000_000,
+        description="Most a .docx may unzip to, in MB (declared and actual sizes); a larger one is unreadable.",
+    )
 
 
 class ChunkingConfig(_Strict):
@@ -82,7 +106,9 @@ class LLMConfig(_Strict):
         None, description="API base URL for provider 'openai', e.g. https://openrouter.ai/api/v1; null means OpenAI."
     )
     api_key_env: str = Field(
-        "OPENAI_API_KEY", description="Environment variable holding the API key (provider 'openai')."
+        "OPENAI_API_KEY",
+        pattern=ENV_NAME,
+        description="Name of the environment variable holding the API key (provider 'openai'); never the key.",
     )
     api_key_file: str | None = Field(
         None, description="File holding the API key; used when the environment variable is unset."
@@ -101,14 +127,19 @@ class LLMConfig(_Strict):
         1024, ge=16, le=100_000, description="Most tokens per answer; keep it above the answer's maximum length."
     )
     seed: int | None = Field(42, description="Sampling seed, sent to providers that honour it.")
-    timeout_s: float = Field(300.0, gt=0, description="Seconds to wait for one answer.")
+    timeout_s: float = Field(
+        300.0, gt=0, description="Seconds one HTTP request may take in all (wall clock, not per read)."
+    )
     max_attempts: int = Field(
         4, ge=1, le=20, description="Tries per request on transient errors (timeouts, 429, 5xx, dropped connections)."
     )
     retry_initial_s: float = Field(1.0, gt=0, le=600, description="First back-off wait; doubles each retry, jittered.")
     retry_max_s: float = Field(60.0, gt=0, le=3600, description="Longest back-off wait (a Retry-After may be longer).")
     max_retry_time_s: float = Field(
-        600.0, gt=0, description="Give up retrying one request after this many seconds in total."
+        600.0,
+        gt=0,
+        description="No retry of one request starts, and no wait (Retry-After included) is begun, past this many "
+        "seconds from its first try.",
     )
     max_reasks: int = Field(
         2, ge=0, le=10, description="Times an invalid answer is re-asked, carrying the validation error."
@@ -119,6 +150,15 @@ class LLMConfig(_Strict):
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra provider-specific request fields; part of the cache key."
     )
+
+    @field_validator("api_key_env", mode="before")
+    @classmethod
+    def _a_name_not_a_key(cls, v: Any) -> Any:
+        # Checked before the pattern so that the message never repeats a key pasted here (it would otherwise
+        # be echoed, then recorded in the manifest and Snakemake's metadata).
+        if isinstance(v, str) and (not re.fullmatch(ENV_NAME, v) or _looks_like_key(v)):
+            raise ValueError(_NOT_A_NAME)
+        return v
 
 
 class CodingConfig(_Strict):
@@ -142,6 +182,11 @@ class LimitsConfig(_Strict):
     budget: float | None = Field(
         None, ge=0, description="Most money spent through this cache, in the currency of `prices`; needs a price."
     )
+
+    @property
+    def active(self) -> bool:
+        limits = (self.requests_per_minute, self.tokens_per_minute, self.requests_per_day, self.budget)
+        return any(v is not None for v in limits)
 
 
 class Price(_Strict):
@@ -193,7 +238,7 @@ def explain(exc: ValidationError, source: str | Path) -> ConfigError:
         value = err.get("input")
         scalar = (str, int, float, bool, type(None))
         shown = isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
-        given = f" (got {repr(value)[:60]})" if shown else ""
+        given = f" (got {repr(value)[:60]})" if shown and _NOT_A_NAME not in err["msg"] else ""
         return f"{where}: {err['msg'].removeprefix('Value error, ')}{given}"
 
     return ConfigError(f"{source}: " + "; ".join(one(e) for e in exc.errors()))

@@ -43,6 +43,11 @@ class RequestError(QualcodeError):
         super().__init__(message)
 
 
+class CacheError(QualcodeError):
+    """The answer cache (`cache_dir`) cannot be read or written: disk full, corrupt database, no permission.
+    The job stops sending; answers received so far are kept in the job's answer journal."""
+
+
 class LimitReached(QualcodeError):
     """The daily quota or the budget forbids another request. The run stops sending; every answer
     received so far is in the cache, and the next run goes on from there."""

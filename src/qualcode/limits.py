@@ -51,10 +51,7 @@ class Ledger:
 
     @property
     def active(self) -> bool:
-        lim = self.limits
-        return any(
-            v is not None for v in (lim.requests_per_minute, lim.tokens_per_minute, lim.requests_per_day, lim.budget)
-        )
+        return self.limits.active
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         """Free when no price is known: the budget then cannot apply (the config requires a price)."""

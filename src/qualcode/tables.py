@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields as dc_fields
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +16,9 @@ import pyarrow.parquet as pq
 
 from .chunking import Chunk
 from .codebook import Codebook, CodeField
-from .coding import ChunkResult
 from .config import Price
 from .ingest import Document, IngestProblem, Turn
+from .records import ChunkResult
 from .validate import ground_quote
 
 TURN = pa.struct([("speaker", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
@@ -205,8 +204,7 @@ def results_table(results: Sequence[ChunkResult]) -> pa.Table:
 
 
 def read_results(paths: Iterable[str | Path]) -> list[ChunkResult]:
-    names = [f.name for f in dc_fields(ChunkResult)]
-    return [ChunkResult(**{n: r[n] for n in names}) for p in paths for r in pq.read_table(p).to_pylist()]
+    return [ChunkResult(**r) for p in paths for r in pq.read_table(p, columns=RESULTS.names).to_pylist()]
 
 
 def problems_table(problems: Sequence[IngestProblem]) -> pa.Table:

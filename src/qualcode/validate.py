@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,10 @@ class AnswerValidator:
         self._model = model
 
     def __call__(self, content: str, finish_reason: str | None = None) -> dict[str, Any]:
-        """The parsed answer, or AnswerError saying what is wrong in words a model can act on."""
+        """The parsed answer, or AnswerError saying what is wrong in words a model can act on. Any failure of
+        an answer (nesting too deep, a number too long, text too long) is an AnswerError, never a crash."""
+        if len(content) > MAX_ANSWER_CHARS:
+            raise AnswerError(f"the answer is {len(content):,} characters long; at most {MAX_ANSWER_CHARS:,}", content)
         text = _strip_fences(content)
         try:
             # strict=False: a raw newline inside a string is harmless, not a reason to re-ask.
@@ -34,21 +36,40 @@ class AnswerValidator:
                 else ""
             )
             raise AnswerError(f"not valid JSON: {exc.msg} at character {exc.pos}{cut}", content) from None
-        errors = sorted(self._validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
-        if errors:
-            msgs = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5]]
-            raise AnswerError("does not match the schema: " + "; ".join(msgs), content)
+        except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, or [[[[... nested too deep
+            raise AnswerError(f"not usable JSON: {_reason(exc)}", content) from None
         try:
+            errors = sorted(self._validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
+            if errors:
+                msgs = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:200]}" for e in errors[:5]]
+                raise AnswerError("does not match the schema: " + "; ".join(msgs), content)
             self._model.model_validate(answer)
         except ValidationError as exc:
             raise AnswerError(f"does not match the codebook: {exc.errors()[0]['msg']}", content) from None
+        except (ValueError, RecursionError, TypeError) as exc:
+            raise AnswerError(f"cannot be checked: {_reason(exc)}", content) from None
         return answer
 
 
+# An answer is bounded by llm.max_tokens; this bounds the work of checking one whatever a server sends.
+MAX_ANSWER_CHARS = 1_000_000
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
 def _strip_fences(content: str) -> str:
-    # Prompt-only mode: models often wrap JSON in a Markdown code fence.
-    m = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", content, flags=re.DOTALL)
-    return m.group(1) if m else content.strip()
+    """Prompt-only mode: models often wrap JSON in a Markdown code fence (```json ... ```). Linear time."""
+    text = content.strip()
+    if not (text.startswith("```") and text.endswith("```") and len(text) >= 6):
+        return text
+    inner = text[3:-3]
+    if inner.startswith("json"):
+        inner = inner[4:]
+    return inner.strip()
 
 
 def reask_messages(previous: str, error: str) -> list[dict[str, str]]:

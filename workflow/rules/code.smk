@@ -21,6 +21,8 @@ rule code_shard:
         llm=CFG.llm.model_dump(mode="json"),
         shard_size=CFG.coding.shard_size,
         cache_dir=CFG.cache_dir,
+        # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
+        journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.shard}.jsonl",
         limits=CFG.limits.model_dump(),
         price=(
             CFG.prices[CFG.llm.model].model_dump()

@@ -13,7 +13,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     with cache.AnswerCache(params.cache_dir) as answers:
         limits = config.LimitsConfig.model_validate(params.limits)
         price = config.Price(**params.price) if params.price else None
-        results = coding.code_chunks(chunks, llm, templates, answers, limits, price)
+        results = coding.code_chunks(chunks, llm, templates, answers, limits, price, journal=params.journal)
     times = {"qualcode.job_started_at": started, "qualcode.job_finished_at": provenance.utc_now()}
     tables.write(tables.results_table(results), snakemake.output.results, metadata=times)  # noqa: F821
     log.info("done: %s", coding.progress(results, len(chunks), price))

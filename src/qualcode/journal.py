@@ -1,0 +1,84 @@
+"""The answer journal: every answer a coding job receives, appended to the job's own file before it goes into
+the cache.
+
+One writer per file, append-only, flushed after each answer: an answer paid for survives a killed job and a cache
+that cannot be written (disk full, damaged database). The next job that opens the cache absorbs every journal it
+finds, so a rerun pays for nothing twice; a job that ends well deletes its own journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .cache import AnswerCache
+from .errors import CacheError
+from .ids import canonical_json
+from .records import CachedAnswer
+
+logger = logging.getLogger(__name__)
+
+
+class Journal:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fh = None
+
+    def append(self, key: str, answer: CachedAnswer) -> None:
+        """Durable against a killed process once this returns (flushed to the OS, not fsync'ed: a per-answer
+        fsync would cost more than the answers at high request rates; power loss is the cache's job)."""
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the job)
+            line = canonical_json({"request_hash": key, "response": answer.model_dump(mode="json")})
+            self._fh.write(line + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            raise CacheError(f"cannot write the answer journal {self.path} ({exc}): free space and run again") from None
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def discard(self) -> None:
+        """Every answer in it is in the cache: the journal is no longer needed."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read(path: str | Path) -> Iterator[tuple[str, CachedAnswer]]:
+    """The answers in a journal. A line cut short by a kill (the last one) or otherwise unreadable is skipped
+    with a warning: it never stops the run."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                logger.warning("%s, line %d: incomplete (job killed while writing?); skipped", path, lineno)
+                continue
+            try:
+                entry = json.loads(line)
+                yield entry["request_hash"], CachedAnswer.model_validate(entry["response"])
+            except (ValueError, KeyError, TypeError, ValidationError) as exc:
+                logger.warning("%s, line %d: not a journal entry (%s); skipped", path, lineno, type(exc).__name__)
+
+
+def absorb(directory: str | Path, cache: AnswerCache) -> int:
+    """Put every journalled answer that the cache lacks into it; returns how many. Journals are left in place
+    (only their writer deletes them), so absorbing is safe while other jobs are writing theirs."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    added = 0
+    for path in sorted(directory.glob("*.jsonl")):
+        for key, answer in read(path):
+            if key not in cache:
+                cache.put(key, answer)
+                added += 1
+    if added:
+        logger.info("recovered %d answer(s) from journals in %s into the cache", added, directory)
+    return added

@@ -1,0 +1,89 @@
+"""The records every stage passes on: what a model is asked, what it answered, and what became of each chunk.
+
+The ground floor of the library: it imports nothing of qualcode but ids, so any module may use it. The facts of a
+model call are declared once (`CallFacts`) and shared by the cached answer and the chunk's result, so a new fact
+is added in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .ids import stable_hash
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LLMRequest(_Record):
+    """Everything that determines an answer. Its hash is the cache key; it never holds the API key."""
+
+    provider: str
+    base_url: str
+    model: str
+    messages: tuple[dict[str, str], ...]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int | None
+    response_format: dict[str, Any] | None
+    extra_body: dict[str, Any] = {}
+
+    def key(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+class CallFacts(_Record):
+    """How an answer was obtained: kept with it in the cache, the journal, the archive and the llm_calls table."""
+
+    model_served: str | None = None
+    system_fingerprint: str | None = None
+    finish_reason: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_s: float | None = None
+    attempts: int = 0  # asks of the model: the first plus re-asks
+    reasks: int = 0
+    retries: int = 0  # transient errors retried (extra HTTP requests)
+    answered_at: str | None = None  # UTC time of the original answer
+
+
+class CachedAnswer(CallFacts):
+    """A validated answer, as the cache, the journal and the replay archive hold it."""
+
+    answer: dict[str, Any]
+    raw: str
+
+    def facts(self) -> dict[str, Any]:
+        return self.model_dump(include=set(CallFacts.model_fields))
+
+
+class ChunkResult(CallFacts):
+    """The outcome for one chunk: one row of a shard's results, later of codings, llm_calls or failures."""
+
+    chunk_id: str
+    doc_id: str
+    status: str  # "coded" or "failed"
+    answer_json: str | None
+    raw: str | None
+    error: str | None
+    request_hash: str
+    provider: str
+    base_url: str
+    model_asked: str
+    cache_hit: bool
+
+    def to_row(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def cached_answer(self) -> CachedAnswer:
+        """The answer as the cache holds it (a coded result carries every fact of it)."""
+        return CachedAnswer(
+            answer=json.loads(self.answer_json or "null"),
+            raw=self.raw or "",
+            **self.model_dump(include=set(CallFacts.model_fields)),
+        )
