@@ -54,6 +54,18 @@ def turns_doc(parts: list[tuple[str, str]], sep: str = "\n\n", doc_id: str = "do
     return doc_of(text, doc_id, tuple(turns))
 
 
+def in_long_run(text: str, pos: int, cfg: ChunkingConfig) -> bool:
+    """Whether `pos` falls inside a run without whitespace of more than max_tokens tokens (the one place a cut may
+    fall inside a word)."""
+    lo = pos
+    while lo > 0 and not text[lo - 1].isspace():
+        lo -= 1
+    hi = pos
+    while hi < len(text) and not text[hi].isspace():
+        hi += 1
+    return lo < pos < hi and n_tokens(text[lo:hi]) > cfg.max_tokens
+
+
 def check_invariants(doc: Document, cfg: ChunkingConfig, chunks: list[Chunk]) -> None:
     text = doc.text
     if not text.strip():
@@ -68,9 +80,9 @@ def check_invariants(doc: Document, cfg: ChunkingConfig, chunks: list[Chunk]) ->
         assert text[c.start : c.end] == c.text
         assert c.text and c.text == c.text.strip()
         assert c.n_tokens == len(ENC.encode_ordinary(c.text))
-        assert c.n_tokens <= cfg.max_tokens or not any(ch.isspace() for ch in c.text), "only a lone word may be long"
-        assert c.start == 0 or text[c.start - 1].isspace(), f"chunk {i} starts mid-word"
-        assert c.end == len(text) or text[c.end].isspace(), f"chunk {i} ends mid-word"
+        assert c.n_tokens <= cfg.max_tokens
+        assert c.start == 0 or text[c.start - 1].isspace() or in_long_run(text, c.start, cfg), f"{i} starts mid-word"
+        assert c.end == len(text) or text[c.end].isspace() or in_long_run(text, c.end, cfg), f"{i} ends mid-word"
         expected_speakers = dict.fromkeys(
             t.speaker for t in sorted(doc.turns, key=lambda t: t.start) if t.start < c.end and t.end > c.start
         )
@@ -79,7 +91,7 @@ def check_invariants(doc: Document, cfg: ChunkingConfig, chunks: list[Chunk]) ->
         assert prev.start < nxt.start and prev.end < nxt.end, "chunks move forward"
         assert text[prev.end : nxt.start].strip() == "", "no text falls between two chunks"
         if cfg.overlap_tokens == 0:
-            assert nxt.start > prev.end
+            assert nxt.start > prev.end or in_long_run(text, prev.end, cfg)
 
 
 # --- property test --------------------------------------------------------------------------------------------
@@ -119,6 +131,24 @@ def test_invariants_hold_for_random_documents(doc: Document, cfg: ChunkingConfig
     check_invariants(doc, cfg, chunk_document(doc, cfg))
 
 
+# Runs without whitespace, some longer than max_tokens (base64 images, long URLs, unspaced scripts).
+_run = st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=é中🙂"), max_size=600)
+
+
+@st.composite
+def documents_with_long_runs(draw: st.DrawFn) -> Document:
+    parts = draw(st.lists(st.one_of(_word, _run.filter(bool)), min_size=1, max_size=40))
+    return doc_of("".join(part + draw(_sep) for part in parts))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=documents_with_long_runs(), cfg=configs())
+def test_no_chunk_exceeds_max_tokens_even_in_long_runs(doc: Document, cfg: ChunkingConfig) -> None:
+    chunks = chunk_document(doc, cfg)
+    check_invariants(doc, cfg, chunks)  # cuts inside a word only where its run is longer than max_tokens
+    assert chunks == chunk_document(doc, cfg)  # the same text gives the same chunks and ids
+
+
 # --- sizes and edges ------------------------------------------------------------------------------------------
 
 
@@ -152,23 +182,34 @@ def test_single_word_document() -> None:
     assert (chunk.start, chunk.end, chunk.text, chunk.n_tokens) == (2, 7, "hello", 1)
 
 
-def test_overlong_word_is_kept_whole() -> None:
+def test_overlong_word_is_cut_inside_only_where_it_must_be(caplog) -> None:
     rng = random.Random(3)
     word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(600))
     assert n_tokens(word) > 100
-    text = f"{paragraph(rng, 6)} {word} {paragraph(rng, 6)}"
-    doc = doc_of(text)
+    before, after = paragraph(rng, 6), paragraph(rng, 6)
+    doc = doc_of(f"{before} {word} {after}")
     cfg = ChunkingConfig(max_tokens=40, overlap_tokens=5)
-    chunks = chunk_document(doc, cfg)
+    with caplog.at_level("WARNING", logger="qualcode.chunking"):
+        chunks = chunk_document(doc, cfg)
     check_invariants(doc, cfg, chunks)
-    long = [c for c in chunks if c.n_tokens > cfg.max_tokens]
-    assert [c.text for c in long] == [word]
+    lo, hi = len(before) + 1, len(before) + 1 + len(word)
+    inside = [c for c in chunks if lo < c.end < hi]  # chunks that end inside the word
+    assert inside and all(c.n_tokens <= cfg.max_tokens for c in chunks)
+    # the cuts inside the word make contiguous pieces that together hold the word once
+    assert all(a.end == b.start for a, b in pairwise(inside))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "doc" in warnings[0] and "chunking.max_tokens (40 tokens)" in warnings[0]
+    assert f"cuts inside words: {len(inside)}, the first at character {inside[0].end}" in warnings[0]
 
 
 def test_document_of_one_overlong_word() -> None:
     word = "x" * 2000
-    [chunk] = chunk_document(doc_of(f" {word}\n"), ChunkingConfig(max_tokens=20, overlap_tokens=0))
-    assert chunk.text == word and chunk.n_tokens > 20
+    cfg = ChunkingConfig(max_tokens=20, overlap_tokens=0)
+    doc = doc_of(f" {word}\n")
+    chunks = chunk_document(doc, cfg)
+    check_invariants(doc, cfg, chunks)
+    assert "".join(c.text for c in chunks) == word
+    assert len(chunks) > 1 and all(c.n_tokens <= 20 for c in chunks)
 
 
 def test_multibyte_characters_map_back_exactly() -> None:

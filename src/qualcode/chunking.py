@@ -1,8 +1,10 @@
 """Splitting documents into token-bounded chunks that are cut where the text itself pauses.
 
 Cuts fall, in order of preference, at the start of a speaker turn, at a paragraph break, at a line break, after the
-end of a sentence, and at any whitespace; never inside a word. Each chunk after the first repeats about
-`overlap_tokens` tokens from the end of the one before it, so a passage cut in two is still seen whole once.
+end of a sentence, and at any whitespace; never inside a word, unless one "word" (a run without whitespace, such as
+a base64 image) is longer than `max_tokens`: that is cut at token boundaries, with a warning. Each chunk after the
+first repeats about `overlap_tokens` tokens from the end of the one before it, so a passage cut in two is still seen
+whole once.
 
 Token counts are estimated from one encoding of the whole document (character offset of every token, searched with
 bisect) and then checked with one exact encoding of each chunk, so large documents chunk in linear time.
@@ -106,6 +108,7 @@ class _Chunker:
         self.turns = sorted(doc.turns, key=lambda t: t.start)
         self.turn_start_list = [t.start for t in self.turns]
         self.turn_end_max = list(accumulate((t.end for t in self.turns), max))
+        self.cuts_in_runs: list[int] = []  # where a run without whitespace longer than max_tokens was cut
 
     # --- token estimates -------------------------------------------------------------------------------------
 
@@ -205,10 +208,35 @@ class _Chunker:
             excess = n_tokens - self.max_tokens
             limit = min(self._after_tokens(start, max(self._estimate(start, q) - excess, 0)), q - 1)
 
-    def _overlong_word(self, start: int) -> tuple[int, int, int]:
-        m = _WS_RUN.search(self.text, start)
-        q, p = m.span() if m else (self.n, self.n)
-        return q, p, self._count(start, q)
+    def _cut_in_run(self, start: int) -> tuple[int, int, int]:
+        """End of a chunk that no whitespace can end: (end, next text, n_tokens).
+
+        The text at `start` is a run without whitespace. If the run fits in max_tokens it is one chunk, as before;
+        if it is longer (a base64 image, say), it is cut inside, as a last resort, where the first max_tokens of
+        its tokens end (at a character boundary, and checked by an exact count). Only a window of about max_tokens
+        tokens is searched and encoded, so a 3 MB run takes linear time.
+        """
+        text, cap = self.text, self.max_tokens
+        hi = max(self._after_tokens(start, cap + 16), start + 1)
+        while True:
+            m = _WS_RUN.search(text, start + 1, hi)
+            stop = m.start() if m else hi
+            tokens = self.enc.encode_ordinary(text[start:stop])
+            if len(tokens) > cap:
+                break
+            if m or hi >= self.n:  # the run ends within max_tokens
+                return stop, (m.end() if m else self.n), len(tokens)
+            hi = min(self.n, start + 2 * (hi - start))  # the estimate fell short: look further
+        k = cap
+        while True:
+            head = b"".join(map(self.enc.decode_single_token_bytes, tokens[:k])).decode("utf-8", "ignore")
+            end = start + max(len(head), 1)
+            n_tokens = self._count(start, end)
+            if n_tokens <= cap:
+                break
+            k -= n_tokens - cap  # the head alone encodes into more tokens than it took in the run
+        self.cuts_in_runs.append(end)
+        return end, end, n_tokens
 
     def _overlap_start(self, start: int, end: int, after: int) -> int:
         """Where the chunk after text[start:end] begins: about `overlap` tokens before `end`, at a word start."""
@@ -256,7 +284,7 @@ class _Chunker:
             cut = self._cut(start, floor)
             if cut is None:  # the overlap leaves no room to move past the previous chunk: drop it this once
                 start = floor = after_previous
-                cut = self._cut(start, floor) or self._overlong_word(start)
+                cut = self._cut(start, floor) or self._cut_in_run(start)
             end, after, n_tokens = cut
             yield start, end, n_tokens
             if end >= self.text_end:
@@ -278,8 +306,21 @@ class _Chunker:
 
 
 def chunk_document(doc: Document, cfg: ChunkingConfig) -> list[Chunk]:
-    """Split one document into chunks of at most `cfg.max_tokens` tokens (a lone longer word is kept whole)."""
-    chunks = _Chunker(doc, cfg, get_encoding(cfg.encoding)).chunks()
+    """Split one document into chunks of at most `cfg.max_tokens` tokens.
+
+    A run without whitespace longer than that (an embedded image, encoded data) is cut inside, with a warning.
+    """
+    chunker = _Chunker(doc, cfg, get_encoding(cfg.encoding))
+    chunks = chunker.chunks()
+    if chunker.cuts_in_runs:
+        logger.warning(
+            "%s: text without whitespace longer than chunking.max_tokens (%d tokens), perhaps an embedded image or "
+            "encoded data, was cut inside, at token boundaries (cuts inside words: %d, the first at character %d)",
+            doc.doc_id,
+            cfg.max_tokens,
+            len(chunker.cuts_in_runs),
+            chunker.cuts_in_runs[0],
+        )
     logger.debug("%s: %d characters -> %d chunks", doc.doc_id, len(doc.text), len(chunks))
     return chunks
 
