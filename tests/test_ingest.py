@@ -21,6 +21,7 @@ from qualcode.ingest import (
 )
 
 TABLE = TableInput()
+CFG = IngestConfig()
 
 
 def write(root: Path, name: str, content: str | bytes) -> Path:
@@ -34,7 +35,7 @@ def write(root: Path, name: str, content: str | bytes) -> Path:
 
 
 def read_one(root: Path, name: str, content: str | bytes, table: TableInput = TABLE) -> Document:
-    docs = read_document_file(write(root, name, content), root, table)
+    docs = read_document_file(write(root, name, content), root, IngestConfig(table=table))
     assert len(docs) == 1
     return docs[0]
 
@@ -257,7 +258,7 @@ def test_docx_paragraphs_and_table_cells(tmp_path):
         ["Interviewer: How did it start?", "", "   ", "Dr. Okafor: Slowly."],
         table_rows=[["Age", "42"], ["Site", "Lagos"]],
     )
-    [doc] = read_document_file(path, tmp_path, TABLE)
+    [doc] = read_document_file(path, tmp_path, CFG)
     assert doc.doc_id == "interviews/int 01.docx"
     assert (doc.format, doc.encoding) == ("docx", "docx")
     assert doc.text == "Interviewer: How did it start?\n\nDr. Okafor: Slowly.\n\nAge\n\n42\n\nSite\n\nLagos"
@@ -276,13 +277,13 @@ def test_docx_zip_without_word_content(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("hello.txt", "not a word document")
     with pytest.raises(InputError, match=r"not a valid \.docx"):
-        read_document_file(path, tmp_path, TABLE)
+        read_document_file(path, tmp_path, CFG)
 
 
 def test_docx_without_text_is_empty(tmp_path):
     path = make_docx(tmp_path / "blank.docx", ["", "  "])
     with pytest.raises(InputError, match="empty"):
-        read_document_file(path, tmp_path, TABLE)
+        read_document_file(path, tmp_path, CFG)
 
 
 # --- captions --------------------------------------------------------------------------------------------------
@@ -384,7 +385,7 @@ def test_srt_broken_timestamps(tmp_path):
 
 def test_csv_rows_become_documents_with_metadata(tmp_path):
     csv = 'id,text,age,site\nr1,"I felt\nworried, mostly.",34,Leeds\nr2,Fine.,,York\n'
-    docs = read_document_file(write(tmp_path, "survey.csv", csv), tmp_path, TABLE)
+    docs = read_document_file(write(tmp_path, "survey.csv", csv), tmp_path, CFG)
     assert [d.doc_id for d in docs] == ["survey.csv#r1", "survey.csv#r2"]
     assert docs[0].text == "I felt\nworried, mostly."  # embedded newline survives
     assert docs[0].metadata == {"age": "34", "site": "Leeds"}
@@ -395,7 +396,7 @@ def test_csv_rows_become_documents_with_metadata(tmp_path):
 def test_csv_chosen_columns_and_row_numbers(tmp_path):
     table = TableInput(id_column=None, text_column="answer", metadata_columns=["group"])
     csv = "answer,group,secret\nYes,A,x\nNo,B,y\n"
-    docs = read_document_file(write(tmp_path, "q.csv", csv), tmp_path, table)
+    docs = read_document_file(write(tmp_path, "q.csv", csv), tmp_path, IngestConfig(table=table))
     assert [(d.doc_id, d.text, d.metadata) for d in docs] == [
         ("q.csv#1", "Yes", {"group": "A"}),
         ("q.csv#2", "No", {"group": "B"}),
@@ -405,38 +406,38 @@ def test_csv_chosen_columns_and_row_numbers(tmp_path):
 def test_csv_cp1252_export(tmp_path, caplog):
     data = b"id,text\r\n1,caf\xe9 \x93quoted\x94\r\n"
     with caplog.at_level(logging.WARNING, logger="qualcode.ingest"):
-        [doc] = read_document_file(write(tmp_path, "export.csv", data), tmp_path, TABLE)
+        [doc] = read_document_file(write(tmp_path, "export.csv", data), tmp_path, CFG)
     assert (doc.text, doc.encoding) == ("café “quoted”", "cp1252")
     assert any("export.csv" in r.getMessage() for r in caplog.records)
 
 
 def test_csv_utf8_bom_header_is_found(tmp_path):
-    [doc] = read_document_file(write(tmp_path, "excel.csv", b"\xef\xbb\xbfid,text\n1,hello\n"), tmp_path, TABLE)
+    [doc] = read_document_file(write(tmp_path, "excel.csv", b"\xef\xbb\xbfid,text\n1,hello\n"), tmp_path, CFG)
     assert (doc.doc_id, doc.encoding) == ("excel.csv#1", "utf-8-sig")
 
 
 def test_csv_missing_text_column_lists_columns_and_setting(tmp_path):
     with pytest.raises(InputError) as info:
-        read_document_file(write(tmp_path, "s.csv", "id,response\n1,hi\n"), tmp_path, TABLE)
+        read_document_file(write(tmp_path, "s.csv", "id,response\n1,hi\n"), tmp_path, CFG)
     assert "id, response" in info.value.problem
     assert "ingest.table.text_column" in info.value.problem
 
 
 def test_csv_missing_id_column_names_setting(tmp_path):
     with pytest.raises(InputError, match="ingest.table.id_column"):
-        read_document_file(write(tmp_path, "s.csv", "text\nhi\n"), tmp_path, TABLE)
+        read_document_file(write(tmp_path, "s.csv", "text\nhi\n"), tmp_path, CFG)
 
 
 def test_csv_missing_metadata_column_names_setting(tmp_path):
     table = TableInput(metadata_columns=["age"])
     with pytest.raises(InputError, match="ingest.table.metadata_columns"):
-        read_document_file(write(tmp_path, "s.csv", "id,text\n1,hi\n"), tmp_path, table)
+        read_document_file(write(tmp_path, "s.csv", "id,text\n1,hi\n"), tmp_path, IngestConfig(table=table))
 
 
 def test_csv_empty_rows_are_skipped_with_a_warning(tmp_path, caplog):
     csv = "id,text\n1,hello\n2,   \n3,\n4,bye\n"
     with caplog.at_level(logging.WARNING, logger="qualcode.ingest"):
-        docs = read_document_file(write(tmp_path, "s.csv", csv), tmp_path, TABLE)
+        docs = read_document_file(write(tmp_path, "s.csv", csv), tmp_path, CFG)
     assert [d.doc_id for d in docs] == ["s.csv#1", "s.csv#4"]
     messages = [r.getMessage() for r in caplog.records]
     assert any("s.csv" in m and "row 2" in m for m in messages)
@@ -445,18 +446,18 @@ def test_csv_empty_rows_are_skipped_with_a_warning(tmp_path, caplog):
 
 def test_csv_all_rows_empty_is_an_error(tmp_path):
     with pytest.raises(InputError, match="empty"):
-        read_document_file(write(tmp_path, "s.csv", "id,text\n1,\n2, \n"), tmp_path, TABLE)
+        read_document_file(write(tmp_path, "s.csv", "id,text\n1,\n2, \n"), tmp_path, CFG)
 
 
 def test_csv_header_only_is_an_error(tmp_path):
     with pytest.raises(InputError, match="empty"):
-        read_document_file(write(tmp_path, "s.csv", "id,text\n"), tmp_path, TABLE)
+        read_document_file(write(tmp_path, "s.csv", "id,text\n"), tmp_path, CFG)
 
 
 def test_csv_duplicate_ids_are_listed(tmp_path):
     csv = "id,text\na,x\nb,y\na,z\nc,w\nc,v\n"
     with pytest.raises(InputError, match="duplicate ids") as info:
-        read_document_file(write(tmp_path, "s.csv", csv), tmp_path, TABLE)
+        read_document_file(write(tmp_path, "s.csv", csv), tmp_path, CFG)
     assert "a, c" in info.value.problem
 
 
@@ -469,7 +470,7 @@ def test_jsonl_rows_become_documents(tmp_path):
         "",
         '{"id": "p2", "text": "Line\\u2028separator kept", "age": 29}',
     ]
-    docs = read_document_file(write(tmp_path, "rows.jsonl", "\n".join(lines) + "\n"), tmp_path, TABLE)
+    docs = read_document_file(write(tmp_path, "rows.jsonl", "\n".join(lines) + "\n"), tmp_path, CFG)
     assert [d.doc_id for d in docs] == ["rows.jsonl#p1", "rows.jsonl#p2"]
     assert [t.speaker for t in docs[0].turns] == ["Interviewer", "P1"]
     assert docs[0].metadata == {"age": "41", "consent": "true", "note": ""}
@@ -481,13 +482,13 @@ def test_jsonl_rows_become_documents(tmp_path):
 def test_jsonl_bad_line_names_the_line_number(tmp_path):
     data = '{"id": 1, "text": "ok"}\n{"id": 2, "text": "unterminated\n'
     with pytest.raises(InputError, match="line 2") as info:
-        read_document_file(write(tmp_path, "rows.jsonl", data), tmp_path, TABLE)
+        read_document_file(write(tmp_path, "rows.jsonl", data), tmp_path, CFG)
     assert info.value.source_file == "rows.jsonl"
 
 
 def test_jsonl_line_that_is_not_an_object(tmp_path):
     with pytest.raises(InputError, match="line 1 is not a JSON object"):
-        read_document_file(write(tmp_path, "rows.jsonl", '["id", "text"]\n'), tmp_path, TABLE)
+        read_document_file(write(tmp_path, "rows.jsonl", '["id", "text"]\n'), tmp_path, CFG)
 
 
 # --- ingest ----------------------------------------------------------------------------------------------------
@@ -521,8 +522,11 @@ def test_ingest_fail_stops_on_the_first_unreadable_file(tmp_path):
 
 def test_ingest_duplicate_doc_ids_name_both_files(tmp_path):
     path = write(tmp_path, "a.txt", "hello")
+    docs, problems = ingest([path, path], tmp_path, IngestConfig())  # the second reading is the one skipped
+    assert [d.doc_id for d in docs] == ["a.txt"]
+    assert [p.source_file for p in problems] == ["a.txt"] and "also produced by a.txt" in problems[0].problem
     with pytest.raises(InputError, match="a.txt") as info:
-        ingest([path, path], tmp_path, IngestConfig())
+        ingest([path, path], tmp_path, IngestConfig(on_error="fail"))
     assert "also produced by a.txt" in info.value.problem
 
 

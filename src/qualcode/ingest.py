@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import unicodedata
 import zipfile
@@ -58,8 +59,25 @@ class IngestProblem:
 # Finding files
 
 
+@dataclass(frozen=True)
+class InputFile:
+    """A file found under input_dir, as the input listing records it: name, size and time, never its content.
+
+    `name` is the path relative to input_dir with `/` separators; bytes of a name that are not UTF-8 are shown
+    as `\\xNN`. `problem` says why the file cannot be read at all (a broken link, a name that is not UTF-8).
+    """
+
+    name: str
+    size: int
+    mtime_ns: int
+    problem: str | None = None
+
+
 def discover(root: Path, include: list[str]) -> list[Path]:
-    """Files under `root` matching any glob in `include`, hidden ones skipped, sorted by relative path."""
+    """Files under `root` matching any glob in `include`, hidden ones skipped, sorted by relative path.
+
+    Symbolic links to files are followed; broken ones are kept, so that they are reported rather than lost.
+    """
     if not root.is_dir():
         raise InputError(str(root), "input directory not found; check ingest.input_dir")
     found: dict[str, Path] = {}
@@ -70,9 +88,83 @@ def discover(root: Path, include: list[str]) -> list[Path]:
             raise InputError(str(root), f"invalid glob pattern {pattern!r} in ingest.include ({exc})") from None
         for path in matches:
             rel = path.relative_to(root)
-            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if path.is_file() or (path.is_symlink() and not path.exists()):
                 found[rel.as_posix()] = path
     return [found[key] for key in sorted(found)]
+
+
+def printable_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (surrogate-escaped by Python) become `\\xNN`."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def describe(path: Path, root: Path) -> InputFile:
+    """Name, size and modification time of one found file (stat only: nothing is read)."""
+    name = printable_name(_relative(path, root))
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        if not path.is_symlink():
+            return InputFile(name, 0, 0, f"cannot be read ({exc.strerror or exc})")
+        try:
+            target, mtime_ns = printable_name(os.readlink(path)), path.lstat().st_mtime_ns
+        except OSError:
+            target, mtime_ns = "?", 0
+        return InputFile(name, 0, mtime_ns, f"broken symbolic link to {target}")
+    problem = None if name == _relative(path, root) else _NOT_UTF8_NAME
+    return InputFile(name, stat.st_size, stat.st_mtime_ns, problem)
+
+
+_NOT_UTF8_NAME = "file name is not valid UTF-8; rename the file (a doc_id is made from the name, and must be text)"
+
+
+def list_inputs(root: Path, include: list[str]) -> list[InputFile]:
+    """Every input file under `root`, as the listing records it."""
+    return [describe(path, root) for path in discover(root, include)]
+
+
+def listing_json(root: Path, files: Iterable[InputFile]) -> str:
+    """The input listing: what Snakemake sees of the inputs, so no raw file name reaches its file patterns."""
+    entries = [
+        {"name": f.name, "size": f.size, "mtime_ns": f.mtime_ns, **({"problem": f.problem} if f.problem else {})}
+        for f in files
+    ]
+    lines = ",\n".join(f"  {json.dumps(entry, ensure_ascii=False)}" for entry in entries)  # one file a line
+    return f'{{"input_dir": {json.dumps(root.as_posix(), ensure_ascii=False)}, "files": [\n{lines}\n]}}\n'
+
+
+def write_listing(path: str | Path, root: Path, files: Iterable[InputFile]) -> bool:
+    """Write the listing only if its content changed, so that its time tells Snakemake when to ingest again."""
+    path = Path(path)
+    text = listing_json(root, files)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+def read_listing(path: str | Path) -> tuple[Path, list[InputFile]]:
+    """(input_dir, files) from a listing written by `write_listing`."""
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    return Path(raw["input_dir"]), [InputFile(**entry) for entry in raw["files"]]
+
+
+def listed_paths(path: str | Path) -> list[Path]:
+    """Paths of the listed files that can be read (the manifest hashes these)."""
+    root, files = read_listing(path)
+    return [root / f.name for f in files if f.problem is None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -184,21 +276,48 @@ def detect_turns(text: str) -> tuple[Turn, ...]:
 # Readers: one per format, each taking the file's bytes and returning documents
 
 
-def read_document_file(path: Path, root: Path, table: TableInput) -> list[Document]:
+_MB = 1 << 20
+
+
+def read_document_file(path: Path, root: Path, cfg: IngestConfig) -> list[Document]:
     """Read one file into documents (one per file, or one per row for tables)."""
     rel = _relative(path, root)
+    name = printable_name(rel)
+    if name != rel:
+        raise InputError(name, _NOT_UTF8_NAME)
+    if path.is_symlink() and not path.exists():
+        raise InputError(rel, f"broken symbolic link to {printable_name(os.readlink(path))}")
     fmt = path.suffix.lower().removeprefix(".")
     reader = _READERS.get(fmt)
     if reader is None:
         supported = ", ".join(f".{name}" for name in _READERS)
         raise InputError(rel, f"unsupported file type '{path.suffix}'; supported: {supported}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(rel, f"cannot be read ({exc.strerror or exc})") from None
+    data = _read_bytes(path, rel, cfg.max_file_mb)
     if not data.strip():
         raise InputError(rel, "empty file")
-    return reader(data, rel, fmt, table)
+    return reader(data, rel, fmt, cfg)
+
+
+def _read_bytes(path: Path, rel: str, max_mb: int) -> bytes:
+    """The file's bytes, refusing to read more than `max_mb` (the file may grow while it is read)."""
+    cap = max_mb * _MB
+    try:
+        size = path.stat().st_size
+        if size > cap:
+            raise InputError(rel, _too_big("too large", size, "ingest.max_file_mb", max_mb))
+        with path.open("rb") as fh:
+            data = fh.read(cap + 1)
+    except OSError as exc:
+        raise InputError(rel, f"cannot be read ({exc.strerror or exc})") from None
+    if len(data) > cap:
+        raise InputError(rel, _too_big("too large (it grew while being read)", None, "ingest.max_file_mb", max_mb))
+    return data
+
+
+def _too_big(what: str, size: int | None, setting: str, max_mb: int) -> str:
+    """`big.txt: too large: 250.0 MB (262,144,000 bytes), more than ingest.max_file_mb (200 MB); raise ...`"""
+    shown = "" if size is None else f" {size / _MB:.1f} MB ({size:,} bytes),"
+    return f"{what}:{shown} more than {setting} ({max_mb} MB); raise {setting} to read it"
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -226,22 +345,64 @@ def _single(rel: str, fmt: str, encoding: str, text: str, turns: tuple[Turn, ...
     ]
 
 
-def _read_text(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+def _read_text(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Document]:
     text, encoding = decode(data, rel)
     return _single(rel, fmt, encoding, normalise(text))
 
 
-def _read_docx(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+def _read_docx(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Document]:
     import docx  # deferred: python-docx pulls in lxml, which only .docx inputs need
 
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise InputError(rel, "not a valid .docx (not a zip archive); re-save it from Word as .docx")
+    _check_unzipped_size(data, rel, cfg.max_expanded_mb)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors... for broken packages
         raise InputError(rel, f"not a valid .docx ({type(exc).__name__}: {exc})") from None
     paragraphs = [text for text in _docx_blocks(document) if text.strip()]
     return _single(rel, fmt, "docx", normalise("\n\n".join(paragraphs)))
+
+
+# A Word file's zip directory holds a few dozen entries (about 100 bytes each); zipfile keeps an object per entry.
+_MAX_ZIP_DIRECTORY = 4 * _MB
+
+
+def _check_unzipped_size(data: bytes, rel: str, max_mb: int) -> None:
+    """Refuse a .docx that unzips to more than `max_mb`: by the sizes its members declare, then by the bytes
+    they actually give, read in blocks (a zip bomb may declare small sizes)."""
+    cap = max_mb * _MB
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))  # end of central directory record
+    if end >= 0 and int.from_bytes(data[end + 12 : end + 16], "little") > _MAX_ZIP_DIRECTORY:
+        raise InputError(rel, "not a valid .docx (its zip directory is larger than a Word file's can be)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+            declared = sum(member.file_size for member in members)
+            if declared > cap:
+                raise InputError(
+                    rel,
+                    _too_big("too large when unzipped", declared, "ingest.max_expanded_mb", max_mb),
+                )
+            total = 0
+            for member in members:
+                with archive.open(member) as fh:
+                    size = 0
+                    while block := fh.read(_MB):
+                        size += len(block)
+                        total += len(block)
+                        if size > member.file_size:
+                            raise InputError(
+                                rel, f"not a valid .docx ({member.filename} unzips to more than the size it declares)"
+                            )
+                        if total > cap:
+                            raise InputError(
+                                rel, _too_big("too large when unzipped", None, "ingest.max_expanded_mb", max_mb)
+                            )
+    except InputError:
+        raise
+    except Exception as exc:  # BadZipFile, an unknown compression method, an encrypted member, zlib.error...
+        raise InputError(rel, f"not a valid .docx ({type(exc).__name__}: {exc})") from None
 
 
 def _docx_blocks(document) -> Iterable[str]:
@@ -270,7 +431,7 @@ def _table_cells(table) -> Iterable[str]:
 # Captions
 
 
-def _read_captions(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+def _read_captions(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Document]:
     import webvtt
     from webvtt.errors import MalformedCaptionError, MalformedFileError
 
@@ -337,7 +498,7 @@ def _render_cues(cues: list[tuple[str | None, str]]) -> tuple[str, tuple[Turn, .
 # Tables: one row is one document
 
 
-def _read_csv(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+def _read_csv(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Document]:
     import pandas as pd
 
     text, encoding = decode(data, rel)
@@ -353,10 +514,10 @@ def _read_csv(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Docume
         {column: value if isinstance(value, str) else "" for column, value in zip(columns, values, strict=True)}
         for values in frame.itertuples(index=False, name=None)
     ]
-    return _table_documents(rows, columns, rel, fmt, encoding, table)
+    return _table_documents(rows, columns, rel, fmt, encoding, cfg.table)
 
 
-def _read_jsonl(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Document]:
+def _read_jsonl(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Document]:
     text, encoding = decode(data, rel)
     rows: list[dict[str, str]] = []
     columns: dict[str, None] = {}  # ordered set: columns in order of first appearance
@@ -364,15 +525,31 @@ def _read_jsonl(data: bytes, rel: str, fmt: str, table: TableInput) -> list[Docu
     for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(rel, f"line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from None
+        row = _jsonl_row(line, number, rel)
+        columns.update(dict.fromkeys(row))
+        rows.append(row)
+    return _table_documents(rows, list(columns), rel, fmt, encoding, cfg.table)
+
+
+def _jsonl_row(line: str, number: int, rel: str) -> dict[str, str]:
+    """One JSONL line as column -> text; any way the line can fail names the line."""
+    try:
+        record = json.loads(line)
         if not isinstance(record, dict):
             raise InputError(rel, f"line {number} is not a JSON object (got {type(record).__name__})")
-        columns.update(dict.fromkeys(record))
-        rows.append({key: _cell(value) for key, value in record.items()})
-    return _table_documents(rows, list(columns), rel, fmt, encoding, table)
+        row = {key: _cell(value) for key, value in record.items()}
+    except json.JSONDecodeError as exc:
+        raise InputError(rel, f"line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:
+        raise InputError(rel, f"line {number} is not usable JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's advice after ";" is not ours)
+        raise InputError(rel, f"line {number} is not usable JSON ({_short(str(exc).split(';')[0])})") from None
+    for text in (*row, *row.values()):
+        if _SURROGATE.search(text):
+            raise InputError(
+                rel, f"line {number} is not valid Unicode (a \\u escape gives a lone surrogate such as \\ud800)"
+            )
+    return row
 
 
 def _cell(value: object) -> str:
@@ -452,7 +629,7 @@ def _reject_duplicate_ids(documents: list[Document], rel: str, table: TableInput
         )
 
 
-_READERS: dict[str, Callable[[bytes, str, str, TableInput], list[Document]]] = {
+_READERS: dict[str, Callable[[bytes, str, str, IngestConfig], list[Document]]] = {
     "txt": _read_text,
     "md": _read_text,
     "docx": _read_docx,
@@ -467,13 +644,21 @@ _READERS: dict[str, Callable[[bytes, str, str, TableInput], list[Document]]] = {
 # The whole corpus
 
 
-def ingest(paths: list[Path], root: Path, cfg: IngestConfig) -> tuple[list[Document], list[IngestProblem]]:
-    """Read every path; unreadable files are skipped and reported, or stop the run, as `cfg.on_error` says."""
+def ingest(
+    files: Iterable[Path | InputFile], root: Path, cfg: IngestConfig
+) -> tuple[list[Document], list[IngestProblem]]:
+    """Read every file (paths, or entries of the input listing); a file that cannot be read, for whatever reason,
+    is skipped and reported, or stops the run, as `cfg.on_error` says."""
     documents: list[Document] = []
     problems: list[IngestProblem] = []
-    for path in paths:
+    first_source: dict[str, str] = {}
+    for item in files:
+        entry = item if isinstance(item, InputFile) else InputFile(printable_name(_relative(item, root)), 0, 0)
         try:
-            documents.extend(read_document_file(path, root, cfg.table))
+            if entry.problem:
+                raise InputError(entry.name, entry.problem)
+            found = _read_checked(item if isinstance(item, Path) else root / entry.name, root, cfg, entry.name)
+            _reject_duplicate_doc_ids(found, first_source)
         except InputError as exc:
             if cfg.on_error == "fail":
                 raise InputError(
@@ -482,12 +667,40 @@ def ingest(paths: list[Path], root: Path, cfg: IngestConfig) -> tuple[list[Docum
                 ) from None
             logger.error("skipped %s", exc)
             problems.append(IngestProblem(source_file=exc.source_file, problem=exc.problem))
-    _reject_duplicate_doc_ids(documents)
+            continue
+        documents.extend(found)
+        first_source.update(dict.fromkeys((document.doc_id for document in found), entry.name))
     return sorted(documents, key=lambda document: document.doc_id), problems
 
 
-def _reject_duplicate_doc_ids(documents: list[Document]) -> None:
-    first_source: dict[str, str] = {}
+def _read_checked(path: Path, root: Path, cfg: IngestConfig, name: str) -> list[Document]:
+    """`read_document_file`, with every failure (a reader's bug, too deep a structure, no memory) turned into an
+    InputError naming the file, and documents checked to be storable text."""
+    try:
+        documents = read_document_file(path, root, cfg)
+    except InputError:
+        raise
+    except Exception as exc:
+        logger.warning(
+            "%s: unexpected %s while reading (traceback for a bug report)", name, type(exc).__name__, exc_info=True
+        )
+        raise InputError(name, f"could not be read ({type(exc).__name__}: {_short(str(exc))})") from None
+    for document in documents:
+        texts = (document.doc_id, document.text, *document.metadata, *document.metadata.values())
+        if any(_SURROGATE.search(text) for text in texts):
+            raise InputError(name, "holds text that is not valid Unicode (a lone surrogate such as \\ud800)")
+    return documents
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _reject_duplicate_doc_ids(documents: list[Document], first_source: dict[str, str]) -> None:
+    """A file whose documents' ids another file already produced is unreadable (each input must be read once)."""
     for document in documents:
         if document.doc_id in first_source:
             raise InputError(
@@ -495,4 +708,3 @@ def _reject_duplicate_doc_ids(documents: list[Document]) -> None:
                 f"document id '{document.doc_id}' is also produced by {first_source[document.doc_id]}; "
                 "each input must be read once",
             )
-        first_source[document.doc_id] = document.source_file

@@ -26,10 +26,20 @@ validate(_codebook_raw, "../../schemas/codebook.schema.json")
 # Content hashes stamped into every table (byte-identical tables for identical inputs).
 ORIGIN = qualcode.provenance.origin(CFG)
 
-INPUTS = qualcode.ingest.discover(Path(CFG.ingest.input_dir), CFG.ingest.include)
-if not INPUTS:
+# The inputs reach Snakemake only as a listing (names, sizes, times; nothing is read or hashed), never as file
+# names of its own: braces in a name would be wildcards, and a name that is not UTF-8 would crash it. The main
+# process rewrites the listing only when it changed, so its time tells Snakemake to ingest again.
+INPUT_FILES = qualcode.ingest.list_inputs(
+    Path(CFG.ingest.input_dir), CFG.ingest.include
+)
+if not INPUT_FILES:
     raise qualcode.config.ConfigError(
         f"ingest: no files in {CFG.ingest.input_dir} match {CFG.ingest.include}"
+    )
+INPUT_LISTING = f"{RESULTS}/work/inputs.json"
+if workflow.is_main_process:
+    qualcode.ingest.write_listing(
+        INPUT_LISTING, Path(CFG.ingest.input_dir), INPUT_FILES
     )
 
 

@@ -1,6 +1,6 @@
 rule ingest:
     input:
-        INPUTS,
+        listing=INPUT_LISTING,
     output:
         documents=f"{RESULTS}/work/documents.parquet",
         problems=f"{RESULTS}/work/ingest_failures.parquet",

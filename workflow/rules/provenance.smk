@@ -25,7 +25,7 @@ rule manifest:
         answer_schema=f"{RESULTS}/codebook/answer.schema.json",
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
         shards=coded_shards,
-        documents_in=INPUTS,
+        documents_in=INPUT_LISTING,
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],

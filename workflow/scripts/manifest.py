@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from qualcode import config, logs, provenance
+from qualcode import config, ingest, logs, provenance
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
@@ -13,7 +13,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     manifest = provenance.manifest(
         cfg=config.resolve(params.config),
         config_files=params.config_files,
-        inputs=inp.documents_in,
+        inputs=ingest.listed_paths(inp.documents_in),
         outputs={**{n: inp[n] for n in names}, "replay_archive": inp.archive},
         answer_schema=inp.answer_schema,
         tables={n: pd.read_parquet(inp[n]) for n in names},
