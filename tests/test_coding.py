@@ -8,11 +8,11 @@ import asyncio
 import pytest
 
 from qualcode.cache import AnswerCache
-from qualcode.chunking import Chunk
 from qualcode.coding import Coder
 from qualcode.config import LLMConfig
 from qualcode.errors import ConfigError, ProviderError
 from qualcode.prompts import load as load_prompts
+from qualcode.records import Chunk
 
 from conftest import REPO
 

@@ -20,11 +20,11 @@ import pytest
 
 from qualcode import logs
 from qualcode.cache import AnswerCache
-from qualcode.chunking import Chunk
 from qualcode.coding import Coder, code_chunks
 from qualcode.config import ConfigError, LLMConfig, resolve
 from qualcode.errors import CacheError, ProviderError
 from qualcode.prompts import load as load_prompts
+from qualcode.records import Chunk
 from qualcode.validate import AnswerValidator
 
 from conftest import REPO
@@ -173,7 +173,7 @@ _RUN_ONE = textwrap.dedent(
     from pathlib import Path
     from qualcode import codebook, prompts as P
     from qualcode.cache import AnswerCache
-    from qualcode.chunking import Chunk
+    from qualcode.records import Chunk
     from qualcode.coding import code_chunks
     from qualcode.config import LLMConfig
 
@@ -372,3 +372,27 @@ def test_code_all_survives_a_bug_in_one_chunk(llm, prompts, tmp_path, monkeypatc
         with pytest.raises(QualcodeError, match="unexpected RuntimeError while coding chunk c0001"):
             asyncio.run(coder.code_all([_chunk(0), _chunk(1), _chunk(2)]))
         assert len(cache.keys()) == 1  # c0000 answered and kept; nothing sent after the bug
+
+
+@pytest.mark.e2e
+def test_archive_is_complete_after_the_cache_and_the_archive_are_deleted(tmp_path, fake_server):
+    """Before: exit 0 and an archive of 0 entries for 32 coded chunks, its hash published in the manifest."""
+    import shutil
+
+    from workflow_helpers import fake_config, run, scratch_copy, tables
+
+    wd = scratch_copy(tmp_path / "wf")
+    cfg = fake_config(wd, fake_server)
+    env = {KEY_ENV: KEY}
+    run(wd, "--configfile", str(cfg), env=env)
+    shutil.rmtree(wd / "cache")
+    (wd / "results/replay/answers.jsonl.gz").unlink()
+    run(wd, "--configfile", str(cfg), env=env)
+    t = tables(wd)
+    coded = t["llm_calls"][t["codings"].status.eq("coded").to_numpy()]
+    with gzip.open(wd / "results/replay/answers.jsonl.gz", "rt") as fh:
+        archived = {json.loads(line)["request_hash"] for line in fh}
+    assert len(coded) > 0 and archived == set(coded.request_hash)
+    manifest = json.loads((wd / "results/manifest.json").read_text())
+    assert manifest["sha256"]["outputs"]["replay_archive"]
+    assert fake_server.count() == len(coded)  # the rerun re-sent nothing: the shards still held the answers

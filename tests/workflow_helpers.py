@@ -11,9 +11,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from qualcode.tables import PUBLISHED
+
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-TABLES = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+TABLES = PUBLISHED
 
 
 def scratch_copy(dest: Path, data: bool = True) -> Path:

@@ -11,16 +11,16 @@ import gzip
 import io
 import json
 import logging
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from .cache import AnswerCache
-from .chunking import Chunk
 from .errors import ConfigError, QualcodeError
 from .ids import canonical_json
-from .records import CachedAnswer, ChunkResult, LLMRequest
+from .records import CachedAnswer, Chunk, ChunkResult, LLMRequest
 
 logger = logging.getLogger(__name__)
 
@@ -28,24 +28,26 @@ FORMAT = "qualcode-replay-archive/1"
 
 
 def export(pairs: Iterable[tuple[LLMRequest, CachedAnswer]], path: str | Path) -> int:
-    """Write each request with its answer; returns how many distinct requests were written."""
-    entries: dict[str, str] = {}
-    for req, answer in pairs:
-        key = req.key()
-        entries[key] = canonical_json(
-            {
-                "format": FORMAT,
-                "request_hash": key,
-                "request": req.model_dump(mode="json"),
-                "response": answer.model_dump(mode="json"),
-            }
-        )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        for key in sorted(entries):
-            gz.write(entries[key].encode("utf-8") + b"\n")
-    return len(entries)
+    """Write each request with its answer, sorted by request hash; returns how many distinct requests were written.
+    Entries wait in a temporary file, not in memory, so an archive of any size is written in bounded memory."""
+    index: dict[str, tuple[int, int]] = {}  # request hash -> (offset, length) in the temporary file
+    with tempfile.TemporaryFile() as tmp:
+        for req, answer in pairs:
+            key = req.key()
+            if key in index:  # the same text twice in the corpus: one request, one entry
+                continue
+            entry = {"format": FORMAT, "request_hash": key, "request": req.model_dump(mode="json")}
+            line = (canonical_json({**entry, "response": answer.model_dump(mode="json")}) + "\n").encode("utf-8")
+            index[key] = (tmp.tell(), len(line))
+            tmp.write(line)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            for key in sorted(index):
+                offset, length = index[key]
+                tmp.seek(offset)
+                gz.write(tmp.read(length))
+    return len(index)
 
 
 def from_results(

@@ -18,7 +18,6 @@ import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import accumulate, islice
 
 import tiktoken
@@ -26,7 +25,7 @@ import tiktoken
 from .config import ChunkingConfig
 from .errors import ConfigError
 from .ids import stable_hash
-from .ingest import Document
+from .records import Chunk, Document
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +40,6 @@ _BLOCK_CHARS = 1 << 20
 
 # Cut ranks, best first.
 _TURN, _PARAGRAPH, _LINE, _SENTENCE, _SPACE = range(5)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A span of a document: `doc.text[start:end] == text`, with `n_tokens` counted by the configured encoding."""
-
-    chunk_id: str
-    doc_id: str
-    index: int
-    start: int
-    end: int
-    n_tokens: int
-    speakers: tuple[str, ...]
-    text: str
 
 
 @functools.cache

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from .cache import AnswerCache
-from .chunking import Chunk
 from .client import Client, Endpoint, endpoint, make_client, response_format
 from .config import LimitsConfig, LLMConfig, Price
 from .errors import AnswerError, CacheError, ConfigError, LimitReached, ProviderError, QualcodeError, RequestError
@@ -27,7 +26,7 @@ from .limits import Ledger
 from .logs import redact
 from .prompts import Prompts
 from .provenance import utc_now
-from .records import CachedAnswer, ChunkResult, LLMRequest
+from .records import CachedAnswer, Chunk, ChunkResult, LLMRequest
 from .validate import AnswerValidator, reask_messages
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -164,8 +164,11 @@ class LLMConfig(_Strict):
 class CodingConfig(_Strict):
     """How chunks are grouped into jobs."""
 
-    shard_size: int = Field(
-        25, ge=1, le=100_000, description="Chunks per coding job; jobs run in parallel, requests inside a job too."
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] | Literal["auto"] = Field(
+        "auto",
+        description="Chunks per coding job, on average (shard boundaries depend on the chunks' content, so that "
+        "adding a document changes one shard only); 'auto' makes about 16 shards, at least 8 chunks each, with a "
+        "size that changes only when the corpus doubles or halves. Jobs run in parallel, requests inside a job too.",
     )
 
 

@@ -16,43 +16,14 @@ import unicodedata
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import IngestConfig, TableInput
 from .errors import InputError
+from .records import Document, IngestProblem, Turn
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Turn:
-    """A speaker turn: [start, end) character offsets into Document.text, label included."""
-
-    speaker: str
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class Document:
-    """One text to code: a whole file, or one row of a CSV or JSONL file."""
-
-    doc_id: str
-    source_file: str
-    format: str
-    encoding: str
-    text: str
-    turns: tuple[Turn, ...] = ()
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class IngestProblem:
-    """A file (or row) that could not be read; it goes to the failures table."""
-
-    source_file: str
-    problem: str
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -92,6 +92,25 @@ def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
     return {str(Path(p).as_posix()): file_sha256(p) for p in sorted(map(str, paths))}
 
 
+# What the counts and model facts below need of each table: the manifest reads these columns only, never the
+# texts, so writing it costs little at any corpus size.
+COUNTED_COLUMNS = {
+    "documents": ["doc_id"],
+    "chunks": ["chunk_id"],
+    "codings": ["status"],
+    "codes": ["chunk_id", "field", "grounding"],
+    "llm_calls": [
+        "provider", "base_url", "model_asked", "model_served", "system_fingerprint", "answered_at", "cache_hit",
+        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "cost",
+    ],
+    "failures": ["stage"],
+}  # fmt: skip
+
+
+def read_counted(paths: Mapping[str, str | Path]) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_parquet(paths[name], columns=cols) for name, cols in COUNTED_COLUMNS.items()}
+
+
 def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     """Units coded, failures, requests and quotes, from the run's tables."""
     calls, codings, codes, failures = (tables[n] for n in ("llm_calls", "codings", "codes", "failures"))

@@ -8,11 +8,61 @@ is added in one place.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .ids import stable_hash
+
+# -- texts: documents, their speaker turns and chunks (frozen dataclasses: many, small, internal) --------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A speaker turn: [start, end) character offsets into Document.text, label included."""
+
+    speaker: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Document:
+    """One text to code: a whole file, or one row of a CSV or JSONL file."""
+
+    doc_id: str
+    source_file: str
+    format: str
+    encoding: str
+    text: str
+    turns: tuple[Turn, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestProblem:
+    """A file (or row) that could not be read; it goes to the failures table."""
+
+    source_file: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of a document: `doc.text[start:end] == text`, with `n_tokens` counted by the configured encoding."""
+
+    chunk_id: str
+    doc_id: str
+    index: int
+    start: int
+    end: int
+    n_tokens: int
+    speakers: tuple[str, ...]
+    text: str
+
+
+# -- model calls and their outcomes (pydantic: they cross the cache, the journal and the archive) --------------
 
 
 class _Record(BaseModel):

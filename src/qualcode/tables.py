@@ -6,20 +6,16 @@ tables load the same way in pandas, R (arrow) or DuckDB whatever the run produce
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .chunking import Chunk
-from .codebook import Codebook, CodeField
-from .config import Price
-from .ingest import Document, IngestProblem, Turn
-from .records import ChunkResult
-from .validate import ground_quote
+from .codebook import Codebook
+from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
 
 TURN = pa.struct([("speaker", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
 
@@ -105,6 +101,21 @@ FAILURES = pa.schema(
     ]
 )
 
+# The published tables, in the order they are listed everywhere (rules, manifest, tests): adding one here adds it
+# to the workflow's outputs and to the manifest's hashes. `codings` has one column per codebook field.
+PUBLISHED = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+
+
+def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
+    if name == "codings":
+        if codebook is None:
+            raise ValueError("the codings table's schema depends on the codebook")
+        return codings_schema(codebook)
+    return {"documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES}[
+        name
+    ]
+
+
 _VALUE_TYPES = {
     "single_choice": pa.string(),
     "multiple_choice": pa.list_(pa.string()),
@@ -179,6 +190,22 @@ def chunks_table(chunks: Sequence[Chunk]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=CHUNKS)
 
 
+def read_rows(path: str | Path, first: int = 0, count: int | None = None, columns=None) -> pa.Table:
+    """Rows `first` to `first + count` (all by default), reading only the row groups that hold them."""
+    pf = pq.ParquetFile(path)
+    end = pf.metadata.num_rows if count is None else min(first + count, pf.metadata.num_rows)
+    groups, offset, start = [], 0, None
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset + n > first and offset < end:
+            groups.append(g)
+            start = offset if start is None else start
+        offset += n
+    if not groups:
+        return pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
+    return pf.read_row_groups(groups, columns=columns).slice(first - start, end - first)
+
+
 def read_chunks(path: str | Path, first: int = 0, count: int | None = None) -> list[Chunk]:
     """Chunks `first` to `first + count` (all by default): a coding job converts only its own shard."""
     return [
@@ -192,7 +219,7 @@ def read_chunks(path: str | Path, first: int = 0, count: int | None = None) -> l
             speakers=tuple(r["speakers"]),
             text=r["text"],
         )
-        for r in pq.read_table(path).slice(first, count).to_pylist()
+        for r in read_rows(path, first, count).to_pylist()
     ]
 
 
@@ -207,6 +234,24 @@ def read_results(paths: Iterable[str | Path]) -> list[ChunkResult]:
     return [ChunkResult(**r) for p in paths for r in pq.read_table(p, columns=RESULTS.names).to_pylist()]
 
 
+def iter_shards(
+    chunks: str | Path, shard_files: Iterable[str | Path]
+) -> Iterator[tuple[list[Chunk], list[ChunkResult]]]:
+    """Each coding job's chunks and results, one shard at a time, in the chunks' order (`shard_files` in the
+    shards' order, as the workflow lists them). Memory holds one shard, whatever the corpus size."""
+    first = 0
+    for path in shard_files:
+        results = read_results([path])
+        shard_chunks = read_chunks(chunks, first, len(results))
+        if [c.chunk_id for c in shard_chunks] != [r.chunk_id for r in results]:
+            raise ValueError(f"{path}: its results do not match the chunks from row {first}; run the workflow again")
+        first += len(results)
+        yield shard_chunks, results
+    total = pq.ParquetFile(chunks).metadata.num_rows
+    if first != total:
+        raise ValueError(f"{total - first} chunk(s) have no coding result; run the workflow again")
+
+
 def problems_table(problems: Sequence[IngestProblem]) -> pa.Table:
     rows = [
         {"stage": "ingest", "source_file": p.source_file, "reason": p.problem}
@@ -215,113 +260,68 @@ def problems_table(problems: Sequence[IngestProblem]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=FAILURES)
 
 
-def _cost(r: ChunkResult, prices: Mapping[str, Price] | None) -> float | None:
-    price = (prices or {}).get(r.model_asked)
-    if price is None:
-        return None
-    return price.cost(r.tokens_in or 0, r.tokens_out or 0)
-
-
-def _value_strings(field: CodeField, value: object) -> list[str]:
-    if field.type == "multiple_choice":
-        return list(dict.fromkeys(str(v) for v in value))  # type: ignore[union-attr]
-    if field.type == "boolean":
-        return ["true" if value else "false"]
-    return [str(value)]
-
-
-def coding_tables(
-    codebook: Codebook,
-    chunks: Sequence[Chunk],
-    results: Sequence[ChunkResult],
-    ingest_failures: pa.Table,
-    prices: Mapping[str, Price] | None = None,
-) -> dict[str, pa.Table]:
-    """codings (wide), codes (tidy, with grounded quotes), llm_calls and failures.
-
-    Rows follow the chunks' order (document, then position), whatever order the shards finished in."""
-    by_chunk = {r.chunk_id: r for r in results}
-    missing = [c.chunk_id for c in chunks if c.chunk_id not in by_chunk]
-    if missing:
-        raise ValueError(f"{len(missing)} chunk(s) have no coding result, e.g. {missing[0]}")
-    wide, tidy, calls, failed = [], [], [], []
-    for c in chunks:
-        r = by_chunk[c.chunk_id]
-        row = {"doc_id": c.doc_id, "chunk_id": c.chunk_id, "chunk_index": c.index, "status": r.status}
-        calls.append({**{n: getattr(r, n) for n in LLM_CALLS.names if n != "cost"}, "cost": _cost(r, prices)})
-        if r.status != "coded":
-            failed.append(
-                {
-                    "stage": "coding",
-                    "doc_id": c.doc_id,
-                    "chunk_id": c.chunk_id,
-                    "reason": r.error or "unknown",
-                    "raw_answer": r.raw,
-                    "attempts": r.attempts,
-                }
-            )
-            wide.append(row)
-            continue
-        answer = json.loads(r.answer_json or "{}")
-        for f in codebook.fields:
-            item = answer[f.name]
-            values = _value_strings(f, item["value"])
-            row[f.name] = values if f.type == "multiple_choice" else item["value"]
-            quote = item.get("quote") if f.quote else None
-            if f.quote:
-                row[f"{f.name}_quote"] = quote
-            g = ground_quote(quote, c.text, c.start) if quote is not None else None
-            for v in values:
-                tidy.append(
-                    {
-                        "doc_id": c.doc_id,
-                        "chunk_id": c.chunk_id,
-                        "chunk_index": c.index,
-                        "field": f.name,
-                        "value": v,
-                        "quote": quote,
-                        "quote_start": g.start if g else None,
-                        "quote_end": g.end if g else None,
-                        "grounding": g.status if g else "not_asked",
-                        "grounded": bool(g and g.grounded),
-                    }
-                )
-        wide.append(row)
-    failures = pa.concat_tables([ingest_failures, pa.Table.from_pylist(failed, schema=FAILURES)])
-    return {
-        "codings": pa.Table.from_pylist(wide, schema=codings_schema(codebook)),
-        "codes": pa.Table.from_pylist(tidy, schema=CODES),
-        "llm_calls": pa.Table.from_pylist(calls, schema=LLM_CALLS),
-        "failures": failures,
-    }
-
-
-def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFrame:
-    """The wide codings for Excel, SPSS and Stata: lists joined by "; ", a 0/1 column per value of each
-    multiple-choice field (`<field>__<value>`), booleans as 0/1; empty cells where a chunk failed."""
-    df = codings.to_pandas()
-    coded = df.status == "coded"
-    for f in codebook.fields:
-        if f.type == "multiple_choice":
-            lists = df[f.name]
-            for v in f.values:
-                dummy = lists.map(lambda xs, v=v.name: int(v in xs) if xs is not None else None)
-                df[f"{f.name}__{v.name}"] = dummy.where(coded).astype("Int8")
-            df[f.name] = lists.map(lambda xs: "; ".join(xs) if xs is not None else None)
-        elif f.type == "boolean":
-            df[f.name] = df[f.name].astype("boolean").astype("Int8")
-    return df
-
-
-def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+def open_csv(path: str | Path) -> TextIO:
     # UTF-8 with a BOM, so Excel reads accents right; \n line ends inside quoted cells survive.
-    df.to_csv(path, index=False, encoding="utf-8-sig", lineterminator="\n")
+    return open(path, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115 (the caller closes it)
+
+
+def write_csv(df: pd.DataFrame, fh: TextIO, header: bool = True) -> None:
+    """Append rows to a CSV opened with `open_csv`."""
+    df.to_csv(fh, index=False, header=header, lineterminator="\n")
 
 
 def write(table: pa.Table, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write one table; `metadata` goes into the file's key-value metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    pq.write_table(table, path)
+    with Writer(path, table.schema, metadata) as w:
+        w.write(table)
+
+
+ROW_GROUP_ROWS = 65_536
+
+
+class Writer:
+    """Writes a table piece by piece in row groups of ROW_GROUP_ROWS rows, so a table of any size is written in
+    bounded memory, and a table smaller than that gives the same bytes as writing it whole."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, metadata: dict[str, str] | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if metadata:
+            schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        self.schema = schema
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._n_pending = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table.cast(self.schema) if table.schema != self.schema else table)
+        self._n_pending += table.num_rows
+        self.rows += table.num_rows
+        if self._n_pending >= ROW_GROUP_ROWS:
+            self._flush(whole_groups_only=True)
+
+    def _flush(self, whole_groups_only: bool = False) -> None:
+        # Row groups always start at multiples of ROW_GROUP_ROWS, so the bytes do not depend on the pieces' sizes.
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema)
+        pending = pa.concat_tables(self._pending) if self._pending else self.schema.empty_table()
+        n = (pending.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS if whole_groups_only else pending.num_rows
+        if n or not whole_groups_only:
+            self._writer.write_table(pending.slice(0, n), row_group_size=ROW_GROUP_ROWS)
+        rest = pending.slice(n)
+        self._pending, self._n_pending = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> None:
+        self._flush()
+        assert self._writer is not None
+        self._writer.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._writer is not None:
+            self._writer.close()

@@ -3,11 +3,13 @@ checkpoint chunk:
         documents=f"{RESULTS}/work/documents.parquet",
     output:
         chunks=f"{RESULTS}/work/chunks.parquet",
+        shards=f"{RESULTS}/work/shards.json",
     log:
         f"{RESULTS}/logs/chunk/chunk.log",
     benchmark:
         f"{RESULTS}/benchmarks/chunk/chunk.tsv"
     params:
         chunking=CFG.chunking.model_dump(mode="json"),
+        shard_size=CFG.coding.shard_size,
     script:
         "../scripts/chunk.py"

@@ -1,10 +1,13 @@
 # One job per shard of chunks, not per chunk: Snakemake's per-job cost would dwarf the work at
 # thousands of chunks. Requests inside a job run concurrently; the llm_requests resource caps the total.
+# The chunks and the shard plan are `ancient`: they are rewritten whenever any document changes, but a shard's
+# name is a hash of its chunks, so a job whose output exists has nothing new to code (only new names run).
 
 
 rule code_shard:
     input:
-        chunks=f"{RESULTS}/work/chunks.parquet",
+        chunks=ancient(f"{RESULTS}/work/chunks.parquet"),
+        plan=ancient(f"{RESULTS}/work/shards.json"),
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
@@ -19,7 +22,6 @@ rule code_shard:
         llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
         llm=CFG.llm.model_dump(mode="json"),
-        shard_size=CFG.coding.shard_size,
         cache_dir=CFG.cache_dir,
         # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
         journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.shard}.jsonl",

@@ -1,15 +1,15 @@
 # Validate the config and codebook before any rule runs, and define the input functions.
 
-import math
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from snakemake.utils import validate
 
 import qualcode.codebook
 import qualcode.config
 import qualcode.ingest
 import qualcode.provenance
+import qualcode.shards
+import qualcode.tables
 
 # pydantic first: its messages name the setting in one line; then the JSON Schema, as published.
 CFG = qualcode.config.resolve(
@@ -18,7 +18,7 @@ CFG = qualcode.config.resolve(
 validate(config, "../../schemas/config.schema.json")
 RESULTS = CFG.results_dir
 CONFIG_FILES = [str(p) for p in workflow.configfiles]
-TABLES = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+TABLES = qualcode.tables.PUBLISHED
 
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
 CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
@@ -44,13 +44,14 @@ if workflow.is_main_process:
 
 
 wildcard_constraints:
-    shard=r"\d{5}",
+    shard=r"[0-9a-f]{12}",
 
 
 def shard_ids():
-    """Shards of `coding.shard_size` chunks; known once the chunk checkpoint has run."""
-    n = pq.read_metadata(checkpoints.chunk.get().output.chunks).num_rows
-    return [f"{i:05d}" for i in range(math.ceil(n / CFG.coding.shard_size))]
+    """The shards' names, in the chunks' order; known once the chunk checkpoint has run. A name is a hash of the
+    shard's chunk ids, so a shard whose chunks did not change keeps its name and its finished output.
+    """
+    return [s.name for s in qualcode.shards.read(checkpoints.chunk.get().output.shards)]
 
 
 def coded_shards(wildcards):

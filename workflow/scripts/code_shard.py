@@ -1,6 +1,6 @@
 """Code one shard of chunks: from the cache where possible, else by the model; every chunk gets a row."""
 
-from qualcode import cache, codebook, coding, config, logs, prompts, provenance, tables
+from qualcode import cache, codebook, coding, config, logs, prompts, provenance, shards, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
@@ -8,8 +8,8 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     llm = config.LLMConfig.model_validate(params.llm)
     cb = codebook.load(inp.codebook)
     templates = prompts.load(inp.system, inp.user, cb, llm.structured_output)
-    first = int(snakemake.wildcards.shard) * params.shard_size  # noqa: F821
-    chunks = tables.read_chunks(inp.chunks, first, params.shard_size)
+    shard = shards.find(inp.plan, snakemake.wildcards.shard)  # noqa: F821
+    chunks = tables.read_chunks(inp.chunks, shard.first, shard.count)
     with cache.AnswerCache(params.cache_dir) as answers:
         limits = config.LimitsConfig.model_validate(params.limits)
         price = config.Price(**params.price) if params.price else None

@@ -3,20 +3,18 @@
 import json
 from pathlib import Path
 
-import pandas as pd
-
-from qualcode import config, ingest, logs, provenance
+from qualcode import config, ingest, logs, provenance, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
-    names = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+    names = tables.PUBLISHED
     manifest = provenance.manifest(
         cfg=config.resolve(params.config),
         config_files=params.config_files,
         inputs=ingest.listed_paths(inp.documents_in),
         outputs={**{n: inp[n] for n in names}, "replay_archive": inp.archive},
         answer_schema=inp.answer_schema,
-        tables={n: pd.read_parquet(inp[n]) for n in names},
+        tables=provenance.read_counted(inp),
         workflow_dir=params.workflow_dir,
         started_at=provenance.jobs_started_at(inp.shards),
     )

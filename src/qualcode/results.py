@@ -1,0 +1,172 @@
+"""From answers to tables: the coding jobs' results become the published codings, codes, llm_calls and failures.
+
+The tables job streams: it takes one shard's results at a time, in the chunks' order, and appends them to the
+tables through `tables.Writer`, so its memory does not grow with the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .codebook import Codebook, CodeField
+from .config import Price
+from .records import Chunk, ChunkResult
+from .tables import (
+    CODES,
+    FAILURES,
+    LLM_CALLS,
+    PUBLISHED,
+    Writer,
+    chunks_table,
+    codings_schema,
+    iter_shards,
+    open_csv,
+    schema,
+    write_csv,
+)
+from .validate import ground_quote
+
+
+def _cost(r: ChunkResult, prices: Mapping[str, Price] | None) -> float | None:
+    price = (prices or {}).get(r.model_asked)
+    if price is None:
+        return None
+    return price.cost(r.tokens_in or 0, r.tokens_out or 0)
+
+
+def _value_strings(field: CodeField, value: object) -> list[str]:
+    if field.type == "multiple_choice":
+        return list(dict.fromkeys(str(v) for v in value))  # type: ignore[union-attr]
+    if field.type == "boolean":
+        return ["true" if value else "false"]
+    return [str(value)]
+
+
+def coding_tables(
+    codebook: Codebook,
+    chunks: Sequence[Chunk],
+    results: Sequence[ChunkResult],
+    prices: Mapping[str, Price] | None = None,
+) -> dict[str, pa.Table]:
+    """codings (wide), codes (tidy, with grounded quotes), llm_calls and the coding failures, for some chunks.
+
+    Rows follow the chunks' order (document, then position), whatever order the shards finished in."""
+    by_chunk = {r.chunk_id: r for r in results}
+    missing = [c.chunk_id for c in chunks if c.chunk_id not in by_chunk]
+    if missing:
+        raise ValueError(f"{len(missing)} chunk(s) have no coding result, e.g. {missing[0]}")
+    wide, tidy, calls, failed = [], [], [], []
+    for c in chunks:
+        r = by_chunk[c.chunk_id]
+        row = {"doc_id": c.doc_id, "chunk_id": c.chunk_id, "chunk_index": c.index, "status": r.status}
+        calls.append({**{n: getattr(r, n) for n in LLM_CALLS.names if n != "cost"}, "cost": _cost(r, prices)})
+        if r.status != "coded":
+            failed.append(
+                {
+                    "stage": "coding",
+                    "doc_id": c.doc_id,
+                    "chunk_id": c.chunk_id,
+                    "reason": r.error or "unknown",
+                    "raw_answer": r.raw,
+                    "attempts": r.attempts,
+                }
+            )
+            wide.append(row)
+            continue
+        answer = json.loads(r.answer_json or "{}")
+        for f in codebook.fields:
+            item = answer[f.name]
+            values = _value_strings(f, item["value"])
+            row[f.name] = values if f.type == "multiple_choice" else item["value"]
+            quote = item.get("quote") if f.quote else None
+            if f.quote:
+                row[f"{f.name}_quote"] = quote
+            g = ground_quote(quote, c.text, c.start) if quote is not None else None
+            for v in values:
+                tidy.append(
+                    {
+                        "doc_id": c.doc_id,
+                        "chunk_id": c.chunk_id,
+                        "chunk_index": c.index,
+                        "field": f.name,
+                        "value": v,
+                        "quote": quote,
+                        "quote_start": g.start if g else None,
+                        "quote_end": g.end if g else None,
+                        "grounding": g.status if g else "not_asked",
+                        "grounded": bool(g and g.grounded),
+                    }
+                )
+        wide.append(row)
+    return {
+        "codings": pa.Table.from_pylist(wide, schema=codings_schema(codebook)),
+        "codes": pa.Table.from_pylist(tidy, schema=CODES),
+        "llm_calls": pa.Table.from_pylist(calls, schema=LLM_CALLS),
+        "failures": pa.Table.from_pylist(failed, schema=FAILURES),
+    }
+
+
+def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFrame:
+    """The wide codings for Excel, SPSS and Stata: lists joined by "; ", a 0/1 column per value of each
+    multiple-choice field (`<field>__<value>`), booleans as 0/1; empty cells where a chunk failed."""
+    df = codings.to_pandas()
+    coded = df.status == "coded"
+    for f in codebook.fields:
+        if f.type == "multiple_choice":
+            lists = df[f.name]
+            for v in f.values:
+                dummy = lists.map(lambda xs, v=v.name: int(v in xs) if xs is not None else None)
+                df[f"{f.name}__{v.name}"] = dummy.where(coded).astype("Int8")
+            df[f.name] = lists.map(lambda xs: "; ".join(xs) if xs is not None else None)
+        elif f.type == "boolean":
+            df[f.name] = df[f.name].astype("boolean").astype("Int8")
+    return df
+
+
+def write_tables(
+    *,
+    codebook: Codebook,
+    documents: str | Path,
+    chunks: str | Path,
+    shard_files: Sequence[str | Path],
+    ingest_failures: str | Path,
+    out: Mapping[str, str | Path],
+    codings_csv: str | Path,
+    prices: Mapping[str, Price] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, int]:
+    """Write the six published tables and the codings CSV; returns rows per table. `shard_files` must be in the
+    shards' order (the chunks' order), as the workflow lists them; each shard's chunks are checked against it."""
+    docs = pq.ParquetFile(documents)
+    schemas = {name: schema(name, codebook) for name in PUBLISHED if name != "documents"}
+    schemas["documents"] = docs.schema_arrow  # one meta_<key> column per metadata key of this corpus
+    writers = {name: Writer(out[name], schemas[name], metadata) for name in PUBLISHED}
+    try:
+        for batch in docs.iter_batches(batch_size=4096):
+            writers["documents"].write(pa.Table.from_batches([batch]))
+        writers["failures"].write(pq.read_table(ingest_failures))
+        header = True
+        with open_csv(codings_csv) as csv:
+            for shard_chunks, results in iter_shards(chunks, shard_files):
+                writers["chunks"].write(chunks_table(shard_chunks))
+                built = coding_tables(codebook, shard_chunks, results, prices)
+                for name, table in built.items():
+                    writers[name].write(table)
+                write_csv(codings_for_spreadsheets(built["codings"], codebook), csv, header=header)
+                header = False
+            if header:  # no chunk at all: the header alone
+                empty = pa.Table.from_pylist([], schema=codings_schema(codebook))
+                write_csv(codings_for_spreadsheets(empty, codebook), csv)
+    except BaseException:
+        for w in writers.values():
+            w.__exit__(RuntimeError, None, None)
+        raise
+    for w in writers.values():
+        w.close()
+    return {name: w.rows for name, w in writers.items()}
