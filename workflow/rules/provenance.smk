@@ -14,7 +14,6 @@ rule replay_archive:
         f"{RESULTS}/logs/replay_archive/replay_archive.log",
     params:
         llm=CFG.llm.model_dump(mode="json"),
-        cache_dir=CFG.cache_dir,
     script:
         "../scripts/replay_archive.py"
 
