@@ -1,5 +1,6 @@
-"""The report's counts are right on a hand-made run, its figures are byte-for-byte reproducible, and
-`snakemake --report` embeds every figure, table and the methods paragraph."""
+"""The report's counts are right on a hand-made run, its figures are byte-for-byte reproducible and keep
+their size at any corpus size, and `snakemake --report` embeds every figure, table and the methods
+paragraph."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import json
 import math
 import re
 
+import matplotlib.image
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from qualcode import report
@@ -152,6 +156,164 @@ def test_markdown_html_renders_the_methods_subset():
     assert "<pre>{{ codebook.name }} &lt;x&gt;</pre>" in out
 
 
+# -- many documents: bounded figures and pages ------------------------------------------------------
+
+EMOTIONS = ("fear", "pride", "none")
+SOLIDARITY = ("present", "absent", "not_mentioned")
+
+
+def _many(n_docs: int) -> pd.DataFrame:
+    """Codes for `n_docs` documents; document i has 1 + i % 4 chunks, each coded with one or two emotions,
+    one solidarity value and own_health, with varied grounding."""
+    rows = []
+    for i in range(n_docs):
+        doc = f"doc{i:05d}"
+        for j in range(1 + i % 4):
+            chunk = f"{doc}-{j}"
+            emotions = {EMOTIONS[(i + j) % 3], EMOTIONS[(i * j) % 3]}
+            quote = ("exact", "normalised", "ungrounded", "empty")[(i + 2 * j) % 4]
+            rows += [_code(doc, chunk, "emotions", e, quote) for e in sorted(emotions)]
+            rows.append(_code(doc, chunk, "solidarity", SOLIDARITY[i % 3], "exact"))
+            rows.append(_code(doc, chunk, "own_health", "true" if (i + j) % 2 else "false", "exact"))
+            rows.append(_code(doc, chunk, "summary", f"passage {i}-{j}", "not_asked"))
+    return pd.DataFrame(rows)
+
+
+def _pixels(path) -> tuple[int, int]:
+    return matplotlib.image.imread(path).shape[:2]
+
+
+def test_documents_by_codes_shows_only_the_documents_with_most_coded_chunks(codebook):
+    codes = _many(3000)
+    doc_ids = list(dict.fromkeys(codes.doc_id))
+    docs = report.documents_by_codes(codes, doc_ids, codebook)
+    per_doc = codes.groupby("doc_id", sort=False).chunk_id.nunique()
+    # most coded chunks first; ties in the order of doc_ids
+    expected = sorted(doc_ids, key=lambda d: (-per_doc[d], doc_ids.index(d)))[: report.TOP_DOCUMENTS]
+    assert list(docs.index) == expected
+    assert (docs.to_numpy().sum(axis=1) >= per_doc[expected].to_numpy() * 3).all()  # >= 3 codes per chunk
+    coded = codes[codes.field != "summary"]
+    shown = coded[coded.doc_id.isin(expected)]
+    want = pd.crosstab(shown.doc_id, shown.field + ":" + shown.value).reindex(index=expected, columns=docs.columns)
+    assert (docs.to_numpy() == want.fillna(0).to_numpy()).all()
+
+
+def test_counts_at_scale_match_a_crosstab_of_the_chunks(codebook):
+    codes = _many(3000)
+    coded = codes[codes.field != "summary"]
+    m = pd.crosstab(coded.chunk_id, coded.field + ":" + coded.value).clip(upper=1)
+    co = report.cooccurrence(codes, codebook)
+    want = (m.T @ m).reindex(index=co.index, columns=co.columns)
+    assert set(co.index) == set(m.columns) and (co.to_numpy() == want.to_numpy()).all()
+    freq = report.frequencies(codes, codebook).set_index(["field", "value"]).chunks
+    assert freq["emotions", "fear"] == m["emotions:fear"].sum()
+    g = report.grounding(codes, codebook)
+    assert g.to_numpy().sum() == codes.chunk_id.nunique() * 3  # one quote per chunk and quoted field
+
+
+def test_figures_keep_their_size_at_any_corpus_size(codebook, tmp_path):
+    """A heatmap of 3,000 documents is as large as one of just over TOP_DOCUMENTS, and says what it leaves out."""
+    sizes = {}
+    for n in (report.TOP_DOCUMENTS + 1, 3000):
+        codes = _many(n)
+        doc_ids = list(dict.fromkeys(codes.doc_id))
+        docs = report.documents_by_codes(codes, doc_ids, codebook)
+        assert docs.shape == (report.TOP_DOCUMENTS, len(report.code_order(codebook)))
+        report.plot_documents(docs, len(doc_ids), tmp_path / f"docs{n}.png")
+        sizes[n] = _pixels(tmp_path / f"docs{n}.png")
+    assert sizes[report.TOP_DOCUMENTS + 1] == sizes[3000]
+    height, width = sizes[3000]
+    few = report.documents_by_codes(_many(3), ["doc00000", "doc00001", "doc00002"], codebook)
+    report.plot_documents(few, 3, tmp_path / "few.png")
+    assert _pixels(tmp_path / "few.png")[0] < height  # fewer rows, a smaller figure: the cap is what bounds it
+
+
+def _failures(n: int) -> pd.DataFrame:
+    reasons = (
+        "not valid JSON: Expecting value at character {i}",
+        "http://127.0.0.1:8000/v1 answered HTTP 500 after {i} attempts",
+        "the model refused: passage {i} is about <violence>",
+    )
+    return pd.DataFrame(
+        [
+            {
+                "stage": "coding",
+                "source_file": None,
+                "doc_id": f"doc{i:05d}",
+                "chunk_id": f"c{i}",
+                "reason": reasons[i % 3].format(i=i),
+                "attempts": 3,
+                "raw_answer": "x" * 2000,
+            }
+            for i in range(n)
+        ]
+    )
+
+
+def test_reason_kind_drops_the_particulars():
+    assert report.reason_kind("not valid JSON: Expecting value at character 5") == "not valid JSON"
+    assert report.reason_kind("does not match the schema: emotions/value: 'x'") == "does not match the schema"
+    url = "https://api.example.org/v1 answered HTTP 429 after 3 attempts"
+    assert report.reason_kind(url) == "<url> answered HTTP N after N attempts"
+    assert report.reason_kind("line 12 is not valid JSON (Expecting value, column 1)") == "line N is not valid JSON"
+    assert report.reason_kind("") == "unknown"
+
+
+def test_failures_page_lists_a_bounded_number_of_rows_under_counts_by_reason(tmp_path):
+    n = 3000
+    report.failures_html(_failures(n), tmp_path / "failures.html")
+    page = (tmp_path / "failures.html").read_text()
+    by_reason, listed = page.split("<h2>Failures, in table order")
+    counts = [int(c) for c in re.findall(r"<td>(\d+)</td>\s*</tr>", by_reason)]
+    assert sorted(counts) == [n // 3] * 3  # three kinds of reason, whatever the numbers in them
+    assert "&lt;url&gt; answered HTTP N after N attempts" in by_reason
+    assert listed.count("<tr>") == report.FAILURES_SHOWN
+    assert f"the other {n - report.FAILURES_SHOWN:,} are only in" in listed
+    assert "doc00199" in listed and "doc00200" not in listed  # the first rows, in table order
+    assert "<violence>" not in page
+
+
+def _tables(codes: pd.DataFrame, directory, row_group_size: int = 1000) -> dict:
+    """The four tables report_plots.py reads, as Parquet, in several row groups."""
+    chunks = codes.drop_duplicates("chunk_id")
+    codings = pd.DataFrame({"doc_id": chunks.doc_id, "chunk_id": chunks.chunk_id, "status": "coded"})
+    calls = pd.DataFrame(
+        {
+            "status": "coded",
+            "model_asked": "m",
+            "model_served": None,
+            "cache_hit": False,
+            "reasks": 0,
+            "retries": 0,
+            "tokens_in": pd.array([100] * len(chunks), dtype="Int64"),
+            "tokens_out": pd.array([10] * len(chunks), dtype="Int64"),
+            "latency_s": 1.0,
+            "cost": None,
+        }
+    )
+    paths = {}
+    for name, df in {"codes": codes, "codings": codings, "llm_calls": calls, "failures": _failures(500)}.items():
+        paths[name] = directory / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), paths[name], row_group_size=row_group_size)
+    (directory / "methods.md").write_text("# Methods\n\nText.\n")
+    return {**paths, "methods": directory / "methods.md"}
+
+
+def test_write_report_from_parquet_draws_what_the_counting_functions_give(codebook, tmp_path):
+    codes = _many(3000)
+    figures = ("frequencies", "cooccurrence", "documents", "grounding")
+    out = {name: tmp_path / "report" / f"{name}.{'png' if name in figures else 'html'}" for name in report.OUTPUTS}
+    n_coded = report.write_report(**_tables(codes, tmp_path), cb=codebook, out=out)
+    assert n_coded == codes.chunk_id.nunique()
+    doc_ids = list(dict.fromkeys(codes.doc_id))
+    report.plot_documents(report.documents_by_codes(codes, doc_ids, codebook), len(doc_ids), tmp_path / "d.png")
+    assert out["documents"].read_bytes() == (tmp_path / "d.png").read_bytes()  # Parquet in row groups = DataFrame
+    assert all(out[name].read_bytes().startswith(PNG) for name in figures)
+    usage = out["usage"].read_text()
+    assert "no price set" in usage and f"<td>{n_coded}</td>" in usage  # one call per chunk
+    assert out["failures"].read_text().count("<tr>") == report.FAILURES_SHOWN + 3  # 200 listed, 3 kinds
+
+
 # -- through Snakemake -----------------------------------------------------------------------------
 
 REPORTED = (
@@ -207,6 +369,9 @@ def test_snakemake_report_embeds_figures_and_methods(tmp_path, fake_server):
     assert "Texts were coded with the language model fake-model" in methods
     assert "<table>" in methods
     assert "No failures" in _decoded(results["failures.html"]["data_uri"]).decode()
+    # the captions quote the caps the rule passes to the script
+    assert re.search(r"the\s+30\s+documents with the most coded chunks", results["documents_by_codes.png"]["caption"])
+    assert re.search(r"the first\s+200\s+failures", results["failures.html"]["caption"])
     # the demo-model warning is for the embedded model only
     assert "135M-parameter demo model" not in page
     assert "qualcode coded the texts" in page  # the workflow description

@@ -1,9 +1,15 @@
 """Figures and pages for `snakemake --report`: what was coded, how well the quotes hold, what failed, what
 the model calls cost, and the methods paragraph.
 
-Counting (DataFrames in, DataFrames out) is kept apart from drawing, so the numbers can be tested without
+Counting (tables in, small DataFrames out) is kept apart from drawing, so the numbers can be tested without
 looking at pixels. Figures are PNG at a fixed dpi with no software or date stamp, so identical tables give
 identical bytes and a rerun does not look like a change.
+
+The cost is bounded at any corpus size. Tables are read column by column (only the columns used, strings
+as dictionaries: an integer per row and each distinct string once), counted with numpy on those integers,
+and every figure and page has a size set by the codebook and fixed caps, not by the number of chunks: the
+documents heatmap shows the `TOP_DOCUMENTS` documents with most coded chunks and says how many more there
+are, and the failures page lists the first `FAILURES_SHOWN` failures under counts of every kind of reason.
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ import html
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
@@ -45,12 +56,180 @@ GROUNDING = {  # category: colour, in reading order from best to worst
 }
 HEATMAP_ANNOTATE_MAX = 1600  # cells; beyond this the numbers are unreadable anyway
 LABEL_MAX = 40
+TOP_DOCUMENTS = 30  # rows of the documents heatmap
+FAILURES_SHOWN = 200  # rows of the failures page
+REASON_KINDS_SHOWN = 50  # rows of the failures page's count by reason
+OUTPUTS = ("frequencies", "cooccurrence", "documents", "grounding", "failures", "usage", "methods")
+CODE_COLUMNS = ["doc_id", "chunk_id", "field", "value", "grounding"]
+FAILURE_COLUMNS = ["stage", "source_file", "doc_id", "chunk_id", "reason", "attempts", "raw_answer"]
+USAGE_COLUMNS = [
+    "status",
+    "model_asked",
+    "model_served",
+    "cache_hit",
+    "reasks",
+    "retries",
+    "tokens_in",
+    "tokens_out",
+    "latency_s",
+    "cost",
+]
 CSS = (
     "body{font:14px/1.45 system-ui,sans-serif;margin:1.5em;max-width:75em}"
     "table{border-collapse:collapse;margin:1em 0}"
     "th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}"
     "pre{white-space:pre-wrap;background:#f6f6f6;padding:.75em}"
 )
+
+INTEGERS = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}  # nullable, for pages
+
+Tabular = pd.DataFrame | pa.Table
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def _arrow(table: Tabular, columns: Sequence[str]) -> pa.Table:
+    """The key columns of a DataFrame or Arrow table, as an Arrow table of strings."""
+    if isinstance(table, pd.DataFrame):
+        schema = pa.schema([(c, pa.string()) for c in columns])
+        return pa.Table.from_pandas(table[list(columns)], schema=schema, preserve_index=False)
+    return table.select(list(columns))
+
+
+def _map(column: pa.Array | pa.ChunkedArray, f: Callable[[str], int]) -> np.ndarray:
+    """`f` of every cell, with `f` called once per distinct string of each chunk rather than once per row."""
+    if isinstance(column, pa.ChunkedArray):
+        return np.concatenate([np.zeros(0, np.int64), *(_map(c, f) for c in column.chunks)])
+    encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
+    if encoded.null_count:
+        raise ValueError("a key column of the table has empty (null) cells; the table does not follow its schema")
+    if not len(encoded):
+        return np.zeros(0, np.int64)
+    lookup = np.array([f(s) for s in encoded.dictionary.to_pylist()], np.int64)
+    return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def _numbering(ids: dict[str, int]) -> Callable[[str], int]:
+    return lambda s: ids.setdefault(s, len(ids))
+
+
+def _factorise(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """An integer per row and the distinct values they point to, without a Python object per row: the
+    indices of a dictionary column as they are (no copy when the column is one chunk)."""
+    if isinstance(column, pa.Array):
+        column = pa.chunked_array([column])
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    # Chunks from different row groups, or encoded one by one, may each carry their own dictionary.
+    chunks = [c for c in column.unify_dictionaries().chunks if len(c)]
+    if not chunks:
+        return np.zeros(0, np.int32), pa.array([], pa.string())
+    if any(c.null_count for c in chunks):
+        raise ValueError("a key column of the table has empty (null) cells; the table does not follow its schema")
+    indices = [c.indices.to_numpy() for c in chunks]
+    return indices[0] if len(indices) == 1 else np.concatenate(indices), chunks[0].dictionary
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of `a`, sorted (np.unique's hash path is far slower on large int64 arrays)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+
+
+@dataclass(frozen=True, eq=False)
+class CodedChunks:
+    """codes.parquet reduced to what the figures count: the distinct (chunk, code) pairs of the choice and
+    boolean fields as integers, sorted by chunk then code, and the quotes per field and grounding category.
+
+    `code` indexes `codes` (every `field:value` of the codebook, in codebook order); `doc` indexes
+    `doc_ids`, the documents named in the table; `chunk` numbers the chunks in the table."""
+
+    codes: tuple[str, ...]
+    doc_ids: pa.Array
+    chunk: np.ndarray
+    doc: np.ndarray
+    code: np.ndarray
+    grounding: pd.DataFrame
+
+    @property
+    def chunk_counts(self) -> np.ndarray:
+        """Chunks coded with each code, in the order of `codes`."""
+        return np.bincount(self.code, minlength=len(self.codes))
+
+    @property
+    def observed(self) -> list[int]:
+        """The codes used at least once, in codebook order."""
+        return [int(k) for k in np.flatnonzero(self.chunk_counts)]
+
+
+def index_codes(codes: Tabular, cb: Codebook) -> CodedChunks:
+    """Count-ready integers from a codes table with `CODE_COLUMNS` (a DataFrame or an Arrow table): each
+    key column as dictionary indices, and Python strings only for the distinct fields and codes."""
+    t = _arrow(codes, CODE_COLUMNS)
+    doc, doc_ids = _factorise(t["doc_id"])
+    chunk, chunk_ids = _factorise(t["chunk_id"])
+    field, field_names = _factorise(t["field"])
+    value, values = _factorise(t["value"])
+    g, categories = _factorise(t["grounding"])
+    del t
+    fields = field_names.to_pylist()  # one per codebook field
+    order = code_order(cb)
+    position = {name: i for i, name in enumerate(order)}
+    k = max(len(order), 1)
+
+    # Rows of choice and boolean fields; text answers (one distinct value per chunk) are never named. Each
+    # field's values that occur are named once, into a (field, value) -> code table; no per-row strings.
+    coded = {f.name for f in coded_fields(cb)}
+    lookup = np.full((len(fields), len(values)), -1, np.int64)
+    unknown = []
+    for i, f in enumerate(fields):
+        if f in coded:
+            used = np.flatnonzero(np.bincount(value[field == i], minlength=len(values)))
+            names = [f"{f}:{v}" for v in values.take(pa.array(used, pa.int64())).to_pylist()]
+            lookup[i, used] = [position.get(n, -1) for n in names]
+            unknown += [n for n in names if n not in position]
+    if unknown:
+        # Possible only with tables from another codebook version; they would silently vanish otherwise.
+        logger.warning(
+            "%d code(s) not in the codebook are left out of the figures, e.g. %s", len(unknown), min(unknown)
+        )
+    code = lookup[field, value] if len(field) else np.zeros(0, np.int64)
+    known = np.flatnonzero(code >= 0)
+    key = _distinct(chunk[known].astype(np.int64) * k + code[known])  # sorted by chunk, then code
+    doc_of_chunk = np.zeros(len(chunk_ids), np.int64)
+    doc_of_chunk[chunk] = doc  # a chunk is in one document
+
+    # A multiple-choice answer repeats its one quote on every value's row: count the first row per chunk
+    # and quoted field.
+    asked = [f.name for f in cb.fields if f.quote]
+    quote_of = np.array([asked.index(f) if f in asked else -1 for f in fields], np.int32)[field]
+    q = np.flatnonzero(quote_of >= 0)
+    _, first = np.unique(chunk[q].astype(np.int64) * max(len(asked), 1) + quote_of[q], return_index=True)
+    q = q[first]
+    counts = np.bincount(quote_of[q] * len(categories) + g[q], minlength=len(asked) * len(categories))
+    table = pd.DataFrame(counts.reshape(len(asked), len(categories)), index=asked, columns=categories.to_pylist())
+    found = {c for c in table.columns if table[c].any()}
+    columns = [c for c in GROUNDING if c in found or c in ("exact", "normalised", "ungrounded")]
+    columns += sorted(found - set(columns))
+
+    return CodedChunks(
+        codes=tuple(order),
+        doc_ids=doc_ids,
+        chunk=key // k,
+        doc=doc_of_chunk[key // k],
+        code=key % k,
+        grounding=table.reindex(columns=columns, fill_value=0).astype(np.int64),
+    )
+
+
+def read_codes(path: str | Path, cb: Codebook) -> CodedChunks:
+    """codes.parquet by `index_codes`: only the columns the figures use, read as dictionaries."""
+    return index_codes(pq.ParquetFile(path, read_dictionary=CODE_COLUMNS).read(columns=CODE_COLUMNS), cb)
+
+
+def _coded(codes: Tabular | CodedChunks, cb: Codebook) -> CodedChunks:
+    return codes if isinstance(codes, CodedChunks) else index_codes(codes, cb)
 
 
 # -- counting ----------------------------------------------------------------------------------------
@@ -70,86 +249,122 @@ def code_order(cb: Codebook) -> list[str]:
     return [f"{f.name}:{v}" for f in coded_fields(cb) for v in _values(f)]
 
 
-def _codes(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
-    """One row per chunk and `field:value` code, choice and boolean fields only."""
-    df = codes[codes.field.isin([f.name for f in coded_fields(cb)])]
-    out = pd.DataFrame({"doc_id": df.doc_id, "chunk_id": df.chunk_id, "code": df.field + ":" + df.value})
-    unknown = sorted(set(out.code) - set(code_order(cb)))
-    if unknown:
-        # Possible only with tables from another codebook version; they would silently vanish otherwise.
-        logger.warning("%d code(s) not in the codebook are left out of the figures, e.g. %s", len(unknown), unknown[0])
-    return out[~out.code.isin(unknown)].drop_duplicates()
-
-
-def _observed(c: pd.DataFrame, cb: Codebook) -> list[str]:
-    seen = set(c.code)
-    return [k for k in code_order(cb) if k in seen]
-
-
-def frequencies(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
+def frequencies(codes: Tabular | CodedChunks, cb: Codebook) -> pd.DataFrame:
     """Chunks coded with each value of each choice and boolean field; values never used count 0."""
-    counts = codes.groupby(["field", "value"]).chunk_id.nunique()
-    rows = [
-        {"field": f.name, "value": v, "chunks": int(counts.get((f.name, v), 0))}
-        for f in coded_fields(cb)
-        for v in _values(f)
-    ]
-    return pd.DataFrame(rows, columns=["field", "value", "chunks"])
+    counts = _coded(codes, cb).chunk_counts
+    rows = [(f.name, v) for f in coded_fields(cb) for v in _values(f)]
+    return pd.DataFrame(
+        {"field": [f for f, _ in rows], "value": [v for _, v in rows], "chunks": counts.astype(np.int64)},
+        columns=["field", "value", "chunks"],
+    )
 
 
-def _crosstab(index: pd.Series, columns: pd.Series, rows: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
-    """Counts of (index, columns) pairs on the given rows and columns; unlike pd.crosstab, also of no data."""
-    if index.empty:
-        return pd.DataFrame(0, index=list(rows), columns=list(cols))
-    t = pd.crosstab(index, columns).reindex(index=list(rows), columns=list(cols), fill_value=0)
-    return t.rename_axis(index=None, columns=None)
+def cooccurrence(codes: Tabular | CodedChunks, cb: Codebook) -> pd.DataFrame:
+    """Chunks coded with both codes, for every pair of codes that occur; the diagonal is each code's count.
+
+    Each chunk's pairs of codes are its (chunk, code) pairs `j` apart, for j = 1, 2, ... up to the most
+    codes a chunk has: whole-array integer counts, with memory of the order of the pairs themselves."""
+    c = _coded(codes, cb)
+    k = len(c.codes)
+    upper = np.zeros(k * k, np.int64)
+    for j in range(1, len(c.chunk)):
+        same = c.chunk[j:] == c.chunk[:-j]  # pairs are sorted by chunk then code, so a < b below
+        if not same.any():
+            break  # no chunk has more than j codes
+        upper += np.bincount(c.code[:-j][same] * k + c.code[j:][same], minlength=k * k)
+    upper = upper.reshape(k, k)
+    full = upper + upper.T + np.diag(c.chunk_counts)
+    observed = c.observed
+    names = [c.codes[i] for i in observed]
+    return pd.DataFrame(full[np.ix_(observed, observed)], index=names, columns=names)
 
 
-def cooccurrence(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
-    """Chunks coded with both codes, for every pair of codes that occur; the diagonal is each code's count."""
-    c = _codes(codes, cb)
-    m = _crosstab(c.chunk_id, c.code, c.chunk_id.unique(), _observed(c, cb))
-    v = m.to_numpy()  # DataFrame.T fails on a frame without columns
-    return pd.DataFrame(v.T @ v, index=m.columns, columns=m.columns)
+def documents_by_codes(
+    codes: Tabular | CodedChunks, doc_ids: Sequence[str] | pa.Array, cb: Codebook, top: int | None = TOP_DOCUMENTS
+) -> pd.DataFrame:
+    """Chunks of a document (rows) coded with each code that occurs (columns), for the `top` documents of
+    `doc_ids` with most coded chunks (all of them if `top` is None), most first, ties in `doc_ids` order."""
+    c = _coded(codes, cb)
+    doc_ids = doc_ids.cast(pa.string()) if isinstance(doc_ids, pa.Array) else pa.array(list(doc_ids), pa.string())
+    # Each pair's document as its row in doc_ids; documents not in doc_ids (-1) are left out.
+    row_of = pc.index_in(c.doc_ids, value_set=doc_ids).fill_null(-1).to_numpy(zero_copy_only=False)
+    pair_row = row_of.astype(np.int64)[c.doc] if len(c.doc) else np.zeros(0, np.int64)
+    first = np.ones(len(c.chunk), bool)
+    first[1:] = c.chunk[1:] != c.chunk[:-1]  # one pair per chunk: pairs are sorted by chunk
+    chunk_row = pair_row[first]
+    coded_chunks = np.bincount(chunk_row[chunk_row >= 0], minlength=len(doc_ids))
+    ranked = np.argsort(-coded_chunks, kind="stable")
+    shown = ranked if top is None else ranked[:top]
+    rank = np.full(len(doc_ids) + 1, -1, np.int64)  # the last entry is for row -1
+    rank[shown] = np.arange(len(shown))
+    pair_rank = rank[pair_row]
+    observed = c.observed
+    column = np.full(len(c.codes), -1, np.int64)
+    column[observed] = np.arange(len(observed))
+    keep = pair_rank >= 0
+    cells = np.bincount(pair_rank[keep] * len(observed) + column[c.code[keep]], minlength=len(shown) * len(observed))
+    return pd.DataFrame(
+        cells.reshape(len(shown), len(observed)),
+        index=doc_ids.take(pa.array(shown, pa.int64())).to_pylist(),
+        columns=[c.codes[k] for k in observed],
+    )
 
 
-def documents_by_codes(codes: pd.DataFrame, doc_ids: Sequence[str], cb: Codebook) -> pd.DataFrame:
-    """Chunks of each document (rows, all of `doc_ids`) coded with each code that occurs (columns)."""
-    c = _codes(codes, cb)
-    return _crosstab(c.doc_id, c.code, doc_ids, _observed(c, cb))
-
-
-def grounding(codes: pd.DataFrame, cb: Codebook) -> pd.DataFrame:
+def grounding(codes: Tabular | CodedChunks, cb: Codebook) -> pd.DataFrame:
     """Quotes per field (rows) and grounding category (columns), for the fields that ask for a quote.
 
     A multiple-choice answer repeats its one quote on every value's row, so quotes are counted once per
     chunk and field, as in the methods paragraph."""
-    asked = [f.name for f in cb.fields if f.quote]
-    q = codes[codes.field.isin(asked)].drop_duplicates(["chunk_id", "field"])
-    found = set(q.grounding)
-    columns = [g for g in GROUNDING if g in found or g in ("exact", "normalised", "ungrounded")]
-    columns += sorted(found - set(columns))
-    return _crosstab(q.field, q.grounding, asked, columns)
+    return _coded(codes, cb).grounding
 
 
-def llm_usage(calls: pd.DataFrame) -> pd.DataFrame:
-    """Calls, cache hits, failures, re-asks, tokens, latency and cost per model asked for and served."""
-    df = calls.assign(model_served=calls.model_served.fillna("n/a"), failed=calls.status != "coded")
-    g = df.groupby(["model_asked", "model_served"], sort=True)
-    out = g.agg(
-        calls=("request_hash", "size"),
-        cache_hits=("cache_hit", "sum"),
-        failed=("failed", "sum"),
-        reasks=("reasks", "sum"),
-        retries=("retries", "sum"),
-        tokens_in=("tokens_in", "sum"),
-        tokens_out=("tokens_out", "sum"),
-        latency_median_s=("latency_s", "median"),
-        latency_max_s=("latency_s", "max"),
+def llm_usage(calls: Tabular) -> pd.DataFrame:
+    """Calls, cache hits, failures, re-asks, tokens, latency and cost per model asked for and served.
+
+    Summed by pyarrow on the columns of `USAGE_COLUMNS`; the median latency, exact, per group in numpy."""
+    t = calls if isinstance(calls, pa.Table) else pa.Table.from_pandas(calls[USAGE_COLUMNS], preserve_index=False)
+    t = pa.table(
+        {
+            "model_asked": t["model_asked"].cast(pa.string()),
+            "model_served": pc.fill_null(t["model_served"].cast(pa.string()), "n/a"),
+            "failed": pc.cast(pc.not_equal(t["status"], "coded"), pa.int64()),
+            "cache_hit": pc.cast(t["cache_hit"], pa.int64()),
+            **{c: t[c] for c in ("reasks", "retries", "tokens_in", "tokens_out", "latency_s", "cost")},
+        }
     )
-    # NaN, not 0, when no price is set: an unknown cost is not a free one.
-    out["cost"] = g.cost.sum(min_count=1)
-    return out.reset_index()
+    keys = ["model_asked", "model_served"]
+    zero_if_empty = pc.ScalarAggregateOptions(min_count=0)
+    out = (
+        t.group_by(keys, use_threads=False)
+        .aggregate(
+            [
+                ("failed", "count", pc.CountOptions(mode="all")),
+                ("cache_hit", "sum", zero_if_empty),
+                ("failed", "sum", zero_if_empty),
+                ("reasks", "sum", zero_if_empty),
+                ("retries", "sum", zero_if_empty),
+                ("tokens_in", "sum", zero_if_empty),
+                ("tokens_out", "sum", zero_if_empty),
+                ("latency_s", "max"),
+                ("cost", "sum"),  # null, not 0, when no price is set: an unknown cost is not a free one
+            ]
+        )
+        .sort_by([(k, "ascending") for k in keys])
+        .to_pandas()
+    )
+    medians = []
+    for asked, served in zip(out.model_asked, out.model_served, strict=True):
+        group = pc.and_(pc.equal(t["model_asked"], asked), pc.equal(t["model_served"], served))
+        latency = t["latency_s"].filter(group).drop_null().to_numpy()
+        medians.append(float(np.median(latency)) if len(latency) else math.nan)
+    out["latency_median_s"] = medians
+    names = {f"{c}_sum": c for c in ("failed", "reasks", "retries", "tokens_in", "tokens_out", "cost")}
+    out = out.rename(
+        columns={**names, "failed_count": "calls", "cache_hit_sum": "cache_hits", "latency_s_max": "latency_max_s"}
+    )
+    columns = ["model_asked", "model_served", "calls", "cache_hits", "failed", "reasks", "retries", "tokens_in"]
+    columns += ["tokens_out", "latency_median_s", "latency_max_s", "cost"]
+    return out[columns]
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -229,6 +444,17 @@ def plot_heatmap(matrix: pd.DataFrame, path: str | Path, title: str, xlabel: str
         ax.set_title(title, loc="left")
 
 
+def plot_documents(matrix: pd.DataFrame, n_documents: int, path: str | Path) -> None:
+    """The heatmap of `documents_by_codes`; the title says how many of the `n_documents` are not shown."""
+    title = "Chunks of each document per code"
+    if n_documents > len(matrix):
+        title += (
+            f"\nthe {len(matrix)} documents with most coded chunks, most first;"
+            f" {n_documents - len(matrix):,} more of {n_documents:,} not shown"
+        )
+    plot_heatmap(matrix, path, title, "code", "document")
+
+
 def plot_grounding(table: pd.DataFrame, path: str | Path) -> None:
     """Stacked bars: the share of each field's quotes in each grounding category, with counts."""
     if table.empty or not table.to_numpy().any():
@@ -266,18 +492,97 @@ def _write(path: str | Path, text: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
-def failures_html(failures: pd.DataFrame, path: str | Path, raw_max: int = 300) -> None:
-    """Every unreadable file and uncoded chunk with the reason; a page saying so when there are none."""
-    if failures.empty:
-        body = "<h1>Failures</h1>\n<p>No failures: every input file was read and every chunk was coded.</p>"
-    else:
-        df = failures[["stage", "source_file", "doc_id", "chunk_id", "reason", "attempts", "raw_answer"]].copy()
-        # Raw answers of a looping model run to thousands of characters; the table keeps them in full.
-        df["raw_answer"] = df.raw_answer.map(lambda s: s if not isinstance(s, str) else _short(s, raw_max))
-        body = (
-            f"<h1>Failures</h1>\n<p>{len(df)} failure(s); the full rows are in <code>failures.parquet</code>.</p>\n"
-            + df.to_html(index=False, na_rep="", border=0)
+def reason_kind(reason: str) -> str:
+    """A failure reason without its particulars, to count failures by: addresses and numbers masked, and
+    cut at the first colon, parenthesis or semicolon (`not valid JSON: Expecting value at character 5` is
+    `not valid JSON`; `http://host/v1 answered HTTP 500 after 3 attempts` is `<url> answered HTTP N after N
+    attempts`)."""
+    s = re.sub(r"\b[a-zA-Z][\w+.-]*://\S+", "<url>", reason)
+    s = re.sub(r"\d+(?:[.,]\d+)*", "N", s).removeprefix("<url>: ")
+    return _short(re.split(r": | \(|; ", s, maxsplit=1)[0].strip(), 80) or "unknown"
+
+
+def failure_reasons(failures: Tabular) -> pd.DataFrame:
+    """Failures per stage and `reason_kind`, most first (ties by stage and kind): one row per kind, whatever
+    the number of failures; each distinct reason is looked at once."""
+    t = _arrow(failures, ["stage", "reason"])
+    stages: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    stage = _map(t["stage"], _numbering(stages))
+    kind = _map(t["reason"], lambda r: kinds.setdefault(reason_kind(r), len(kinds)))
+    n_kinds, stage_names, kind_names = max(len(kinds), 1), list(stages), list(kinds)
+    pair, counts = np.unique(stage * n_kinds + kind, return_counts=True)
+    df = pd.DataFrame(
+        {
+            "stage": [stage_names[p // n_kinds] for p in pair],
+            "reason": [kind_names[p % n_kinds] for p in pair],
+            "failures": counts.astype(np.int64),
+        },
+        columns=["stage", "reason", "failures"],
+    )
+    df = df.sort_values(["failures", "stage", "reason"], ascending=[False, True, True], kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _first_failures(failures: Tabular | str | Path, n: int) -> tuple[pd.DataFrame, Tabular]:
+    """The first `n` rows with every column, and the stage and reason columns of all rows."""
+    if isinstance(failures, str | Path):
+        # Streamed a page at a time: a row group of long raw answers is not read whole for 200 rows.
+        with pq.ParquetFile(failures, buffer_size=1 << 20, pre_buffer=False) as f:
+            first = next(f.iter_batches(batch_size=max(n, 1), columns=FAILURE_COLUMNS), None)
+        # attempts as whole numbers, not floats, when the ingest rows leave it empty
+        head = (
+            first.to_pandas(types_mapper=INTEGERS.get) if first is not None else pd.DataFrame(columns=FAILURE_COLUMNS)
         )
+        reasons = pq.read_table(failures, columns=["stage", "reason"], read_dictionary=["stage", "reason"])
+        return head.head(n), reasons
+    if isinstance(failures, pa.Table):
+        return failures.slice(0, n).select(FAILURE_COLUMNS).to_pandas(types_mapper=INTEGERS.get), failures
+    return failures.head(n).reindex(columns=FAILURE_COLUMNS), failures
+
+
+def failures_html(
+    failures: Tabular | str | Path,
+    path: str | Path,
+    raw_max: int = 300,
+    shown: int = FAILURES_SHOWN,
+    kinds_shown: int = REASON_KINDS_SHOWN,
+) -> None:
+    """Failures counted by stage and kind of reason, then the first `shown` unreadable files and uncoded
+    chunks with their reason; a page saying so when there are none. `failures` is the table or the path
+    of failures.parquet, of which only the stage and reason columns are read in full."""
+    head, everything = _first_failures(failures, shown)
+    total = len(everything)
+    if not total:
+        body = "<h1>Failures</h1>\n<p>No failures: every input file was read and every chunk was coded.</p>"
+        _write(path, _page("Failures", body))
+        return
+    kinds = failure_reasons(everything)
+    per_stage = kinds.groupby("stage").failures.sum()
+    stages = ", ".join(f"{n:,} at stage <em>{html.escape(s)}</em>" for s, n in per_stage.items())
+    more_kinds = ""
+    if len(kinds) > kinds_shown:
+        rest = kinds.iloc[kinds_shown:]
+        more_kinds = f"<p>{len(rest):,} more kinds of reason, {rest.failures.sum():,} failure(s), not listed.</p>\n"
+        kinds = kinds.head(kinds_shown)
+    # Raw answers of a looping model run to thousands of characters; the table keeps them in full.
+    head = head.assign(raw_answer=head.raw_answer.map(lambda s: s if not isinstance(s, str) else _short(s, raw_max)))
+    listed = (
+        f"the first {len(head):,}; the other {total - len(head):,} are only in <code>failures.parquet</code>"
+        if total > len(head)
+        else "all of them"
+    )
+    body = (
+        f"<h1>Failures</h1>\n<p>{total:,} failure(s): {stages}. The full rows, with every raw answer, are in "
+        "<code>failures.parquet</code> in the results directory.</p>\n"
+        "<h2>By reason</h2>\n<p>Reasons are grouped by their words before the first colon, parenthesis or semicolon, "
+        "with numbers shown as N and addresses as &lt;url&gt;.</p>\n"
+        + kinds.to_html(index=False, border=0)
+        + "\n"
+        + more_kinds
+        + f"<h2>Failures, in table order ({listed})</h2>\n"
+        + head.to_html(index=False, na_rep="", border=0)
+    )
     _write(path, _page("Failures", body))
 
 
@@ -344,3 +649,34 @@ def markdown_html(text: str) -> str:
 
 def methods_html(markdown: str, path: str | Path) -> None:
     _write(path, _page("Methods", markdown_html(markdown)))
+
+
+# -- the whole report --------------------------------------------------------------------------------
+
+
+def write_report(
+    codes: str | Path,
+    codings: str | Path,
+    llm_calls: str | Path,
+    failures: str | Path,
+    methods: str | Path,
+    cb: Codebook,
+    out: Mapping[str, str | Path],
+    documents_shown: int = TOP_DOCUMENTS,
+    failures_shown: int = FAILURES_SHOWN,
+) -> int:
+    """Every figure and page of the report from the tables' paths, reading only the columns each needs;
+    `out` names a file for each of `OUTPUTS`. Returns the number of coded chunks."""
+    coded = read_codes(codes, cb)
+    chunks = pq.read_table(codings, columns=["doc_id", "status"])
+    n_coded = int(pc.sum(pc.equal(chunks["status"], "coded")).as_py() or 0)
+    doc_ids = pc.unique(chunks["doc_id"])
+    del chunks
+    plot_frequencies(frequencies(coded, cb), n_coded, out["frequencies"])
+    plot_heatmap(cooccurrence(coded, cb), out["cooccurrence"], "Codes in the same chunk", "code", "code")
+    plot_documents(documents_by_codes(coded, doc_ids, cb, documents_shown), len(doc_ids), out["documents"])
+    plot_grounding(grounding(coded, cb), out["grounding"])
+    failures_html(failures, out["failures"], shown=failures_shown)
+    usage_html(llm_usage(pq.read_table(llm_calls, columns=USAGE_COLUMNS)), out["usage"])
+    methods_html(Path(methods).read_text(encoding="utf-8"), out["methods"])
+    return n_coded

@@ -53,5 +53,8 @@ rule report_plots:
     params:
         # read by the captions, which warn when the codes come from the embedded demo model
         model=CFG.llm.model,
+        # caps that keep the figures and pages the same size at any corpus size; the captions quote them
+        documents_shown=30,
+        failures_shown=200,
     script:
         "../scripts/report_plots.py"

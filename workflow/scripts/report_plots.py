@@ -1,24 +1,20 @@
 """Write the figures and pages that `snakemake --report` embeds: codes, quote grounding, failures, model
-calls and the methods paragraph."""
-
-from pathlib import Path
-
-import pandas as pd
+calls and the methods paragraph. Only the columns each needs are read, and every figure and page has a size
+bounded by the codebook and the `*_shown` caps, whatever the number of chunks."""
 
 from qualcode import codebook, logs, report
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    inp, out = snakemake.input, snakemake.output  # noqa: F821
-    cb = codebook.load(inp.codebook)
-    codes = pd.read_parquet(inp.codes)
-    codings = pd.read_parquet(inp.codings, columns=["doc_id", "status"])
-    n_coded = int((codings.status == "coded").sum())
-    report.plot_frequencies(report.frequencies(codes, cb), n_coded, out.frequencies)
-    report.plot_heatmap(report.cooccurrence(codes, cb), out.cooccurrence, "Codes in the same chunk", "code", "code")
-    documents = report.documents_by_codes(codes, codings.doc_id.unique(), cb)
-    report.plot_heatmap(documents, out.documents, "Chunks of each document per code", "code", "document")
-    report.plot_grounding(report.grounding(codes, cb), out.grounding)
-    report.failures_html(pd.read_parquet(inp.failures), out.failures)
-    report.usage_html(report.llm_usage(pd.read_parquet(inp.llm_calls)), out.usage)
-    report.methods_html(Path(inp.methods).read_text(encoding="utf-8"), out.methods)
+    inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+    n_coded = report.write_report(
+        codes=inp.codes,
+        codings=inp.codings,
+        llm_calls=inp.llm_calls,
+        failures=inp.failures,
+        methods=inp.methods,
+        cb=codebook.load(inp.codebook),
+        out={name: out[name] for name in report.OUTPUTS},
+        documents_shown=params.documents_shown,
+        failures_shown=params.failures_shown,
+    )
     log.info("report: %d figures and pages for %d coded chunks", len(out), n_coded)
