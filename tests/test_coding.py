@@ -122,7 +122,7 @@ def test_fully_cached_run_needs_no_key(coder_for, fake_server, monkeypatch):
 
 
 def test_key_file_is_used_and_a_loose_one_warned_about(codebook, tmp_path, caplog):
-    from qualcode.client import resolve_api_key
+    from qualcode.api import resolve_api_key
 
     keyfile = tmp_path / "openai.key"
     keyfile.write_text(KEY + "\n")

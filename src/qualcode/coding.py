@@ -20,12 +20,11 @@ from .cache import AnswerCache
 from .client import Client, Endpoint, endpoint, make_client, response_format
 from .config import LimitsConfig, LLMConfig, Price
 from .errors import AnswerError, CacheError, ConfigError, LimitReached, ProviderError, QualcodeError, RequestError
-from .ids import canonical_json
+from .ids import canonical_json, utc_now
 from .journal import Journal, absorb
 from .limits import Ledger
 from .logs import redact
 from .prompts import Prompts
-from .provenance import utc_now
 from .records import CachedAnswer, Chunk, ChunkResult, LLMRequest
 from .validate import AnswerValidator, reask_messages
 

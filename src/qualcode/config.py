@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _NOT_A_NAME = (
     "must be the name of an environment variable (like OPENAI_API_KEY), not a key; put the key in that variable "
@@ -150,6 +151,11 @@ class LLMConfig(_Strict):
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra provider-specific request fields; part of the cache key."
     )
+
+    @property
+    def api_base_url(self) -> str:
+        """Where provider 'openai' sends requests: `base_url`, or OpenAI's own API."""
+        return (self.base_url or OPENAI_BASE_URL).rstrip("/")
 
     @field_validator("api_key_env", mode="before")
     @classmethod

@@ -1,9 +1,10 @@
-"""Stable ids: SHA-256 of canonical JSON, so equal content always hashes equal."""
+"""Stable ids: SHA-256 of canonical JSON, so equal content always hashes equal; and UTC time stamps."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +24,7 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -12,7 +12,6 @@ import platform
 import subprocess
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .config import Config, content_dict
-from .ids import file_sha256, stable_hash
+from .ids import file_sha256, stable_hash, utc_now
 
 PACKAGES = (
     "qualcode",
@@ -34,10 +33,6 @@ PACKAGES = (
     "tiktoken",
     "llama-cpp-python",
 )
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def jobs_started_at(shard_files: Iterable[str | Path]) -> str | None:

@@ -62,6 +62,20 @@ class Chunk:
     text: str
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One answer as a provider sent it, before validation."""
+
+    content: str
+    model_served: str | None
+    finish_reason: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    system_fingerprint: str | None
+    retries: int = 0  # transient failures retried before this answer
+    refusal: str | None = None  # the model declined to answer, in its own words
+
+
 # -- model calls and their outcomes (pydantic: they cross the cache, the journal and the archive) --------------
 
 

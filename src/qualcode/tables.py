@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .codebook import Codebook
 from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
+
+if TYPE_CHECKING:  # pandas costs a second to import; the ingest and coding jobs never need it
+    import pandas as pd
 
 TURN = pa.struct([("speaker", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
 

@@ -1,0 +1,261 @@
+"""OpenAI-compatible APIs (OpenAI, OpenRouter, vLLM, Ollama, llama.cpp server) through the openai package.
+
+Transient errors are retried here, and only here: the openai client's own retries are switched off so two retry
+layers never stack. Imported only when a request must actually be sent (see `client.make_client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .config import LLMConfig
+from .errors import ConfigError, ProviderError, RequestError
+from .limits import Ledger, estimate_prompt_tokens
+from .logs import redact, register_secret
+from .records import Completion, LLMRequest
+
+logger = logging.getLogger(__name__)
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+_TRANSIENT_STATUS = {408, 409, 425, 429}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(
+        exc, (openai.APIConnectionError, BadResponse, AnswerTimeout)
+    ):  # includes timeouts and dropped connections
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
+    return False
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _waiter(cfg: LLMConfig):
+    backoff = wait_exponential_jitter(multiplier=cfg.retry_initial_s, max=cfg.retry_max_s)
+
+    def wait(state: RetryCallState) -> float:
+        hinted = _retry_after(state.outcome.exception() if state.outcome else None)
+        return max(backoff(state), hinted) if hinted is not None else backoff(state)
+
+    return wait
+
+
+def _out_of_time(cfg: LLMConfig, what: str):
+    """Stop when the next wait would end past `llm.max_retry_time_s`: no new try starts after that bound, so a
+    request sequence lasts at most max_retry_time_s + timeout_s, whatever a Retry-After asks for."""
+
+    def stop(state: RetryCallState) -> bool:
+        left = cfg.max_retry_time_s - (state.seconds_since_start or 0.0)
+        if state.upcoming_sleep <= left:
+            return False
+        hinted = _retry_after(state.outcome.exception() if state.outcome else None)
+        why = f"the server asks to wait {hinted:g} s (Retry-After)" if hinted is not None else "the next wait"
+        logger.warning(
+            "%s: %s, longer than the %.1f s left of llm.max_retry_time_s (%g s): giving up on this request",
+            what, why, max(left, 0.0), cfg.max_retry_time_s,
+        )  # fmt: skip
+        return True
+
+    return stop
+
+
+async def with_retries(call, *, cfg: LLMConfig, what: str):
+    """Run `call()` with exponential backoff and jitter on transient errors, honouring Retry-After,
+    bounded by `llm.max_attempts` and `llm.max_retry_time_s`."""
+    attempts = cfg.max_attempts
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(attempts) | _out_of_time(cfg, what),
+        wait=_waiter(cfg),
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+        before_sleep=lambda s: logger.warning(
+            "%s: %s; retry %d of %d", what, type(s.outcome.exception()).__name__, s.attempt_number, attempts - 1
+        ),
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await call()
+
+
+# -- OpenAI-compatible APIs ----------------------------------------------------------------------
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
+    """The key from `llm.api_key_env`, else `llm.api_key_file`. Servers on this machine need none."""
+    key = os.environ.get(cfg.api_key_env, "").strip()
+    if not key and cfg.api_key_file:
+        path = Path(cfg.api_key_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"llm.api_key_file: {path} does not exist")
+        if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            logger.warning("llm.api_key_file: %s is readable by other users; run `chmod 600 %s`", path, path)
+        key = path.read_text(encoding="utf-8").strip()
+    if key:
+        register_secret(key)  # blanked out of every log line and failure reason from now on
+        return key
+    if _is_loopback(base_url):
+        return "sk-no-key-required"
+    raise ConfigError(
+        f"no API key for {base_url}: set the environment variable {cfg.api_key_env} "
+        "(llm.api_key_env) or point llm.api_key_file at a file holding the key"
+    )
+
+
+class BadResponse(Exception):
+    """A 200 answer whose body is not a chat completion (e.g. an HTML page from a proxy, or an error object as
+    some gateways send with status 200): retried."""
+
+
+class AnswerTimeout(Exception):
+    """No complete answer within `llm.timeout_s`, however slowly the server kept sending: retried."""
+
+
+class OpenAIClient:
+    def __init__(self, cfg: LLMConfig, ledger: Ledger | None = None):
+        self.cfg = cfg
+        self.base_url = cfg.api_base_url
+        self.ledger = ledger if ledger is not None and ledger.active else None
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=resolve_api_key(cfg, self.base_url),
+            max_retries=0,
+            timeout=cfg.timeout_s,
+        )
+
+    async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
+        """One HTTP request, counted against the shared limits before it leaves."""
+        ledger, max_out = self.ledger, kwargs["max_tokens"]
+        rid = await ledger.acquire(prompt_tokens + max_out, ledger.cost(prompt_tokens, max_out)) if ledger else None
+        cost = 0.0
+        try:
+            # A wall-clock bound on the whole request: the client's own timeout applies per read, so a server
+            # dripping one byte a second would otherwise hold the request for ever.
+            resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), self.cfg.timeout_s)
+            if getattr(resp, "choices", None) is None:
+                raise BadResponse(_not_a_completion(self.base_url, resp))
+            if ledger and resp.usage:
+                cost = ledger.cost(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
+            return resp
+        except json.JSONDecodeError as exc:
+            raise BadResponse(f"{self.base_url} sent a body that is not JSON: {exc}") from None
+        except asyncio.TimeoutError:
+            raise AnswerTimeout(f"no complete answer within llm.timeout_s ({self.cfg.timeout_s:g} s)") from None
+        finally:
+            if rid:
+                ledger.settle(rid, cost)
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": list(request.messages),
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+        }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.response_format is not None:
+            kwargs["response_format"] = request.response_format
+        if request.extra_body:
+            kwargs["extra_body"] = request.extra_body
+        prompt_tokens = estimate_prompt_tokens(request.messages) if self.ledger else 0
+        sent = 0  # HTTP requests for this answer, so retries are counted exactly however retrying stopped
+
+        async def send() -> Any:
+            nonlocal sent
+            sent += 1
+            return await self._send(kwargs, prompt_tokens)
+
+        try:
+            resp = await with_retries(send, cfg=self.cfg, what=f"{self.base_url} ({request.model})")
+        except openai.APIStatusError as exc:
+            if is_transient(exc):
+                raise RequestError(
+                    f"{self.base_url} answered HTTP {exc.status_code} after {sent} attempts", retries=sent - 1
+                ) from None
+            raise ProviderError(self._explain(exc)) from None
+        except openai.APITimeoutError:
+            raise RequestError(
+                f"{self.base_url} did not answer within llm.timeout_s ({self.cfg.timeout_s:g} s) after {sent} attempts",
+                retries=sent - 1,
+            ) from None
+        except openai.APIConnectionError as exc:
+            refused = type(exc.__cause__).__name__ == "ConnectError"
+            raise RequestError(
+                f"cannot reach {self.base_url} (llm.base_url) after {sent} attempts: "
+                + ("connection refused or host unknown" if refused else type(exc).__name__),
+                retries=sent - 1,
+                unreachable=refused,
+            ) from None
+        except (BadResponse, AnswerTimeout) as exc:
+            raise RequestError(f"{self.base_url}: {exc} (after {sent} attempts)", retries=sent - 1) from None
+        retries = sent - 1
+        choice = resp.choices[0] if resp.choices else None
+        usage = resp.usage
+        return Completion(
+            content=(choice.message.content or "") if choice else "",
+            model_served=resp.model,
+            finish_reason=choice.finish_reason if choice else None,
+            tokens_in=usage.prompt_tokens if usage else None,
+            tokens_out=usage.completion_tokens if usage else None,
+            system_fingerprint=getattr(resp, "system_fingerprint", None),
+            retries=retries,
+            refusal=getattr(choice.message, "refusal", None) if choice else None,
+        )
+
+    def _explain(self, exc: openai.APIStatusError) -> str:
+        fix = {
+            401: f"the API key was refused: check the key in ${self.cfg.api_key_env} or llm.api_key_file",
+            403: "the key may not use this model or endpoint",
+            404: f"unknown model or endpoint: check llm.model ({self.cfg.model!r}) and llm.base_url",
+        }.get(exc.status_code, "the request was refused: check llm.* settings such as structured_output")
+        detail = redact(getattr(exc, "message", "") or "")
+        return f"{self.base_url} refused model {self.cfg.model!r} with HTTP {exc.status_code}: {fix}. ({detail[:300]})"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _not_a_completion(base_url: str, resp: Any) -> str:
+    error = getattr(resp, "error", None)
+    if isinstance(error, dict):  # {"error": {"message": ...}} sent with HTTP 200, as some gateways do
+        return f"{base_url} answered with an error: {redact(str(error.get('message') or error))[:300]}"
+    return f"{base_url} sent a body that is not a chat completion: {redact(str(resp))[:80]!r}"
