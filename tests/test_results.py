@@ -86,3 +86,18 @@ def test_results_that_do_not_match_the_chunks_stop_the_tables_job(codebook, tmp_
         _write(tmp_path, codebook, docs, chunks, res[1:] + res[:1], [])
     with pytest.raises(ValueError, match="1 chunk"):
         _write(tmp_path, codebook, docs, chunks, res[:5], [])
+
+
+def test_a_table_from_elsewhere_is_named_not_a_key_error(tmp_path):
+    import pyarrow as pa
+
+    from qualcode.errors import QualcodeError
+
+    path = tmp_path / "codes.parquet"
+    pq.write_table(pa.table({"doc_id": ["a"], "chunk_id": ["c"]}), path)
+    with pytest.raises(QualcodeError, match=r"codes.parquet: not a qualcode codes table \(no column 'grounding'\)"):
+        tables.read(path, "codes", ["chunk_id", "field", "grounding"])
+    pq.write_table(pa.table({"doc_id": [1], "chunk_id": ["c"]}), path)
+    with pytest.raises(QualcodeError, match="column 'doc_id' is int64, not string"):
+        tables.read(path, "codes", ["doc_id"])
+    assert tables.read(path, "codes", ["chunk_id"]).num_rows == 1

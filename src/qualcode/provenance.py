@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from . import tables
 from .config import Config, content_dict
 from .ids import file_sha256, stable_hash, utc_now
 
@@ -103,7 +104,7 @@ COUNTED_COLUMNS = {
 
 
 def read_counted(paths: Mapping[str, str | Path]) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_parquet(paths[name], columns=cols) for name, cols in COUNTED_COLUMNS.items()}
+    return {name: tables.read(paths[name], name, cols).to_pandas() for name, cols in COUNTED_COLUMNS.items()}
 
 
 def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from . import tables
 from .codebook import Codebook, CodeField
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ def index_codes(codes: Tabular, cb: Codebook) -> CodedChunks:
 
 def read_codes(path: str | Path, cb: Codebook) -> CodedChunks:
     """codes.parquet by `index_codes`: only the columns the figures use, read as dictionaries."""
-    return index_codes(pq.ParquetFile(path, read_dictionary=CODE_COLUMNS).read(columns=CODE_COLUMNS), cb)
+    return index_codes(tables.read(path, "codes", CODE_COLUMNS, read_dictionary=CODE_COLUMNS), cb)
 
 
 def _coded(codes: Tabular | CodedChunks, cb: Codebook) -> CodedChunks:
@@ -528,13 +529,14 @@ def _first_failures(failures: Tabular | str | Path, n: int) -> tuple[pd.DataFram
     """The first `n` rows with every column, and the stage and reason columns of all rows."""
     if isinstance(failures, str | Path):
         # Streamed a page at a time: a row group of long raw answers is not read whole for 200 rows.
+        tables.check(failures, "failures", FAILURE_COLUMNS)
         with pq.ParquetFile(failures, buffer_size=1 << 20, pre_buffer=False) as f:
             first = next(f.iter_batches(batch_size=max(n, 1), columns=FAILURE_COLUMNS), None)
         # attempts as whole numbers, not floats, when the ingest rows leave it empty
         head = (
             first.to_pandas(types_mapper=INTEGERS.get) if first is not None else pd.DataFrame(columns=FAILURE_COLUMNS)
         )
-        reasons = pq.read_table(failures, columns=["stage", "reason"], read_dictionary=["stage", "reason"])
+        reasons = tables.read(failures, "failures", ["stage", "reason"], read_dictionary=["stage", "reason"])
         return head.head(n), reasons
     if isinstance(failures, pa.Table):
         return failures.slice(0, n).select(FAILURE_COLUMNS).to_pandas(types_mapper=INTEGERS.get), failures
@@ -668,7 +670,7 @@ def write_report(
     """Every figure and page of the report from the tables' paths, reading only the columns each needs;
     `out` names a file for each of `OUTPUTS`. Returns the number of coded chunks."""
     coded = read_codes(codes, cb)
-    chunks = pq.read_table(codings, columns=["doc_id", "status"])
+    chunks = tables.read(codings, "codings", ["doc_id", "status"])
     n_coded = int(pc.sum(pc.equal(chunks["status"], "coded")).as_py() or 0)
     doc_ids = pc.unique(chunks["doc_id"])
     del chunks
@@ -677,6 +679,6 @@ def write_report(
     plot_documents(documents_by_codes(coded, doc_ids, cb, documents_shown), len(doc_ids), out["documents"])
     plot_grounding(grounding(coded, cb), out["grounding"])
     failures_html(failures, out["failures"], shown=failures_shown)
-    usage_html(llm_usage(pq.read_table(llm_calls, columns=USAGE_COLUMNS)), out["usage"])
+    usage_html(llm_usage(tables.read(llm_calls, "llm_calls", USAGE_COLUMNS)), out["usage"])
     methods_html(Path(methods).read_text(encoding="utf-8"), out["methods"])
     return n_coded

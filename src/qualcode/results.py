@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .codebook import Codebook, CodeField
 from .config import Price
@@ -23,10 +22,12 @@ from .tables import (
     LLM_CALLS,
     PUBLISHED,
     Writer,
+    check,
     chunks_table,
     codings_schema,
     iter_shards,
     open_csv,
+    read,
     schema,
     write_csv,
 )
@@ -143,14 +144,14 @@ def write_tables(
 ) -> dict[str, int]:
     """Write the six published tables and the codings CSV; returns rows per table. `shard_files` must be in the
     shards' order (the chunks' order), as the workflow lists them; each shard's chunks are checked against it."""
-    docs = pq.ParquetFile(documents)
+    docs = check(documents, "documents")
     schemas = {name: schema(name, codebook) for name in PUBLISHED if name != "documents"}
     schemas["documents"] = docs.schema_arrow  # one meta_<key> column per metadata key of this corpus
     writers = {name: Writer(out[name], schemas[name], metadata) for name in PUBLISHED}
     try:
         for batch in docs.iter_batches(batch_size=4096):
             writers["documents"].write(pa.Table.from_batches([batch]))
-        writers["failures"].write(pq.read_table(ingest_failures))
+        writers["failures"].write(read(ingest_failures, "failures"))
         header = True
         with open_csv(codings_csv) as csv:
             for shard_chunks, results in iter_shards(chunks, shard_files):

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .codebook import Codebook
+from .errors import QualcodeError
 from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
 
 if TYPE_CHECKING:  # pandas costs a second to import; the ingest and coding jobs never need it
@@ -113,9 +114,50 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
         if codebook is None:
             raise ValueError("the codings table's schema depends on the codebook")
         return codings_schema(codebook)
-    return {"documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES}[
-        name
-    ]
+    return {
+        "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
+        "results": RESULTS,  # a coding job's output, not published
+    }[name]  # fmt: skip
+
+
+def check(path: str | Path, name: str, columns: Iterable[str] | None = None) -> pq.ParquetFile:
+    """Open a table written by this pipeline, checking that the columns to be read are there with the registry's
+    types; a file from another version or another program gets a message naming it, not a KeyError."""
+    pf = pq.ParquetFile(path)
+    found = pf.schema_arrow
+    expected = schema(name) if name != "codings" else pa.schema(CODINGS_FIXED)
+    for col in columns if columns is not None else expected.names:
+        if col not in expected.names:
+            continue  # codebook fields of codings, meta_ columns of documents: checked by their readers
+        if col not in found.names:
+            raise QualcodeError(f"{path}: not a qualcode {name} table (no column {col!r}); was it written by an "
+                                "older version? Run the workflow again to rewrite it")  # fmt: skip
+        want, got = expected.field(col).type, found.field(col).type
+        if not _compatible(got, want):
+            raise QualcodeError(f"{path}: column {col!r} is {got}, not {want}; run the workflow again to rewrite it")
+    return pf
+
+
+def _kind(t: pa.DataType) -> str:
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    for kind, test in (("string", pa.types.is_string), ("string", pa.types.is_large_string),
+                       ("integer", pa.types.is_integer), ("float", pa.types.is_floating)):  # fmt: skip
+        if test(t):
+            return kind
+    return str(t)
+
+
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    """Same kind of values: a table rewritten by pandas or R (large strings, other integer widths, a column of
+    nothing but nulls) still reads."""
+    return got == want or pa.types.is_null(got) or _kind(got) == _kind(want)
+
+
+def read(path: str | Path, name: str, columns: Sequence[str] | None = None, **kw) -> pa.Table:
+    """Read a published or intermediate table (`PUBLISHED`, or "results" for a coding job's output) through the
+    registry: only `columns`, after `check`. Extra keywords go to pyarrow (e.g. read_dictionary)."""
+    check(path, name, columns)
+    return pq.read_table(path, columns=list(columns) if columns is not None else None, **kw)
 
 
 _VALUE_TYPES = {
@@ -126,14 +168,17 @@ _VALUE_TYPES = {
 }
 
 
+CODINGS_FIXED = (
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("chunk_id", pa.string(), nullable=False),
+    pa.field("chunk_index", pa.int32(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+)
+
+
 def codings_schema(codebook: Codebook) -> pa.Schema:
     """Wide: one row per chunk, a value column per field and a `<field>_quote` column where quotes are asked."""
-    cols = [
-        pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("chunk_id", pa.string(), nullable=False),
-        pa.field("chunk_index", pa.int32(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-    ]
+    cols = list(CODINGS_FIXED)
     for f in codebook.fields:
         cols.append(pa.field(f.name, _VALUE_TYPES[f.type]))
         if f.quote:
@@ -194,7 +239,7 @@ def chunks_table(chunks: Sequence[Chunk]) -> pa.Table:
 
 def read_rows(path: str | Path, first: int = 0, count: int | None = None, columns=None) -> pa.Table:
     """Rows `first` to `first + count` (all by default), reading only the row groups that hold them."""
-    pf = pq.ParquetFile(path)
+    pf = check(path, "chunks", columns)
     end = pf.metadata.num_rows if count is None else min(first + count, pf.metadata.num_rows)
     groups, offset, start = [], 0, None
     for g in range(pf.metadata.num_row_groups):
@@ -233,7 +278,7 @@ def results_table(results: Sequence[ChunkResult]) -> pa.Table:
 
 
 def read_results(paths: Iterable[str | Path]) -> list[ChunkResult]:
-    return [ChunkResult(**r) for p in paths for r in pq.read_table(p, columns=RESULTS.names).to_pylist()]
+    return [ChunkResult(**r) for p in paths for r in read(p, "results", RESULTS.names).to_pylist()]
 
 
 def iter_shards(
