@@ -95,7 +95,7 @@ def test_a_table_from_elsewhere_is_named_not_a_key_error(tmp_path):
 
     path = tmp_path / "codes.parquet"
     pq.write_table(pa.table({"doc_id": ["a"], "chunk_id": ["c"]}), path)
-    with pytest.raises(QualcodeError, match=r"codes.parquet: not a qualcode codes table \(no column 'grounding'\)"):
+    with pytest.raises(QualcodeError, match=r"codes.parquet: not a qualcode codes table \(no column 'field'\)"):
         tables.read(path, "codes", ["chunk_id", "field", "grounding"])
     pq.write_table(pa.table({"doc_id": [1], "chunk_id": ["c"]}), path)
     with pytest.raises(QualcodeError, match="column 'doc_id' is int64, not string"):
