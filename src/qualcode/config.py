@@ -172,9 +172,9 @@ class CodingConfig(_Strict):
 
     shard_size: Annotated[int, Field(ge=1, le=100_000)] | Literal["auto"] = Field(
         "auto",
-        description="Chunks per coding job, on average (shard boundaries depend on the chunks' content, so that "
-        "adding a document changes one shard only); 'auto' makes about 16 shards, at least 8 chunks each, with a "
-        "size that changes only when the corpus doubles or halves. Jobs run in parallel, requests inside a job too.",
+        description="Chunks per coding job, on average: the number of jobs is the power of two nearest to chunks / "
+        "shard_size, and a chunk's job depends on its content, so adding a document reruns only the jobs its chunks "
+        "fall in; 'auto' makes up to 16 jobs of at least 8 chunks. Jobs run in parallel, requests inside a job too.",
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .codebook import Codebook, CodeField
 from .config import Price
@@ -21,11 +22,11 @@ from .tables import (
     FAILURES,
     LLM_CALLS,
     PUBLISHED,
+    RESULTS,
     Writer,
     check,
-    chunks_table,
+    chunks_from,
     codings_schema,
-    iter_shards,
     open_csv,
     read,
     schema,
@@ -130,6 +131,9 @@ def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFr
     return df
 
 
+BATCH_CHUNKS = 4096
+
+
 def write_tables(
     *,
     codebook: Codebook,
@@ -142,28 +146,40 @@ def write_tables(
     prices: Mapping[str, Price] | None = None,
     metadata: dict[str, str] | None = None,
 ) -> dict[str, int]:
-    """Write the six published tables and the codings CSV; returns rows per table. `shard_files` must be in the
-    shards' order (the chunks' order), as the workflow lists them; each shard's chunks are checked against it."""
+    """Write the six published tables and the codings CSV, in the chunks' (document) order whatever the sharding,
+    BATCH_CHUNKS chunks at a time; returns rows per table. Every chunk must have exactly one result."""
     docs = check(documents, "documents")
     schemas = {name: schema(name, codebook) for name in PUBLISHED if name != "documents"}
     schemas["documents"] = docs.schema_arrow  # one meta_<key> column per metadata key of this corpus
+    parts = [read(p, "results", RESULTS.names) for p in shard_files]
+    all_results = pa.concat_tables(parts) if parts else RESULTS.empty_table()
+    all_chunks = read(chunks, "chunks")
+    # where each chunk's result is, so the tables follow the chunks' order whatever the shards hold
+    at = pc.index_in(all_chunks.column("chunk_id"), value_set=all_results.column("chunk_id"))
+    if at.null_count or all_results.num_rows != all_chunks.num_rows:
+        raise ValueError(
+            f"{at.null_count} of {all_chunks.num_rows} chunk(s) have no coding result, and the shards hold "
+            f"{all_results.num_rows} result(s); run the workflow again"
+        )
     writers = {name: Writer(out[name], schemas[name], metadata) for name in PUBLISHED}
     try:
-        for batch in docs.iter_batches(batch_size=4096):
+        for batch in docs.iter_batches(batch_size=BATCH_CHUNKS):
             writers["documents"].write(pa.Table.from_batches([batch]))
         writers["failures"].write(read(ingest_failures, "failures"))
-        header = True
         with open_csv(codings_csv) as csv:
-            for shard_chunks, results in iter_shards(chunks, shard_files):
-                writers["chunks"].write(chunks_table(shard_chunks))
-                built = coding_tables(codebook, shard_chunks, results, prices)
+            for first in range(0, max(all_chunks.num_rows, 1), BATCH_CHUNKS):
+                part = all_chunks.slice(first, BATCH_CHUNKS)
+                batch_chunks = chunks_from(part)
+                batch_results = (
+                    [ChunkResult(**r) for r in all_results.take(at.slice(first, BATCH_CHUNKS)).to_pylist()]
+                    if part.num_rows
+                    else []
+                )
+                writers["chunks"].write(part)
+                built = coding_tables(codebook, batch_chunks, batch_results, prices)
                 for name, table in built.items():
                     writers[name].write(table)
-                write_csv(codings_for_spreadsheets(built["codings"], codebook), csv, header=header)
-                header = False
-            if header:  # no chunk at all: the header alone
-                empty = pa.Table.from_pylist([], schema=codings_schema(codebook))
-                write_csv(codings_for_spreadsheets(empty, codebook), csv)
+                write_csv(codings_for_spreadsheets(built["codings"], codebook), csv, header=first == 0)
     except BaseException:
         for w in writers.values():
             w.__exit__(RuntimeError, None, None)

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from .codebook import Codebook
 from .errors import QualcodeError
 from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
+from .shards import Shard
 
 if TYPE_CHECKING:  # pandas costs a second to import; the ingest and coding jobs never need it
     import pandas as pd
@@ -237,24 +238,7 @@ def chunks_table(chunks: Sequence[Chunk]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=CHUNKS)
 
 
-def read_rows(path: str | Path, first: int = 0, count: int | None = None, columns=None) -> pa.Table:
-    """Rows `first` to `first + count` (all by default), reading only the row groups that hold them."""
-    pf = check(path, "chunks", columns)
-    end = pf.metadata.num_rows if count is None else min(first + count, pf.metadata.num_rows)
-    groups, offset, start = [], 0, None
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if offset + n > first and offset < end:
-            groups.append(g)
-            start = offset if start is None else start
-        offset += n
-    if not groups:
-        return pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
-    return pf.read_row_groups(groups, columns=columns).slice(first - start, end - first)
-
-
-def read_chunks(path: str | Path, first: int = 0, count: int | None = None) -> list[Chunk]:
-    """Chunks `first` to `first + count` (all by default): a coding job converts only its own shard."""
+def chunks_from(table: pa.Table) -> list[Chunk]:
     return [
         Chunk(
             chunk_id=r["chunk_id"],
@@ -266,8 +250,14 @@ def read_chunks(path: str | Path, first: int = 0, count: int | None = None) -> l
             speakers=tuple(r["speakers"]),
             text=r["text"],
         )
-        for r in read_rows(path, first, count).to_pylist()
+        for r in table.to_pylist()
     ]
+
+
+def read_chunks(path: str | Path, rows: Sequence[int] | None = None) -> list[Chunk]:
+    """The chunks at these rows (all by default): a coding job converts only its own shard's."""
+    table = read(path, "chunks")
+    return chunks_from(table if rows is None else table.take(pa.array(rows, pa.int64())))
 
 
 # -- coding results --------------------------------------------------------------------------------
@@ -282,21 +272,17 @@ def read_results(paths: Iterable[str | Path]) -> list[ChunkResult]:
 
 
 def iter_shards(
-    chunks: str | Path, shard_files: Iterable[str | Path]
+    chunks: str | Path, plan: Sequence[Shard], shard_files: Sequence[str | Path]
 ) -> Iterator[tuple[list[Chunk], list[ChunkResult]]]:
-    """Each coding job's chunks and results, one shard at a time, in the chunks' order (`shard_files` in the
-    shards' order, as the workflow lists them). Memory holds one shard, whatever the corpus size."""
-    first = 0
-    for path in shard_files:
+    """Each coding job's chunks and results, one shard at a time (`shard_files` in the plan's order, as the
+    workflow lists them). Memory holds the chunks table's columns and one shard's results."""
+    table = read(chunks, "chunks")
+    for shard, path in zip(plan, shard_files, strict=True):
         results = read_results([path])
-        shard_chunks = read_chunks(chunks, first, len(results))
+        shard_chunks = chunks_from(table.take(pa.array(shard.rows, pa.int64())))
         if [c.chunk_id for c in shard_chunks] != [r.chunk_id for r in results]:
-            raise ValueError(f"{path}: its results do not match the chunks from row {first}; run the workflow again")
-        first += len(results)
+            raise ValueError(f"{path}: its results do not match shard {shard.name} of {chunks}; run the workflow again")
         yield shard_chunks, results
-    total = pq.ParquetFile(chunks).metadata.num_rows
-    if first != total:
-        raise ValueError(f"{total - first} chunk(s) have no coding result; run the workflow again")
 
 
 def problems_table(problems: Sequence[IngestProblem]) -> pa.Table:

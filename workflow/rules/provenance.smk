@@ -4,6 +4,7 @@
 rule replay_archive:
     input:
         chunks=f"{RESULTS}/work/chunks.parquet",
+        plan=f"{RESULTS}/work/shards.json",
         shards=coded_shards,
         codebook=CFG.codebook,
         system=CFG.prompts["system"],

@@ -7,7 +7,8 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     docs = tables.read_documents(snakemake.input.documents)  # noqa: F821
     chunks = chunking.chunk_documents(docs, cfg)
     tables.write(tables.chunks_table(chunks), snakemake.output.chunks)  # noqa: F821
-    size = shards.resolve_size(snakemake.params.shard_size, len(chunks))  # noqa: F821
-    plan = shards.plan([c.chunk_id for c in chunks], size)
+    plan = shards.plan([c.chunk_id for c in chunks], snakemake.params.shard_size)  # noqa: F821
     shards.write(plan, snakemake.output.shards)  # noqa: F821
-    log.info("%d documents -> %d chunks -> %d shards of about %d chunks", len(docs), len(chunks), len(plan), size)
+    sizes = sorted(s.count for s in plan)
+    log.info("%d documents -> %d chunks -> %d shards (%s chunks each)", len(docs), len(chunks), len(plan),
+             f"{sizes[0]} to {sizes[-1]}" if sizes else "no")  # fmt: skip

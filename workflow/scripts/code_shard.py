@@ -9,7 +9,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     cb = codebook.load(inp.codebook)
     templates = prompts.load(inp.system, inp.user, cb, llm.structured_output)
     shard = shards.find(inp.plan, snakemake.wildcards.shard)  # noqa: F821
-    chunks = tables.read_chunks(inp.chunks, shard.first, shard.count)
+    chunks = tables.read_chunks(inp.chunks, shard.rows)
     with cache.AnswerCache(params.cache_dir) as answers:
         limits = config.LimitsConfig.model_validate(params.limits)
         price = config.Price(**params.price) if params.price else None
