@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from itertools import pairwise
 
 import pytest
@@ -357,13 +358,21 @@ def long_doc(seed: int, n_paragraphs: int = 60, doc_id: str = "doc") -> Document
     return doc_of("\n\n".join(paragraph(rng, rng.randint(1, 6)) for _ in range(n_paragraphs)), doc_id)
 
 
-def test_chunk_id_is_a_hash_of_doc_id_text_and_occurrence() -> None:
-    import hashlib
-    import json
-
+def test_chunk_id_depends_on_doc_id_text_and_occurrence_only() -> None:
     [chunk] = chunk_document(doc_of("Some text.", "d1"), ChunkingConfig())
-    canonical = json.dumps({"doc_id": "d1", "occurrence": 0, "text": "Some text."}, separators=(",", ":"))
-    assert chunk.chunk_id == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert re.fullmatch(r"[0-9a-f]{16}", chunk.chunk_id)  # as README's table of chunks says
+    # the same text as the first chunk of the same document, from another file and format, at another offset,
+    # with a speaker, cut with other settings: the same id
+    moved = Document(
+        doc_id="d1", source_file="other/d1.docx", format="docx", encoding="cp1252", text="\n\n  Some text.\n",
+        turns=(Turn("R", 4, 14),),
+    )  # fmt: skip
+    [again] = chunk_document(moved, ChunkingConfig(max_tokens=50, overlap_tokens=0))
+    assert (again.text, again.start, again.speakers) == ("Some text.", 4, ("R",))
+    assert again.chunk_id == chunk.chunk_id
+    # another text: another id (another document and another occurrence: the tests below)
+    [other_text] = chunk_document(doc_of("Some text!", "d1"), ChunkingConfig())
+    assert other_text.chunk_id != chunk.chunk_id
 
 
 def test_ids_do_not_change_when_another_document_is_added() -> None:
@@ -427,7 +436,25 @@ def test_chunk_documents_keeps_document_order() -> None:
     assert [c.doc_id for c in chunk_documents(iter(docs), ChunkingConfig())] == ["c", "a", "b"]
 
 
-def test_large_document_chunks_in_linear_time() -> None:
+class CountingEncoding:
+    """An encoding that counts the characters it is given to encode: the work of chunking grows with that count."""
+
+    def __init__(self, encoding):
+        self.encoding, self.chars_encoded = encoding, 0
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        self.chars_encoded += len(text)
+        return self.encoding.encode_ordinary(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.encoding, name)
+
+
+def test_five_million_characters_are_chunked_exactly_encoding_each_a_few_times(monkeypatch) -> None:
+    """Linear work, counted rather than timed: each character is encoded a bounded number of times (once for the
+    token estimates, about once more to count each chunk and its overlap), not once per chunk before it."""
+    counting = CountingEncoding(ENC)
+    monkeypatch.setattr("qualcode.chunking.get_encoding", lambda name: counting)
     rng = random.Random(51)
     parts = [paragraph(rng, rng.randint(1, 8), rng.randint(4, 20)) for _ in range(500)]
     text = "\n\n".join(parts)
@@ -436,6 +463,7 @@ def test_large_document_chunks_in_linear_time() -> None:
     cfg = ChunkingConfig()
     chunks = chunk_document(doc, cfg)
     assert len(doc.text) >= 5_000_000
+    assert len(text) <= counting.chars_encoded <= 3 * len(text)  # every character encoded, none many times
     assert all(c.n_tokens <= cfg.max_tokens for c in chunks)
     assert all(p.start < n.start and p.end < n.end for p, n in pairwise(chunks))
     assert chunks[-1].end == len(text.rstrip())
