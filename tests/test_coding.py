@@ -15,6 +15,7 @@ from qualcode.prompts import load as load_prompts
 from qualcode.records import Chunk
 
 from conftest import REPO
+from workflow_helpers import request_key
 
 KEY = "sk-test-FAKE-unit-key-42"
 
@@ -130,4 +131,26 @@ def test_key_file_is_used_and_a_loose_one_warned_about(codebook, tmp_path, caplo
     cfg = LLMConfig(provider="openai", api_key_env="QUALCODE_TEST_UNSET", api_key_file=str(keyfile))
     assert resolve_api_key(cfg, "https://api.openai.com/v1") == KEY
     assert "readable by other users" in caplog.text and KEY not in caplog.text
-    assert resolve_api_key(LLMConfig(api_key_env="QUALCODE_TEST_UNSET"), "http://127.0.0.1:8080/v1")
+    # a server on this machine needs no key: the client gets a placeholder, never a key from elsewhere
+    loopback = LLMConfig(api_key_env="QUALCODE_TEST_UNSET")
+    assert resolve_api_key(loopback, "http://127.0.0.1:8080/v1") == "sk-no-key-required"
+    assert resolve_api_key(loopback, "http://localhost:8080/v1") == "sk-no-key-required"
+    with pytest.raises(ConfigError, match="QUALCODE_TEST_UNSET"):  # and a remote one does
+        resolve_api_key(loopback, "https://api.openai.com/v1")
+
+
+@pytest.mark.parametrize(
+    "llm",
+    [
+        pytest.param({}, id="defaults"),
+        pytest.param({"seed": None, "extra_body": {"top_k": 20, "repeat_penalty": 1.1}}, id="extra-body-no-seed"),
+    ],
+)
+def test_the_request_a_server_receives_maps_back_to_the_recorded_hash(coder_for, fake_server, llm):
+    """workflow_helpers.request_key, which the SIGKILL tests use to tell which answers were asked for twice, rebuilds
+    from the wire exactly the key the coder records (llm_calls.request_hash, the cache key)."""
+    [r] = _code(coder_for(**llm), [_chunk(1)])
+    [body] = fake_server.requests
+    assert {k: body[k] for k in llm.get("extra_body", {})} == llm.get("extra_body", {})  # sent in the body
+    assert ("seed" in body) == (llm.get("seed", LLMConfig().seed) is not None)  # an unset seed is left out
+    assert request_key(body, fake_server.base_url) == r.request_hash

@@ -18,9 +18,8 @@ import time
 import pytest
 
 from qualcode.cache import AnswerCache
-from qualcode.records import LLMRequest
 
-from workflow_helpers import SNAKEMAKE, assert_invariants, fake_config, run, scratch_copy, tables
+from workflow_helpers import SNAKEMAKE, assert_invariants, fake_config, request_key, run, scratch_copy, tables
 
 pytestmark = pytest.mark.e2e
 
@@ -33,18 +32,8 @@ def _config(wd, server, *, llm=None, **top):
 
 
 def _key_of(body: dict, base_url: str) -> str:
-    """Our cache key for a request body as the server saw it."""
-    return LLMRequest(
-        provider="openai",
-        base_url=base_url,
-        model=body["model"],
-        messages=tuple(body["messages"]),
-        temperature=body["temperature"],
-        top_p=body["top_p"],
-        max_tokens=body["max_tokens"],
-        seed=body.get("seed"),
-        response_format=body.get("response_format"),
-    ).key()
+    """Our cache key for a request body as the server saw it, extra_body included (checked in test_coding.py)."""
+    return request_key(body, base_url)
 
 
 def _survey(wd, n: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from qualcode.records import LLMRequest
 from qualcode.tables import PUBLISHED
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,6 +51,17 @@ def fake_config(workdir: Path, server, llm: dict | None = None, cache: Path | No
             **top,
         },
     )
+
+
+def request_key(body: dict, base_url: str, provider: str = "openai") -> str:
+    """The cache key (llm_calls.request_hash) of a request, rebuilt from the body an OpenAI-compatible server
+    received: the fields a request names are read from the body (one the client left out, such as an unset seed, is
+    None), and everything else in it is `extra_body`, which the openai client merges into the body.
+    test_coding.py checks this against the hash the coder records, with and without extra_body."""
+    named = set(LLMRequest.model_fields) - {"provider", "base_url", "extra_body"}
+    fields = {name: body.get(name) for name in named}
+    extra = {k: v for k, v in body.items() if k not in named}
+    return LLMRequest(provider=provider, base_url=base_url, **fields, extra_body=extra).key()
 
 
 def write_config(workdir: Path, overrides: dict) -> Path:
