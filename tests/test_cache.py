@@ -3,6 +3,7 @@ processes and never evicts."""
 
 import multiprocessing
 
+import diskcache
 import pytest
 
 from qualcode.cache import AnswerCache
@@ -79,7 +80,10 @@ def test_roundtrip_and_persistence(tmp_path):
 
 def test_eviction_is_off(tmp_path):
     with AnswerCache(tmp_path / "c") as c:
-        assert c._cache.eviction_policy == "none"
+        c.put("k", ANSWER)
+    # the setting as it is stored in the cache's own database, where every process opening the cache reads it
+    with diskcache.Cache(str(tmp_path / "c")) as stored:
+        assert stored.eviction_policy == "none"
 
 
 def _writer(directory, start, n):
