@@ -16,7 +16,7 @@ from qualcode.client import SMOLLM2, local_model_path
 
 from workflow_helpers import assert_invariants, run, scratch_copy, tables, write_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
 
 def test_embedded_model_codes_the_example_and_reruns_from_cache(tmp_path):
@@ -25,7 +25,8 @@ def test_embedded_model_codes_the_example_and_reruns_from_cache(tmp_path):
     t = tables(wd)
     assert_invariants(t)
     calls = t["llm_calls"]
-    assert len(t["documents"]) >= 12
+    inputs = {p.relative_to(wd / "data/raw").as_posix() for p in (wd / "data/raw").rglob("*") if p.is_file()}
+    assert set(t["documents"].source_file) == inputs  # every example file read
     assert (calls.provider == "local").all() and not calls.cache_hit.any()
     assert calls.model_served.str.contains("@sha256:").all()
     assert (wd / "results/codebook/answer.schema.json").is_file()
