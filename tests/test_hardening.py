@@ -351,8 +351,8 @@ def test_the_archive_is_built_from_the_shards_not_the_cache(codebook, prompts, l
     changed = llm(temperature=0.5)  # a shard coded with other settings cannot be archived as this run's
     from qualcode.errors import QualcodeError
 
-    with pytest.raises(QualcodeError, match="replay archive would be incomplete"):
-        archive.from_results(results, chunks, Requests(changed, prompts))
+    with pytest.raises(QualcodeError, match="replay archive would not match the run"):
+        archive.export(archive.from_results(results, chunks, Requests(changed, prompts)), tmp_path / "b.jsonl.gz")
 
 
 def test_code_all_survives_a_bug_in_one_chunk(llm, prompts, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ written with a fixed gzip timestamp, so the same answers always give the same by
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -27,17 +28,30 @@ logger = logging.getLogger(__name__)
 FORMAT = "qualcode-replay-archive/1"
 
 
-def export(pairs: Iterable[tuple[LLMRequest, CachedAnswer]], path: str | Path) -> int:
+def entry(request_json: str, key: str, answer: CachedAnswer) -> str:
+    """One archive line: the canonical JSON of {format, request, request_hash, response}, put together from the
+    request's canonical JSON (already made to hash it) rather than encoding the request a second time."""
+    response = canonical_json(answer.model_dump(mode="json"))
+    return f'{{"format":"{FORMAT}","request":{request_json},"request_hash":"{key}","response":{response}}}'
+
+
+def export(pairs: Iterable[tuple[LLMRequest, CachedAnswer, str | None]], path: str | Path) -> int:
     """Write each request with its answer, sorted by request hash; returns how many distinct requests were written.
     Entries wait in a temporary file, not in memory, so an archive of any size is written in bounded memory."""
     index: dict[str, tuple[int, int]] = {}  # request hash -> (offset, length) in the temporary file
     with tempfile.TemporaryFile() as tmp:
-        for req, answer in pairs:
-            key = req.key()
+        for req, answer, expected in pairs:
+            request_json = req.canonical()
+            key = hashlib.sha256(request_json.encode("utf-8")).hexdigest()
+            if expected is not None and key != expected:
+                raise QualcodeError(
+                    f"request {expected}: the request rebuilt from the current chunks and settings hashes to {key}, "
+                    "so the replay archive would not match the run; rerun the coding jobs (snakemake --forcerun "
+                    "code_shard)"
+                )
             if key in index:  # the same text twice in the corpus: one request, one entry
                 continue
-            entry = {"format": FORMAT, "request_hash": key, "request": req.model_dump(mode="json")}
-            line = (canonical_json({**entry, "response": answer.model_dump(mode="json")}) + "\n").encode("utf-8")
+            line = (entry(request_json, key, answer) + "\n").encode("utf-8")
             index[key] = (tmp.tell(), len(line))
             tmp.write(line)
         path = Path(path)
@@ -52,10 +66,11 @@ def export(pairs: Iterable[tuple[LLMRequest, CachedAnswer]], path: str | Path) -
 
 def from_results(
     results: Iterable[ChunkResult], chunks: Iterable[Chunk], requests: Callable[[Chunk], LLMRequest]
-) -> list[tuple[LLMRequest, CachedAnswer]]:
+) -> list[tuple[LLMRequest, CachedAnswer, str]]:
     """Every coded chunk's request and answer, taken from the coding jobs' own outputs (not the cache, which may
-    have been moved or deleted), so the archive is complete by construction. A coded result whose request no
-    longer matches the chunk and settings, or that lacks its answer, stops the export: never a short archive."""
+    have been moved or deleted), so the archive is complete by construction. A coded result that lacks its chunk
+    or its answer stops here, and one whose request no longer hashes as recorded stops `export`: never a short
+    archive, nor one that does not match the run."""
     by_id = {c.chunk_id: c for c in chunks}
     pairs = []
     for r in results:
@@ -63,13 +78,13 @@ def from_results(
             continue
         chunk = by_id.get(r.chunk_id)
         req = requests(chunk) if chunk is not None else None
-        if req is None or req.key() != r.request_hash or r.answer_json is None:
+        if req is None or r.answer_json is None:
             raise QualcodeError(
                 f"chunk {r.chunk_id}: its coding result does not match the current chunks and settings (or has no "
                 "answer), so the replay archive would be incomplete; rerun the coding jobs "
                 "(snakemake --forcerun code_shard)"
             )
-        pairs.append((req, r.cached_answer()))
+        pairs.append((req, r.cached_answer(), r.request_hash))
     return pairs
 
 

@@ -7,13 +7,14 @@ is added in one place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .ids import stable_hash
+from .ids import canonical_json
 
 # -- texts: documents, their speaker turns and chunks (frozen dataclasses: many, small, internal) --------------
 
@@ -97,8 +98,12 @@ class LLMRequest(_Record):
     response_format: dict[str, Any] | None
     extra_body: dict[str, Any] = {}
 
+    def canonical(self) -> str:
+        """The canonical JSON the key hashes (and the replay archive holds)."""
+        return canonical_json(self.model_dump(mode="json"))
+
     def key(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+        return hashlib.sha256(self.canonical().encode("utf-8")).hexdigest()
 
 
 class CallFacts(_Record):
