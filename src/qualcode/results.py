@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -121,11 +122,14 @@ def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFr
     coded = df.status == "coded"
     for f in codebook.fields:
         if f.type == "multiple_choice":
-            lists = df[f.name]
-            for v in f.values:
-                dummy = lists.map(lambda xs, v=v.name: int(v in xs) if xs is not None else None)
-                df[f"{f.name}__{v.name}"] = dummy.where(coded).astype("Int8")
-            df[f.name] = lists.map(lambda xs: "; ".join(xs) if xs is not None else None)
+            lists = codings.column(f.name)
+            flat, rows = pc.list_flatten(lists), pc.list_parent_indices(lists).to_numpy()
+            for v in f.values:  # one vectorised pass per value, not a Python call per chunk and value
+                dummy = np.zeros(len(df), dtype="int8")
+                dummy[rows[pc.equal(flat, v.name).to_numpy(zero_copy_only=False)]] = 1
+                df[f"{f.name}__{v.name}"] = pd.array(dummy, dtype="Int8")
+                df.loc[~coded, f"{f.name}__{v.name}"] = pd.NA
+            df[f.name] = df[f.name].map(lambda xs: "; ".join(xs) if xs is not None else None)
         elif f.type == "boolean":
             df[f.name] = df[f.name].astype("boolean").astype("Int8")
     return df
