@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from qualcode.cache import AnswerCache
@@ -77,7 +78,8 @@ def test_budget_stops_before_it_is_passed(tmp_path, fake_server):
     proc = run(wd, "--configfile", str(cfg), env=ENV, check=False)
     assert proc.returncode != 0 and "limits.budget" in proc.stdout + proc.stderr
     sent = fake_server.count()
-    assert 0 < sent < 32
+    n_chunks = pq.read_metadata(wd / "results/work/chunks.parquet").num_rows
+    assert 0 < sent < n_chunks
     from qualcode.config import LimitsConfig, Price
     from qualcode.limits import Ledger
 
@@ -107,12 +109,13 @@ def test_estimate_counts_what_is_left_to_send(tmp_path, fake_server):
         return dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in proc.stdout.splitlines())
 
     before = estimate()
-    assert before["chunks"] == "32" and before["requests to send"] == "32"
+    n = int(before["chunks"])
+    assert n > 0 and before["requests to send"] == str(n)
     assert before["cost for fake-model"].endswith("(every answer at llm.max_tokens)")
     run(wd, "--configfile", str(cfg), env=ENV)
-    assert fake_server.count() == 32
+    assert len(tables(wd)["chunks"]) == n and fake_server.count() == n
     after = estimate()
-    assert after["already answered (cache)"] == "32" and after["requests to send"] == "0"
+    assert after["already answered (cache)"] == str(n) and after["requests to send"] == "0"
 
 
 # Every hostile answer of the hardening issue, each at 1%: slow drips and hangs (cut at llm.timeout_s), a
