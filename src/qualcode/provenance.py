@@ -13,14 +13,16 @@ import subprocess
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 
 from . import tables
 from .config import Config, content_dict
 from .ids import file_sha256, stable_hash, utc_now
+
+if TYPE_CHECKING:  # pandas costs most of a second to import, at every Snakemake start
+    import pandas as pd
 
 PACKAGES = (
     "qualcode",
@@ -135,7 +137,7 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
 
 
 def _round(x: float) -> float | None:
-    return None if pd.isna(x) else round(float(x), 6)
+    return None if x is None or x != x else round(float(x), 6)  # NaN: no price, so no cost
 
 
 def models(calls: pd.DataFrame) -> dict[str, Any]:
