@@ -30,7 +30,8 @@ from qualcode.validate import AnswerValidator
 from conftest import REPO
 from fakeserver import FakeServer, Fault
 
-KEY = "sk-test-FAKE-hardening-key-7f3a9c"
+# Made up, and assembled here so no key-shaped literal sits in the repository; long enough to be redacted.
+KEY = "-".join(["not", "a", "real", "key", "hardening", "tests"])
 KEY_ENV = "QUALCODE_TEST_KEY"
 
 
@@ -67,7 +68,13 @@ def _code(cfg, prompts, cache_dir, chunks, **kw):
 
 
 @pytest.mark.parametrize(
-    "value", ["sk-proj-AbCdEf0123456789AbCdEf0123456789", "sk_live_AbCdEf0123456789AbCdEf012345", "MY KEY", "1ABC"]
+    "value",
+    [
+        "-".join(["pasted", "Fake0" * 6]),  # not a variable name at all
+        "_".join(["pasted", "Fake0" * 5]),  # a valid name, but shaped like a key: long, mixed case, digits
+        "MY KEY",
+        "1ABC",
+    ],
 )
 def test_a_key_pasted_as_the_variable_name_is_refused_and_not_repeated(value):
     with pytest.raises(ConfigError) as exc:
