@@ -29,6 +29,8 @@ def scratch_copy(dest: Path, data: bool = True) -> Path:
         else:
             shutil.copy2(src, dest / name)
     (dest / "profiles").symlink_to("workflow/profiles")  # how snakemake finds workflow/profiles/default
+    if (REPO / "uv.lock").is_file():
+        shutil.copy2(REPO / "uv.lock", dest / "uv.lock")  # the manifest cites the lock beside the Snakefile
     if data:
         shutil.copytree(REPO / "data" / "raw", dest / "data" / "raw")
     return dest

@@ -92,11 +92,34 @@ def _table(m: dict[str, Any]) -> str:
         ("System prompt template SHA-256", m["sha256"]["prompts"].get("system")),
         ("User prompt template SHA-256", m["sha256"]["prompts"].get("user")),
         ("Answer schema SHA-256", m["sha256"]["answer_schema"]),
+        ("Environment lock (uv.lock) SHA-256", m["environment"]["lock_sha256"] or "no uv.lock"),
         ("Workflow commit", (m["workflow"] or {}).get("commit", "not a git checkout")),
     ]
     lines = ["| Parameter | Value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
+
+
+def _environment(env: dict[str, Any]) -> str:
+    n = len(env["packages"])
+    if not env["lock_sha256"]:
+        return (
+            f"The versions of all {n} installed Python packages are listed in `results/manifest.json` "
+            "(`environment.packages`); no uv.lock was found beside the Snakefile, so the environment cannot be "
+            "recreated from a lock file."
+        )
+    differs = env["differs_from_lock"]
+    drift = (
+        f" {len(differs)} installed package(s) differ from the lock ({', '.join(sorted(differs))}); see "
+        "`environment.differs_from_lock` in the manifest."
+        if differs
+        else " Every locked package was installed at its locked version."
+    )
+    return (
+        f"The software environment is pinned by `uv.lock` (SHA-256 `{env['lock_sha256']}`); recreate it exactly "
+        f"with `uv sync --frozen` in a checkout of the workflow's commit. The versions of all {n} installed Python "
+        f"packages are in `results/manifest.json` (`environment.packages`).{drift}"
+    )
 
 
 def document(m: dict[str, Any], codebook_name: str, codebook_version: str, appendix: dict[str, str]) -> str:
@@ -117,6 +140,8 @@ def document(m: dict[str, Any], codebook_name: str, codebook_version: str, appen
         f"model as served ({', '.join(m['model']['models_served']) or 'n/a'}). Publish `config/`, the codebook, "
         "`results/manifest.json` and `results/replay/answers.jsonl.gz`: with them a reader can rebuild the "
         "tables exactly (`qualcode import-archive`, then `snakemake --cores 4`) without the model or a key.",
+        "",
+        _environment(m["environment"]),
         "",
         "## Appendix",
     ]
