@@ -198,6 +198,36 @@ class LimitsConfig(_Strict):
         return any(v is not None for v in limits)
 
 
+class ValidationConfig(_Strict):
+    """Agreement with human coders: which codings, on what unit, against which reference."""
+
+    gold: list[str] = Field(
+        default_factory=list,
+        description="Files of human codings (tidy or wide CSV or Parquet; see README, Validation); none: no "
+        "agreement is computed and the validation tables are empty.",
+    )
+    unit: Literal["document", "chunk"] = Field(
+        "document",
+        description="Unit of analysis: 'document' (a value is present if any chunk has it) or 'chunk' (a human "
+        "code with offsets or a quote counts for every chunk it overlaps).",
+    )
+    reference: str = Field(
+        "majority",
+        min_length=1,
+        description="What the model is scored against (precision, recall, F1, confusion): 'majority' (of the human "
+        "coders; ties left out) or one coder's name.",
+    )
+    on_error: Literal["skip", "fail"] = Field(
+        "fail",
+        description="A human coding row naming an unknown document, field or value stops the run ('fail') or is "
+        "listed in the validation log and report and skipped ('skip').",
+    )
+    bootstrap: int = Field(
+        1000, ge=0, le=100_000, description="Bootstrap resamples (over units) for the 95% intervals."
+    )
+    seed: int = Field(20240601, description="Seed of the bootstrap: the same inputs give the same intervals.")
+
+
 class Price(_Strict):
     """What a model costs, per million tokens, in the currency of your choice."""
 
@@ -221,6 +251,7 @@ class Config(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Rate limits, daily quota, budget.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Agreement with human coders.")
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Price per million tokens by model name (as in llm.model), for the cost columns and totals.",
@@ -290,11 +321,14 @@ def load(*paths: str | Path) -> Config:
 # Where things live, not what determines the answers: left out of the config hash so that a replay
 # in another directory yields byte-identical tables.
 LOCATION_SETTINGS = ("results_dir", "cache_dir")
+# What is done with the codings afterwards, not what they are: left out too, so that adding human codings does not
+# rewrite the coding tables (the validation tables carry their own hashes of these settings and the gold files).
+AFTERWARDS_SETTINGS = ("validation",)
 
 
 def content_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config without its location settings: what the config hash covers."""
-    return cfg.model_dump(mode="json", exclude=set(LOCATION_SETTINGS))
+    """The resolved config without its location and validation settings: what the config hash covers."""
+    return cfg.model_dump(mode="json", exclude={*LOCATION_SETTINGS, *AFTERWARDS_SETTINGS})
 
 
 def json_schema() -> dict[str, Any]:
