@@ -191,7 +191,15 @@ def load(
     """Every file's checked rows, in the tidy columns, and the problems listed (file, row, what is wrong)."""
     frames, problems = [], []
     for p in paths:
-        rows, listed = check(read(p), p, cb, texts, unit, on_error)
+        df = read(p)
+        named = df["doc_id"].dropna()
+        if len(named) and not named.isin(list(texts)).any():
+            raise GoldError(
+                f"{p}: none of the documents it codes (e.g. {named.iloc[0]!r}) is among the {len(texts)} documents "
+                "read from the input: are these human codings of another corpus? Point validation.gold at this "
+                "corpus's codings, or set it to [] to skip validation"
+            )
+        rows, listed = check(df, p, cb, texts, unit, on_error)
         frames.append(rows)
         problems += listed
     if not frames:

@@ -6,7 +6,12 @@ what was actually run, not what the config intended.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .validity import human_raters, reference_used
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _short(h: str | None) -> str:
@@ -66,6 +71,48 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
     )
 
 
+def _spread(values: Any) -> str:
+    v = [x for x in values if x == x]
+    if not v:
+        return "undefined (no variation in the codes)"
+    v.sort()
+    mid = (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+    return f"median {mid:.2f} (range {v[0]:.2f} to {v[-1]:.2f}, {len(v)} codes)"
+
+
+def validation_paragraph(agreement: pd.DataFrame, settings: dict[str, Any]) -> str | None:
+    """The validation sentences, from the agreement table: who coded how many units, which statistics, and the
+    spread of Krippendorff's alpha between humans and between the model and the humans. None without human
+    codings."""
+    if agreement.empty:
+        return None
+    alpha = agreement[agreement.metric == "krippendorff_alpha"]
+    raters = human_raters(agreement)
+    pairs = alpha[alpha.rater_b.notna()]
+    human = pairs[(pairs.rater_a != "model") & (pairs.rater_b != "model")]
+    model = pairs[pairs.rater_a == "model"]
+    reference = reference_used(raters, settings["reference"])
+    vs_ref = model[model.rater_b == reference]
+    unit = "documents" if settings["unit"] == "document" else "chunks"
+    n_units = int(agreement.n_units.max())
+    poor = int((vs_ref.assessment == "poor").sum())
+    ref_name = "the human coders' majority (ties left out)" if reference == "majority" else f"coder {reference}"
+    text = (
+        f"To assess validity, {len(raters)} human coder(s) ({', '.join(raters)}) coded a sample of up to {n_units} "
+        f"{unit} with the same codebook, independently of the model. Each value of a choice field was compared as "
+        "present or absent, and single-choice and boolean fields as a whole. For every pair of raters we computed "
+        "observed agreement, Cohen's kappa, Krippendorff's alpha (nominal) and Gwet's AC1"
+        + (", and among all raters Fleiss' kappa, alpha and AC1" if (agreement.rater_a == "all").any() else "")
+        + f", each with a 95% percentile bootstrap interval over units ({settings['bootstrap']} resamples, seed "
+        f"{settings['seed']}); against {ref_name} also the model's precision, recall and F1. "
+    )
+    if len(human):
+        text += f"Krippendorff's alpha between human coders: {_spread(human.estimate)}. "
+    text += f"Between the model and {ref_name}: {_spread(vs_ref.estimate)}"
+    text += f"; for {poor} code(s) it was below 0.667, too low to rely on (Krippendorff, 2004). " if poor else ". "
+    return text + "Every estimate, with its interval and number of units, is in agreement.parquet."
+
+
 def _table(m: dict[str, Any]) -> str:
     llm, c = m["config"]["llm"], m["counts"]
     rows = [
@@ -99,13 +146,21 @@ def _table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def document(m: dict[str, Any], codebook_name: str, codebook_version: str, appendix: dict[str, str]) -> str:
-    """methods.md: paragraph, parameter table, how to cite, and the full prompts and codebook."""
+def document(
+    m: dict[str, Any],
+    codebook_name: str,
+    codebook_version: str,
+    appendix: dict[str, str],
+    validation: str | None = None,
+) -> str:
+    """methods.md: paragraph (and the validation paragraph, if any), parameter table, how to cite, and the full
+    prompts and codebook."""
     parts = [
         "# Methods",
         "",
         paragraph(m, codebook_name, codebook_version),
         "",
+        *([validation, ""] if validation else []),
         "## Parameters",
         "",
         _table(m),

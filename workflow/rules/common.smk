@@ -19,6 +19,7 @@ validate(config, "../../schemas/config.schema.json")
 RESULTS = CFG.results_dir
 CONFIG_FILES = [str(p) for p in workflow.configfiles]
 TABLES = qualcode.tables.PUBLISHED
+VALIDATION_TABLES = qualcode.tables.VALIDATION
 
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
 CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
@@ -59,11 +60,12 @@ def coded_shards(wildcards):
 
 
 def final_outputs(wildcards):
-    return [f"{RESULTS}/{name}.parquet" for name in TABLES] + [
+    return [f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)] + [
         f"{RESULTS}/codings.csv",
         f"{RESULTS}/codebook/answer.schema.json",
         f"{RESULTS}/replay/answers.jsonl.gz",
         f"{RESULTS}/manifest.json",
         f"{RESULTS}/methods.md",
         *rules.report_plots.output,
+        *rules.report_validation.output,
     ]

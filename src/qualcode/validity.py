@@ -1,0 +1,208 @@
+"""The validate stage: the model's codes beside the human coders', on a common unit, as agreement tables.
+
+Units: with `document`, a rater gives a value to a document if they gave it anywhere in it (the model: in any of its
+coded chunks); with `chunk`, a human code placed by offsets (or a located quote) counts for every chunk it overlaps.
+The units are the documents the human coders coded (with `chunk`, their chunks); a human coder rated the units of
+the documents they coded, the model every unit of a chunk it coded. A failed chunk is a missing rating, not an
+absence.
+
+What is compared: each value of a choice field as presence/absence, and single-choice and boolean fields as a whole
+(a nominal variable: a unit where a rater gave several values of a single-choice field is a missing rating for the
+field as a whole; a boolean is true if any place says true).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from . import agreement, gold, tables
+from .codebook import Codebook, CodeField
+from .errors import ConfigError
+from .ids import canonical_json, file_sha256
+
+MODEL = "model"
+RESERVED = {MODEL, "all", "humans", "majority"}
+
+
+def reference_used(humans: Sequence[str], reference: str) -> str:
+    """The rater the model is scored against: one coder is their own majority."""
+    return humans[0] if reference == "majority" and len(humans) == 1 else reference
+
+
+def human_raters(agreement: pd.DataFrame) -> list[str]:
+    """The human coders of an agreement table (each has a prevalence row; presence codes exist for choice fields)."""
+    names = (
+        set(agreement.loc[agreement.metric == "prevalence", "rater_a"])
+        | set(agreement.rater_a)
+        | set(agreement.rater_b.dropna())
+    )
+    return sorted(names - RESERVED)
+
+
+def _compared(cb: Codebook) -> list[CodeField]:
+    return [f for f in cb.fields if f.type != "text"]
+
+
+def _columns(cb: Codebook) -> list[tuple[str, str]]:
+    """Every (field, value) a rater can give, in codebook order."""
+    cols = []
+    for f in _compared(cb):
+        cols += [(f.name, v.name) for v in f.values] if f.values else [(f.name, "false"), (f.name, "true")]
+    return cols
+
+
+def _presence(rows: pd.DataFrame, n_units: int, columns: list[tuple[str, str]]) -> np.ndarray:
+    """units x columns: which values each unit was given (rows: unit, field, value)."""
+    at = {c: i for i, c in enumerate(columns)}
+    out = np.zeros((n_units, len(columns)), dtype=bool)
+    compared = {f for f, _ in columns}
+    rows = rows[rows["field"].isin(compared)]  # text fields (summaries) are not compared
+    if len(rows):
+        col = np.array([at[(f, v)] for f, v in zip(rows["field"], rows["value"], strict=True)])
+        out[rows["unit"].to_numpy(dtype=np.int64), col] = True
+    return out
+
+
+def codes_for_raters(
+    cb: Codebook, presence: Mapping[str, np.ndarray], rated: Mapping[str, np.ndarray]
+) -> list[agreement.Code]:
+    """The codes compared: per value of each choice field (absent/present), and single-choice and boolean fields
+    as a whole. `presence[r]` is units x `_columns(cb)`, `rated[r]` which units rater r rated."""
+    raters = list(presence)
+    columns = _columns(cb)
+    codes = []
+    for f in _compared(cb):
+        idx = [i for i, (name, _) in enumerate(columns) if name == f.name]
+        names = tuple(columns[i][1] for i in idx)
+        if f.type in ("single_choice", "multiple_choice"):
+            for i, v in zip(idx, names, strict=True):
+                x = np.column_stack([np.where(rated[r], presence[r][:, i], -1) for r in raters]).astype(np.int64)
+                codes.append(agreement.Code(f.name, v, ("absent", "present"), x))
+        if f.type in ("single_choice", "boolean"):
+            cols = []
+            for r in raters:
+                given = presence[r][:, idx]
+                if f.type == "boolean":  # true if any place says true
+                    value = np.where(given[:, 1], 1, np.where(given[:, 0], 0, -1))
+                else:  # one value, or several (ambiguous) or none: missing
+                    value = np.where(given.sum(1) == 1, given.argmax(1), -1)
+                cols.append(np.where(rated[r], value, -1))
+            codes.append(agreement.Code(f.name, None, names, np.column_stack(cols).astype(np.int64)))
+    return codes
+
+
+def ratings(
+    cb: Codebook,
+    human: pd.DataFrame,
+    model_codes: pd.DataFrame,
+    coded_chunks: pd.DataFrame,
+    chunks: pd.DataFrame,
+    unit: str,
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The units, and each rater's presence matrix and rated units. `human`: checked gold rows; `model_codes`:
+    doc_id, chunk_id, field, value; `coded_chunks`: chunk_id of every chunk coded; `chunks`: chunk_id, doc_id,
+    start, end."""
+    columns = _columns(cb)
+    docs = sorted(human["doc_id"].unique())
+    if unit == "document":
+        units = docs
+        key = {d: i for i, d in enumerate(docs)}
+        unit_of_chunk = chunks.assign(unit=chunks["doc_id"].map(key)).dropna(subset=["unit"])
+    else:
+        unit_of_chunk = chunks[chunks["doc_id"].isin(docs)].reset_index(drop=True)
+        unit_of_chunk = unit_of_chunk.assign(unit=np.arange(len(unit_of_chunk)))
+        units = unit_of_chunk["chunk_id"].tolist()
+    unit_of_chunk = unit_of_chunk.astype({"unit": np.int64})
+    presence, rated = {}, {}
+    coded_human = human[human["field"].notna()]
+    for coder in sorted(human["coder"].unique()):
+        mine = human[human["coder"] == coder]
+        codes = coded_human[coded_human["coder"] == coder]
+        if unit == "document":
+            rated_units = mine["doc_id"].map(key).to_numpy()
+            rows = codes.assign(unit=codes["doc_id"].map(key))
+        else:
+            rated_units = unit_of_chunk.loc[unit_of_chunk["doc_id"].isin(mine["doc_id"]), "unit"].to_numpy()
+            placed = codes.merge(unit_of_chunk, on="doc_id", suffixes=("", "_chunk"))
+            rows = placed[(placed["start"] < placed["end_chunk"]) & (placed["end"] > placed["start_chunk"])]
+        presence[coder] = _presence(rows, len(units), columns)
+        rated[coder] = np.isin(np.arange(len(units)), rated_units)
+    by_chunk = unit_of_chunk.set_index("chunk_id")["unit"]
+    model = model_codes[model_codes["chunk_id"].isin(by_chunk.index)]
+    presence[MODEL] = _presence(model.assign(unit=model["chunk_id"].map(by_chunk)), len(units), columns)
+    ok = coded_chunks["chunk_id"][coded_chunks["chunk_id"].isin(by_chunk.index)]
+    rated[MODEL] = np.isin(np.arange(len(units)), ok.map(by_chunk).to_numpy())
+    return units, presence, rated
+
+
+def agreement_tables(
+    cb: Codebook,
+    presence: Mapping[str, np.ndarray],
+    rated: Mapping[str, np.ndarray],
+    reference: str,
+    resamples: int,
+    seed: int,
+) -> dict[str, pa.Table]:
+    raters = list(presence)
+    humans = [r for r in raters if r != MODEL]
+    if reference != "majority" and reference not in humans:
+        raise ConfigError(f"validation.reference: {reference!r} is not one of the human coders ({', '.join(humans)})")
+    reference = reference_used(humans, reference)
+    n_units = len(next(iter(rated.values()))) if rated else 0
+    weights = agreement.bootstrap_weights(n_units, resamples, seed)
+    rows, confusion = agreement.evaluate(codes_for_raters(cb, presence, rated), raters, [MODEL], reference, weights)
+    return {
+        "agreement": pa.Table.from_pylist(rows, schema=tables.AGREEMENT),
+        "confusion": pa.Table.from_pylist(confusion, schema=tables.CONFUSION),
+        "stability": tables.STABILITY.empty_table(),
+    }
+
+
+def write_validation(
+    *,
+    cb: Codebook,
+    documents: str | Path,
+    chunks: str | Path,
+    codes: str | Path,
+    codings: str | Path,
+    gold_files: Sequence[str | Path],
+    settings: Mapping[str, Any],
+    out: Mapping[str, str | Path],
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[dict[str, int], list[str]]:
+    """Read the human codings and the model's, write the agreement, confusion and stability tables (empty without
+    human codings); returns their row counts and the human coding rows skipped (with `on_error: skip`)."""
+    docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
+    texts = dict(zip(docs["doc_id"], docs["text"], strict=True))
+    unit = settings["unit"]
+    human, problems = gold.load(gold_files, cb, texts, unit=unit, on_error=settings["on_error"])
+    clash = sorted(set(human["coder"]) & RESERVED)
+    if clash:
+        raise ConfigError(f"validation.gold: coder name(s) {', '.join(clash)} are reserved; rename the coder")
+    if human.empty:
+        built = {name: tables.schema(name).empty_table() for name in tables.VALIDATION}
+    else:
+        _, presence, rated = ratings(
+            cb,
+            human,
+            tables.read(codes, "codes", ["doc_id", "chunk_id", "field", "value"]).to_pandas(),
+            tables.read(codings, "codings", ["chunk_id", "status"]).to_pandas().query("status == 'coded'"),
+            tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas(),
+            unit,
+        )
+        built = agreement_tables(cb, presence, rated, settings["reference"], settings["bootstrap"], settings["seed"])
+    stamp = {
+        **(metadata or {}),
+        "qualcode.validation": canonical_json(dict(settings)),
+        "qualcode.gold_sha256": json.dumps({str(p): file_sha256(p) for p in gold_files}, sort_keys=True),
+    }
+    for name, table in built.items():
+        tables.write(table, out[name], stamp)
+    return {name: t.num_rows for name, t in built.items()}, problems

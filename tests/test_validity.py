@@ -1,0 +1,108 @@
+"""The validate stage's units: which raters rated which unit with which values, for documents and for chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qualcode import codebook, validity
+from qualcode.errors import ConfigError
+
+from conftest import DATA
+
+CB = codebook.load(DATA / "codebook.yaml")
+MULTI = next(f for f in CB.fields if f.type == "multiple_choice")
+CHOICE = next(f for f in CB.fields if f.type == "single_choice")
+A, B = MULTI.values[0].name, MULTI.values[1].name
+# two documents; d1 has two chunks [0, 50) and [40, 100), d2 one
+CHUNKS = pd.DataFrame({"chunk_id": ["c1", "c2", "c3"], "doc_id": ["d1", "d1", "d2"], "start": [0, 40, 0],
+                       "end": [50, 100, 30]})  # fmt: skip
+
+
+def _human(rows):
+    df = pd.DataFrame(rows, columns=["coder", "doc_id", "field", "value", "start", "end"])
+    return df.astype({"start": "Int64", "end": "Int64"})
+
+
+def _col(value):
+    return validity._columns(CB).index((MULTI.name, value))
+
+
+def test_document_units_take_any_chunk_and_leave_failed_documents_missing():
+    human = _human([["ann", "d1", MULTI.name, A, None, None], ["ann", "d2", None, None, None, None],
+                    ["ben", "d1", MULTI.name, B, None, None]])  # fmt: skip
+    model = pd.DataFrame({"doc_id": ["d1"], "chunk_id": ["c2"], "field": [MULTI.name], "value": [B]})
+    coded = pd.DataFrame({"chunk_id": ["c1", "c2"]})  # c3 (all of d2) failed
+    units, presence, rated = validity.ratings(CB, human, model, coded, CHUNKS, "document")
+    assert units == ["d1", "d2"]
+    assert rated["ann"].tolist() == [True, True] and rated["ben"].tolist() == [True, False]
+    assert rated["model"].tolist() == [True, False]
+    assert presence["ann"][:, _col(A)].tolist() == [True, False]
+    assert presence["model"][:, _col(B)].tolist() == [True, False]
+
+
+def test_a_human_segment_counts_for_every_chunk_it_overlaps():
+    human = _human([["ann", "d1", MULTI.name, A, 45, 48], ["ann", "d1", MULTI.name, B, 60, 70]])
+    model = pd.DataFrame(columns=["doc_id", "chunk_id", "field", "value"])
+    coded = pd.DataFrame({"chunk_id": ["c1", "c2", "c3"]})
+    units, presence, rated = validity.ratings(CB, human, model, coded, CHUNKS, "chunk")
+    assert units == ["c1", "c2"]  # the chunks of the documents the humans coded
+    assert presence["ann"][:, _col(A)].tolist() == [True, True]  # 45-48 is in both chunks' overlap
+    assert presence["ann"][:, _col(B)].tolist() == [False, True]
+    assert rated["ann"].all() and rated["model"].all()
+
+
+def test_single_choice_fields_as_a_whole_and_per_value():
+    columns = validity._columns(CB)
+    v0, v1 = (columns.index((CHOICE.name, v.name)) for v in CHOICE.values[:2])
+    presence = {r: np.zeros((3, len(columns)), dtype=bool) for r in ("ann", "model")}
+    presence["ann"][0, v0] = presence["ann"][1, v1] = True
+    presence["model"][0, v0] = presence["model"][0, v1] = True  # two values: ambiguous for the whole field
+    presence["model"][1, v1] = True
+    rated = {"ann": np.array([True, True, True]), "model": np.array([True, True, False])}
+    codes = {(c.field, c.value): c for c in validity.codes_for_raters(CB, presence, rated)}
+    whole = codes[CHOICE.name, None].ratings
+    assert whole[:, 0].tolist() == [0, 1, -1] and whole[:, 1].tolist() == [-1, 1, -1]
+    assert codes[CHOICE.name, CHOICE.values[0].name].ratings[:, 1].tolist() == [1, 0, -1]
+
+
+def test_reference_must_be_a_coder():
+    presence = {r: np.zeros((2, len(validity._columns(CB))), dtype=bool) for r in ("ann", "ben", "model")}
+    rated = {r: np.ones(2, dtype=bool) for r in presence}
+    with pytest.raises(ConfigError, match=r"validation.reference: 'cid' is not one of the human coders \(ann, ben\)"):
+        validity.agreement_tables(CB, presence, rated, "cid", 10, 1)
+    built = validity.agreement_tables(CB, presence, rated, "ann", 10, 1)
+    assert set(built["agreement"].column("rater_b").to_pylist()) >= {"ann", "ben"}
+
+
+@pytest.mark.e2e
+def test_the_example_run_writes_agreement_the_plot_and_the_methods_sentences(tmp_path, fake_server):
+    import pyarrow.parquet as pq
+    import yaml
+
+    from qualcode import tables
+
+    from workflow_helpers import fake_config, run, scratch_copy
+
+    workdir = scratch_copy(tmp_path / "wf")
+    cfg = fake_config(workdir, fake_server)
+    run(workdir, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": "loopback"})
+    results = workdir / "results"
+    for name in tables.VALIDATION:
+        assert pq.read_schema(results / f"{name}.parquet").remove_metadata() == tables.schema(name)
+    a = pd.read_parquet(results / "agreement.parquet")
+    settings = yaml.safe_load((workdir / "config/config.yaml").read_text())["validation"]
+    coders = sorted({c for p in settings["gold"] for c in pd.read_csv(workdir / p).get("coder", [Path(p).stem])})
+    pairs = set(zip(a.rater_a, a.rater_b.fillna(""), strict=True))
+    assert (coders[0], coders[1]) in pairs and ("model", "majority") in pairs
+    alpha = a[(a.metric == "krippendorff_alpha") & (a.rater_a == "model") & (a.rater_b == "majority")]
+    assert alpha.assessment.notna().any()
+    assert (results / "report/agreement.png").stat().st_size > 0
+    page = (results / "report/agreement.html").read_text()
+    assert ("is poor" in page) == (alpha.assessment == "poor").any()
+    methods = (results / "methods.md").read_text()
+    assert f"{len(coders)} human coder(s) ({', '.join(coders)})" in methods
+    assert "agreement.parquet" in methods
