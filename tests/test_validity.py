@@ -36,7 +36,7 @@ def test_document_units_take_any_chunk_and_leave_failed_documents_missing():
                     ["ben", "d1", MULTI.name, B, None, None]])  # fmt: skip
     model = pd.DataFrame({"doc_id": ["d1"], "chunk_id": ["c2"], "field": [MULTI.name], "value": [B]})
     coded = pd.DataFrame({"chunk_id": ["c1", "c2"]})  # c3 (all of d2) failed
-    units, presence, rated = validity.ratings(CB, human, model, coded, CHUNKS, "document")
+    units, presence, rated = validity.ratings(CB, human, CHUNKS, "document", {"model": (model, coded.chunk_id)})
     assert units == ["d1", "d2"]
     assert rated["ann"].tolist() == [True, True] and rated["ben"].tolist() == [True, False]
     assert rated["model"].tolist() == [True, False]
@@ -48,7 +48,7 @@ def test_a_human_segment_counts_for_every_chunk_it_overlaps():
     human = _human([["ann", "d1", MULTI.name, A, 45, 48], ["ann", "d1", MULTI.name, B, 60, 70]])
     model = pd.DataFrame(columns=["doc_id", "chunk_id", "field", "value"])
     coded = pd.DataFrame({"chunk_id": ["c1", "c2", "c3"]})
-    units, presence, rated = validity.ratings(CB, human, model, coded, CHUNKS, "chunk")
+    units, presence, rated = validity.ratings(CB, human, CHUNKS, "chunk", {"model": (model, coded.chunk_id)})
     assert units == ["c1", "c2"]  # the chunks of the documents the humans coded
     assert presence["ann"][:, _col(A)].tolist() == [True, True]  # 45-48 is in both chunks' overlap
     assert presence["ann"][:, _col(B)].tolist() == [False, True]

@@ -101,14 +101,13 @@ def codes_for_raters(
 def ratings(
     cb: Codebook,
     human: pd.DataFrame,
-    model_codes: pd.DataFrame,
-    coded_chunks: pd.DataFrame,
     chunks: pd.DataFrame,
     unit: str,
+    models: Mapping[str, tuple[pd.DataFrame, pd.Series]] | None = None,
 ) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The units, and each rater's presence matrix and rated units. `human`: checked gold rows; `model_codes`:
-    doc_id, chunk_id, field, value; `coded_chunks`: chunk_id of every chunk coded; `chunks`: chunk_id, doc_id,
-    start, end."""
+    """The units, and each rater's presence matrix and rated units. `human`: checked gold rows; `chunks`:
+    chunk_id, doc_id, start, end; `models`: by rater name, the model's codes (doc_id, chunk_id, field, value) and
+    the ids of the chunks it coded. Without models, the human coders alone (for documents, `chunks` may be empty)."""
     columns = _columns(cb)
     docs = sorted(human["doc_id"].unique())
     if unit == "document":
@@ -135,10 +134,11 @@ def ratings(
         presence[coder] = _presence(rows, len(units), columns)
         rated[coder] = np.isin(np.arange(len(units)), rated_units)
     by_chunk = unit_of_chunk.set_index("chunk_id")["unit"]
-    model = model_codes[model_codes["chunk_id"].isin(by_chunk.index)]
-    presence[MODEL] = _presence(model.assign(unit=model["chunk_id"].map(by_chunk)), len(units), columns)
-    ok = coded_chunks["chunk_id"][coded_chunks["chunk_id"].isin(by_chunk.index)]
-    rated[MODEL] = np.isin(np.arange(len(units)), ok.map(by_chunk).to_numpy())
+    for name, (model_codes, coded_chunks) in (models or {}).items():
+        model = model_codes[model_codes["chunk_id"].isin(by_chunk.index)]
+        presence[name] = _presence(model.assign(unit=model["chunk_id"].map(by_chunk)), len(units), columns)
+        ok = coded_chunks[coded_chunks.isin(by_chunk.index)]
+        rated[name] = np.isin(np.arange(len(units)), ok.map(by_chunk).to_numpy())
     return units, presence, rated
 
 
@@ -149,15 +149,20 @@ def agreement_tables(
     reference: str,
     resamples: int,
     seed: int,
+    models: Sequence[str] = (MODEL,),
 ) -> dict[str, pa.Table]:
+    """The three validation tables from each rater's presence matrix and rated units (`ratings`); `models` names
+    the raters that are models (scored against the reference), the others are human coders."""
     raters = list(presence)
-    humans = [r for r in raters if r != MODEL]
+    humans = [r for r in raters if r not in models]
     if reference != "majority" and reference not in humans:
         raise ConfigError(f"validation.reference: {reference!r} is not one of the human coders ({', '.join(humans)})")
     reference = reference_used(humans, reference)
     n_units = len(next(iter(rated.values()))) if rated else 0
     weights = agreement.bootstrap_weights(n_units, resamples, seed)
-    rows, confusion = agreement.evaluate(codes_for_raters(cb, presence, rated), raters, [MODEL], reference, weights)
+    rows, confusion = agreement.evaluate(
+        codes_for_raters(cb, presence, rated), raters, list(models), reference, weights
+    )
     return {
         "agreement": pa.Table.from_pylist(rows, schema=tables.AGREEMENT),
         "confusion": pa.Table.from_pylist(confusion, schema=tables.CONFUSION),
@@ -189,14 +194,10 @@ def write_validation(
     if human.empty:
         built = {name: tables.schema(name).empty_table() for name in tables.VALIDATION}
     else:
-        _, presence, rated = ratings(
-            cb,
-            human,
-            tables.read(codes, "codes", ["doc_id", "chunk_id", "field", "value"]).to_pandas(),
-            tables.read(codings, "codings", ["chunk_id", "status"]).to_pandas().query("status == 'coded'"),
-            tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas(),
-            unit,
-        )
+        coded = tables.read(codings, "codings", ["chunk_id", "status"]).to_pandas().query("status == 'coded'")
+        model = (tables.read(codes, "codes", ["doc_id", "chunk_id", "field", "value"]).to_pandas(), coded["chunk_id"])
+        all_chunks = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas()
+        _, presence, rated = ratings(cb, human, all_chunks, unit, {MODEL: model})
         built = agreement_tables(cb, presence, rated, settings["reference"], settings["bootstrap"], settings["seed"])
     stamp = {
         **(metadata or {}),
