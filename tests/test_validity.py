@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from qualcode import codebook, validity
 from qualcode.errors import ConfigError
@@ -106,3 +107,59 @@ def test_the_example_run_writes_agreement_the_plot_and_the_methods_sentences(tmp
     methods = (results / "methods.md").read_text()
     assert f"{len(coders)} human coder(s) ({', '.join(coders)})" in methods
     assert "agreement.parquet" in methods
+
+
+def test_replicate_one_keeps_the_keys_of_caches_made_before_replicates():
+    import hashlib
+    import json
+
+    from qualcode.records import LLMRequest
+
+    fields = dict(provider="openai", base_url="http://x/v1", model="m", messages=({"role": "user", "content": "hi"},),
+                  temperature=0.0, top_p=1.0, max_tokens=64, seed=1, response_format=None, extra_body={})  # fmt: skip
+    before = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert LLMRequest(**fields).key() == before
+    second = LLMRequest(**fields, replicate=2)
+    assert second.key() not in (before, LLMRequest(**fields, replicate=3).key())
+    assert LLMRequest.model_validate_json(second.canonical()).key() == second.key()  # the archive's round trip
+
+
+@pytest.mark.e2e
+def test_arms_and_replicates_send_only_their_own_requests(tmp_path, fake_server):
+    from workflow_helpers import fake_config, run, scratch_copy, write_config
+
+    wd = scratch_copy(tmp_path / "wf", data=False)
+    raw = wd / "data" / "raw"
+    raw.mkdir(parents=True)
+    texts = {"a.txt": "R: We reused masks all week and I was scared.", "b.txt": "R: My colleague covered my shift."}
+    for name, text in texts.items():
+        (raw / name).write_text(text)
+    (wd / "gold.csv").write_text("coder,doc_id,field,value\nann,a.txt,emotions,fear\nann,b.txt,emotions,none\n"
+                                 "ben,a.txt,emotions,fear\nben,b.txt,,\n")  # fmt: skip
+    env = {"QUALCODE_TEST_KEY": "loopback"}
+    base = fake_config(wd, fake_server)
+    overrides = yaml.safe_load(base.read_text())
+
+    def with_validation(**validation):
+        return write_config(wd, {**overrides, "validation": {"gold": ["gold.csv"], "bootstrap": 50, **validation}})
+
+    target = "results/stability.parquet"  # the validate stage alone: no manifest, methods or report to wait for
+    run(wd, target, "--configfile", str(with_validation()), env=env)
+    n = fake_server.count()
+    assert n == len(texts)  # one chunk per document
+    arm = {"other": {"llm": {"model": "fake-model-2"}}}
+    run(wd, target, "--configfile", str(with_validation(arms=arm)), env=env)
+    assert fake_server.count() == 2 * n  # the arm's requests only
+    run(wd, "--configfile", str(with_validation(arms=arm)), "--forcerun", "code_variant", "--until", "code_variant",
+        env=env)  # fmt: skip
+    assert fake_server.count() == 2 * n  # the arm's coding jobs ran again, from the cache
+    run(wd, target, "--configfile", str(with_validation(arms=arm, replicates=2)), env=env)
+    assert fake_server.count() == 4 * n  # a second replicate of the run's model and of the arm
+    results = wd / "results"
+    a = pd.read_parquet(results / "agreement.parquet")
+    pairs = set(zip(a.rater_a, a.rater_b, strict=True))
+    assert {("model", "other"), ("model", "majority"), ("other", "majority"), ("ann", "ben")} <= pairs
+    s = pd.read_parquet(results / "stability.parquet")
+    assert set(s.rater) == {"model", "other"}
+    assert set(s.metric) >= {"krippendorff_alpha", "share_changed"}
+    assert (s[s.metric == "share_changed"].n_units == len(texts)).all()

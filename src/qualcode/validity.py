@@ -26,6 +26,8 @@ from . import agreement, gold, tables
 from .codebook import Codebook, CodeField
 from .errors import ConfigError
 from .ids import canonical_json, file_sha256
+from .records import ChunkResult
+from .results import value_strings
 
 MODEL = "model"
 RESERVED = {MODEL, "all", "humans", "majority"}
@@ -166,8 +168,72 @@ def agreement_tables(
     return {
         "agreement": pa.Table.from_pylist(rows, schema=tables.AGREEMENT),
         "confusion": pa.Table.from_pylist(confusion, schema=tables.CONFUSION),
-        "stability": tables.STABILITY.empty_table(),
     }
+
+
+def answers(cb: Codebook, results: Sequence[ChunkResult]) -> tuple[pd.DataFrame, pd.Series]:
+    """A coding's codes (doc_id, chunk_id, field, value, as in codes.parquet) and the ids of the chunks it coded,
+    from the coding jobs' results."""
+    rows, coded = [], []
+    fields = {f.name: f for f in _compared(cb)}
+    for r in results:
+        if r.status != "coded":
+            continue
+        coded.append(r.chunk_id)
+        answer = json.loads(r.answer_json or "{}")
+        for name, f in fields.items():
+            rows += [(r.doc_id, r.chunk_id, name, v) for v in value_strings(f, answer[name]["value"])]
+    codes = pd.DataFrame(rows, columns=["doc_id", "chunk_id", "field", "value"])
+    return codes, pd.Series(coded, dtype=object)
+
+
+def stability_table(
+    cb: Codebook,
+    chunk_ids: Sequence[str],
+    replicates: Mapping[str, Sequence[tuple[pd.DataFrame, pd.Series]]],
+    resamples: int,
+    seed: int,
+) -> pa.Table:
+    """Per rater (the run's model, each arm) with 2+ replicates, over every chunk: Krippendorff's alpha across the
+    replicates and the share of chunks whose codes change, per code and per field (any of its values changes)."""
+    units = pd.Series(np.arange(len(chunk_ids)), index=list(chunk_ids))
+    weights = agreement.bootstrap_weights(len(chunk_ids), resamples, seed)
+    columns = _columns(cb)
+    rows = []
+    for rater, runs in replicates.items():
+        if len(runs) < 2:
+            continue
+        presence, rated = {}, {}
+        for i, (codes, coded) in enumerate(runs):
+            codes = codes[codes["chunk_id"].isin(units.index)]
+            presence[str(i)] = _presence(codes.assign(unit=codes["chunk_id"].map(units)), len(units), columns)
+            rated[str(i)] = np.isin(np.arange(len(units)), coded[coded.isin(units.index)].map(units).to_numpy())
+        field_changed: dict[str, np.ndarray] = {}
+        field_rated: dict[str, np.ndarray] = {}
+        for code in codes_for_raters(cb, presence, rated):
+            x = code.ratings
+            two = (x >= 0).sum(1) >= 2
+            lo = np.where(x >= 0, x, np.iinfo(np.int64).max).min(1)
+            changed = two & (lo != x.max(1))
+            stats = agreement.group_statistics(x, len(code.categories), weights)
+            stats["krippendorff_alpha"][0] = agreement.krippendorff_alpha(x, len(code.categories))
+            share = weights @ np.column_stack([changed, two]).astype(np.float64)
+            metrics = {"krippendorff_alpha": stats["krippendorff_alpha"], "share_changed": agreement._div(
+                share[:, 0], share[:, 1])}  # fmt: skip
+            for metric, v in metrics.items():
+                row = agreement._row(code, rater, None, metric, v, share[0, 1])
+                rows.append({k: row[k] for k in tables.STABILITY.names if k != "rater"} | {"rater": rater})
+            if code.value is not None:
+                field_changed[code.field] = field_changed.get(code.field, np.zeros(len(x), bool)) | changed
+                field_rated[code.field] = two
+        for field, changed in field_changed.items():
+            share = weights @ np.column_stack([changed, field_rated[field]]).astype(np.float64)
+            v = agreement._div(share[:, 0], share[:, 1])
+            low, high = agreement.interval(v)
+            rows.append({"field": field, "value": None, "rater": rater, "metric": "share_changed_any_value",
+                         "estimate": float(v[0]) if np.isfinite(v[0]) else None, "ci_low": low, "ci_high": high,
+                         "n_units": int(share[0, 1])})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=tables.STABILITY)
 
 
 def write_validation(
@@ -175,30 +241,37 @@ def write_validation(
     cb: Codebook,
     documents: str | Path,
     chunks: str | Path,
-    codes: str | Path,
-    codings: str | Path,
+    codings: Mapping[tuple[str, int], Sequence[str | Path]],
     gold_files: Sequence[str | Path],
     settings: Mapping[str, Any],
     out: Mapping[str, str | Path],
     metadata: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, int], list[str]]:
-    """Read the human codings and the model's, write the agreement, confusion and stability tables (empty without
-    human codings); returns their row counts and the human coding rows skipped (with `on_error: skip`)."""
+    """Read the human codings and the model's, write the agreement, confusion and stability tables (agreement and
+    confusion empty without human codings, stability without replicates); returns their row counts and the human
+    coding rows skipped (with `on_error: skip`). `codings`: the coding jobs' result files by (rater, replicate),
+    the rater being "model" for the run's own settings or an arm's name."""
     docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
     texts = dict(zip(docs["doc_id"], docs["text"], strict=True))
     unit = settings["unit"]
     human, problems = gold.load(gold_files, cb, texts, unit=unit, on_error=settings["on_error"])
-    clash = sorted(set(human["coder"]) & RESERVED)
+    raters = sorted({rater for rater, _ in codings}, key=lambda r: (r != MODEL, r))
+    clash = sorted(set(human["coder"]) & (RESERVED | set(raters)))
     if clash:
-        raise ConfigError(f"validation.gold: coder name(s) {', '.join(clash)} are reserved; rename the coder")
-    if human.empty:
-        built = {name: tables.schema(name).empty_table() for name in tables.VALIDATION}
-    else:
-        coded = tables.read(codings, "codings", ["chunk_id", "status"]).to_pandas().query("status == 'coded'")
-        model = (tables.read(codes, "codes", ["doc_id", "chunk_id", "field", "value"]).to_pandas(), coded["chunk_id"])
-        all_chunks = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas()
-        _, presence, rated = ratings(cb, human, all_chunks, unit, {MODEL: model})
-        built = agreement_tables(cb, presence, rated, settings["reference"], settings["bootstrap"], settings["seed"])
+        raise ConfigError(f"validation.gold: coder name(s) {', '.join(clash)} are reserved or name an arm; rename")
+    coded = {key: answers(cb, tables.read_results(files)) for key, files in sorted(codings.items())}
+    all_chunks = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas()
+    built = {name: tables.schema(name).empty_table() for name in tables.VALIDATION}
+    if not human.empty:
+        _, presence, rated = ratings(cb, human, all_chunks, unit, {r: coded[r, 1] for r in raters})
+        built.update(
+            agreement_tables(
+                cb, presence, rated, settings["reference"], settings["bootstrap"], settings["seed"], raters
+            )
+        )
+    by_rater = {r: [coded[key] for key in sorted(coded) if key[0] == r] for r in raters}
+    built["stability"] = stability_table(cb, all_chunks["chunk_id"].tolist(), by_rater, settings["bootstrap"],
+                                         settings["seed"])  # fmt: skip
     stamp = {
         **(metadata or {}),
         "qualcode.validation": canonical_json(dict(settings)),

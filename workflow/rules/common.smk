@@ -46,6 +46,11 @@ if workflow.is_main_process:
 
 wildcard_constraints:
     shard=r"[0-9a-f]{12}",
+    variant=r"[a-z0-9_]+\.r[0-9]+|r[0-9]+",
+
+
+# validation.replicates and validation.arms: each further coding of the chunks, by name: (arm or None, replicate)
+VARIANTS = qualcode.config.variants(CFG)
 
 
 def shard_ids():
@@ -57,6 +62,22 @@ def shard_ids():
 
 def coded_shards(wildcards):
     return expand(f"{RESULTS}/work/shards/{{shard}}.parquet", shard=shard_ids())
+
+
+def variant_llm(wildcards):
+    return qualcode.config.arm_llm(CFG, VARIANTS[wildcards.variant][0])
+
+
+def variant_prompts(wildcards):
+    return qualcode.config.arm_prompts(CFG, VARIANTS[wildcards.variant][0])
+
+
+def variant_shards(wildcards):
+    return expand(
+        f"{RESULTS}/work/variants/{{variant}}/{{shard}}.parquet",
+        variant=list(VARIANTS),
+        shard=shard_ids(),
+    )
 
 
 def final_outputs(wildcards):

@@ -1,13 +1,14 @@
-# Agreement with human coders: the model's codes beside the human codings named by validation.gold, on documents or
-# chunks. The three tables are always written (empty without human codings), so the outputs do not depend on it.
+# Agreement with human coders (validation.gold) and stability across replicates (validation.replicates), for the
+# run's model and each arm (validation.arms). The three tables are always written, empty when there is nothing to
+# compare, so the workflow's outputs do not depend on the settings.
 
 
 rule validate:
     input:
         documents=f"{RESULTS}/documents.parquet",
         chunks=f"{RESULTS}/chunks.parquet",
-        codes=f"{RESULTS}/codes.parquet",
-        codings=f"{RESULTS}/codings.parquet",
+        shards=coded_shards,
+        variants=variant_shards,
         gold=CFG.validation.gold,
         codebook=CFG.codebook,
     output:
@@ -18,6 +19,7 @@ rule validate:
         f"{RESULTS}/benchmarks/validate/validate.tsv"
     params:
         validation=CFG.validation.model_dump(mode="json"),
+        variants=VARIANTS,
         origin=ORIGIN,
     script:
         "../scripts/validate.py"

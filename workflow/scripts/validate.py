@@ -1,15 +1,21 @@
-"""Write the agreement, confusion and stability tables: the model's codes against the human coders'."""
+"""Write the agreement, confusion and stability tables: the model (and each arm, each replicate) against the human
+coders and against itself."""
+
+from pathlib import Path
 
 from qualcode import codebook, logs, validity
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+    codings = {("model", 1): list(inp.shards)}
+    for path in inp.variants:  # results/work/variants/<variant>/<shard>.parquet
+        arm, replicate = params.variants[Path(path).parent.name]
+        codings.setdefault((arm or "model", replicate), []).append(path)
     rows, skipped = validity.write_validation(
         cb=codebook.load(inp.codebook),
         documents=inp.documents,
         chunks=inp.chunks,
-        codes=inp.codes,
-        codings=inp.codings,
+        codings=codings,
         gold_files=list(inp.gold),
         settings=params.validation,
         out=out,
@@ -17,7 +23,4 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     )
     for problem in skipped:
         log.warning("skipped: %s", problem)
-    for name, n in rows.items():
-        log.info("%s: %d rows", name, n)
-    if not inp.gold:
-        log.info("no human codings (validation.gold is empty): the validation tables are empty")
+    log.info("rows: %s", rows)
