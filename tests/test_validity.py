@@ -163,3 +163,35 @@ def test_arms_and_replicates_send_only_their_own_requests(tmp_path, fake_server)
     assert set(s.rater) == {"model", "other"}
     assert set(s.metric) >= {"krippendorff_alpha", "share_changed"}
     assert (s[s.metric == "share_changed"].n_units == len(texts)).all()
+
+
+def _agreement_table(models=("model",)):
+    from qualcode import agreement
+
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 2, 50)
+    cols = [truth, truth] + [rng.integers(0, 2, 50) for _ in models]  # two humans who agree, models who guess
+    code = agreement.Code("emotions", "fear", ("absent", "present"), np.column_stack(cols))
+    rows, _ = agreement.evaluate([code], ["ann", "ben", *models], list(models), "majority",
+                                 agreement.bootstrap_weights(50, 20, 1))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_methods_and_report_say_when_a_model_agrees_poorly(tmp_path):
+    from qualcode import methods, report
+
+    table = _agreement_table(("model", "big"))
+    settings = {"unit": "document", "reference": "majority", "bootstrap": 20, "seed": 1, "replicates": 1,
+                "arms": {"big": {"llm": {"model": "big-model"}, "prompts": {}}}}  # fmt: skip
+    text = methods.validation_paragraph(table, settings)
+    assert "2 human coder(s) (ann, ben)" in text and "arm(s)" in text and "big (model big-model)" in text
+    assert "Between arm big and the human coders' majority" in text and "too low to rely on" in text
+    assert methods.validation_paragraph(table.iloc[0:0], {**settings, "arms": {}}) is None
+    page = tmp_path / "agreement.html"
+    report.agreement_html(table, pd.DataFrame(), "majority", page, ["model", "big"])
+    html = page.read_text()
+    assert "Agreement between the model and majority is poor" in html and "arm big" in html
+    report.plot_agreement(table, "majority", tmp_path / "forest.png", ["model", "big"])
+    assert (tmp_path / "forest.png").stat().st_size > 0
+    rows = report.forest(table, "majority", ["model", "big"])
+    assert set(rows.comparison) == {"human-human", "model vs majority", "big vs majority"}

@@ -326,6 +326,11 @@ def arm_prompts(cfg: Config, arm: str | None) -> dict[str, str]:
     return {**cfg.prompts, **(cfg.validation.arms[arm].prompts if arm is not None else {})}
 
 
+def model_raters(cfg: Config) -> list[str]:
+    """The model raters of the validation tables: the run's own model ("model"), then each arm by its name."""
+    return [RESERVED_RATERS[0], *cfg.validation.arms]
+
+
 def variants(cfg: Config) -> dict[str, tuple[str | None, int]]:
     """Every coding of the chunks besides the run's own first one, by name: (arm or None, replicate). The run's
     own replicates are `r2`, `r3`...; an arm's are `NAME.r1`, `NAME.r2`..."""

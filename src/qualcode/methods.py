@@ -6,12 +6,11 @@ what was actually run, not what the config intended.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from .validity import human_raters, reference_used
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 def _short(h: str | None) -> str:
@@ -80,37 +79,74 @@ def _spread(values: Any) -> str:
     return f"median {mid:.2f} (range {v[0]:.2f} to {v[-1]:.2f}, {len(v)} codes)"
 
 
-def validation_paragraph(agreement: pd.DataFrame, settings: dict[str, Any]) -> str | None:
-    """The validation sentences, from the agreement table: who coded how many units, which statistics, and the
-    spread of Krippendorff's alpha between humans and between the model and the humans. None without human
-    codings."""
-    if agreement.empty:
+def _arm(name: str, arm: dict[str, Any]) -> str:
+    changed = [f"{k} {v}" for k, v in sorted(arm.get("llm", {}).items())]
+    changed += [f"{k} prompt template {v}" for k, v in sorted(arm.get("prompts", {}).items())]
+    return f"{name} ({', '.join(changed) or 'no change'})"
+
+
+def validation_paragraph(
+    agreement: pd.DataFrame, settings: dict[str, Any], stability: pd.DataFrame | None = None
+) -> str | None:
+    """The validation sentences, from the agreement and stability tables: who coded how many units, which
+    statistics, the spread of Krippendorff's alpha between humans and between each model (the run's, each arm) and
+    the humans, the arms, and the replicates' stability. None without human codings, arms or replicates."""
+    stability = stability if stability is not None else pd.DataFrame(columns=["metric", "rater", "estimate"])
+    arms = settings.get("arms") or {}
+    if agreement.empty and stability.empty and not arms:
         return None
-    alpha = agreement[agreement.metric == "krippendorff_alpha"]
-    raters = human_raters(agreement)
-    pairs = alpha[alpha.rater_b.notna()]
-    human = pairs[(pairs.rater_a != "model") & (pairs.rater_b != "model")]
-    model = pairs[pairs.rater_a == "model"]
-    reference = reference_used(raters, settings["reference"])
-    vs_ref = model[model.rater_b == reference]
-    unit = "documents" if settings["unit"] == "document" else "chunks"
-    n_units = int(agreement.n_units.max())
-    poor = int((vs_ref.assessment == "poor").sum())
-    ref_name = "the human coders' majority (ties left out)" if reference == "majority" else f"coder {reference}"
-    text = (
-        f"To assess validity, {len(raters)} human coder(s) ({', '.join(raters)}) coded a sample of up to {n_units} "
-        f"{unit} with the same codebook, independently of the model. Each value of a choice field was compared as "
-        "present or absent, and single-choice and boolean fields as a whole. For every pair of raters we computed "
-        "observed agreement, Cohen's kappa, Krippendorff's alpha (nominal) and Gwet's AC1"
-        + (", and among all raters Fleiss' kappa, alpha and AC1" if (agreement.rater_a == "all").any() else "")
-        + f", each with a 95% percentile bootstrap interval over units ({settings['bootstrap']} resamples, seed "
-        f"{settings['seed']}); against {ref_name} also the model's precision, recall and F1. "
-    )
-    if len(human):
-        text += f"Krippendorff's alpha between human coders: {_spread(human.estimate)}. "
-    text += f"Between the model and {ref_name}: {_spread(vs_ref.estimate)}"
-    text += f"; for {poor} code(s) it was below 0.667, too low to rely on (Krippendorff, 2004). " if poor else ". "
-    return text + "Every estimate, with its interval and number of units, is in agreement.parquet."
+    models = ["model", *arms]
+    parts = []
+    if arms:
+        parts.append(
+            f"The same chunks were also coded in {len(arms)} further arm(s), each with the run's settings except: "
+            + "; ".join(_arm(n, a) for n, a in arms.items())
+            + ". Arms shared the answer cache, and are compared below with each other and with the human coders."
+        )
+    if not agreement.empty:
+        alpha = agreement[agreement.metric == "krippendorff_alpha"]
+        raters = human_raters(agreement, models)
+        pairs = alpha[alpha.rater_b.notna()]
+        human = pairs[pairs.rater_a.isin(raters) & pairs.rater_b.isin(raters)]
+        reference = reference_used(raters, settings["reference"])
+        unit = "documents" if settings["unit"] == "document" else "chunks"
+        ref_name = "the human coders' majority (ties left out)" if reference == "majority" else f"coder {reference}"
+        text = (
+            f"To assess validity, {len(raters)} human coder(s) ({', '.join(raters)}) coded a sample of up to "
+            f"{int(agreement.n_units.max())} {unit} with the same codebook, independently of the model. Each value of "
+            "a choice field was compared as present or absent, and single-choice and boolean fields as a whole. For "
+            "every pair of raters we computed observed agreement, Cohen's kappa, Krippendorff's alpha (nominal) and "
+            "Gwet's AC1"
+            + (", and among all raters Fleiss' kappa, alpha and AC1" if (agreement.rater_a == "all").any() else "")
+            + f", each with a 95% percentile bootstrap interval over units ({settings['bootstrap']} resamples, seed "
+            f"{settings['seed']}); against {ref_name} also the model's precision, recall and F1."
+        )
+        if len(human):
+            text += f" Krippendorff's alpha between human coders: {_spread(human.estimate)}."
+        for m in models:
+            vs_ref = pairs[(pairs.rater_a == m) & (pairs.rater_b == reference)]
+            poor = int((vs_ref.assessment == "poor").sum())
+            who = "the model" if m == "model" else f"arm {m}"
+            text += f" Between {who} and {ref_name}: {_spread(vs_ref.estimate)}"
+            text += (
+                f"; for {poor} code(s) it was below 0.667, too low to rely on (Krippendorff, 2004)." if poor else "."
+            )
+        parts.append(text + " Every estimate, with its interval and number of units, is in agreement.parquet.")
+    if settings.get("replicates", 1) > 1:
+        text = (
+            f"Every chunk was coded {settings['replicates']} times by each model (the replicate number is part of the "
+            "cache key, so each replicate is a separate request; at temperature 0 with a fixed seed, replicates "
+            "measure only the provider's nondeterminism)."
+        )
+        for m in models:
+            mine = stability[stability.rater == m]
+            changed = mine[mine.metric == "share_changed"]
+            who = "the model" if m == "model" else f"arm {m}"
+            text += (f" For {who}, Krippendorff's alpha across replicates was "
+                     f"{_spread(mine[mine.metric == 'krippendorff_alpha'].estimate)}, and the share of chunks whose "
+                     f"code changed {_spread(changed.estimate)}.")  # fmt: skip
+        parts.append(text + " Per code and field, with intervals, in stability.parquet.")
+    return " ".join(parts)
 
 
 def _table(m: dict[str, Any]) -> str:

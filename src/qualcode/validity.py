@@ -24,13 +24,14 @@ import pyarrow as pa
 
 from . import agreement, gold, tables
 from .codebook import Codebook, CodeField
+from .config import RESERVED_RATERS
 from .errors import ConfigError
 from .ids import canonical_json, file_sha256
 from .records import ChunkResult
 from .results import value_strings
 
-MODEL = "model"
-RESERVED = {MODEL, "all", "humans", "majority"}
+MODEL = RESERVED_RATERS[0]  # the run's own model; arms go by their names
+RESERVED = set(RESERVED_RATERS)
 
 
 def reference_used(humans: Sequence[str], reference: str) -> str:
@@ -38,14 +39,10 @@ def reference_used(humans: Sequence[str], reference: str) -> str:
     return humans[0] if reference == "majority" and len(humans) == 1 else reference
 
 
-def human_raters(agreement: pd.DataFrame) -> list[str]:
-    """The human coders of an agreement table (each has a prevalence row; presence codes exist for choice fields)."""
-    names = (
-        set(agreement.loc[agreement.metric == "prevalence", "rater_a"])
-        | set(agreement.rater_a)
-        | set(agreement.rater_b.dropna())
-    )
-    return sorted(names - RESERVED)
+def human_raters(agreement: pd.DataFrame, models: Sequence[str] = (MODEL,)) -> list[str]:
+    """The human coders of an agreement table: every rater named in it but the models (the run's and the arms')."""
+    names = set(agreement.rater_a) | set(agreement.rater_b.dropna())
+    return sorted(names - RESERVED - set(models))
 
 
 def _compared(cb: Codebook) -> list[CodeField]:

@@ -45,6 +45,7 @@ rule methods:
     input:
         manifest=f"{RESULTS}/manifest.json",
         agreement=f"{RESULTS}/agreement.parquet",
+        stability=f"{RESULTS}/stability.parquet",
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],

@@ -79,6 +79,7 @@ rule report_validation:
         f"{RESULTS}/logs/report_validation/report_validation.log",
     params:
         reference=CFG.validation.reference,
+        models=qualcode.config.model_raters(CFG),
         model=CFG.llm.model,
     script:
         "../scripts/report_validation.py"
