@@ -195,3 +195,15 @@ def test_methods_and_report_say_when_a_model_agrees_poorly(tmp_path):
     assert (tmp_path / "forest.png").stat().st_size > 0
     rows = report.forest(table, "majority", ["model", "big"])
     assert set(rows.comparison) == {"human-human", "model vs majority", "big vs majority"}
+
+
+def test_the_same_codings_give_the_same_bytes(tmp_path):
+    from qualcode import tables
+
+    presence = {r: np.random.default_rng(i).random((30, len(validity._columns(CB)))) < 0.3
+                for i, r in enumerate(("ann", "ben", "model"))}  # fmt: skip
+    rated = {r: np.ones(30, dtype=bool) for r in presence}
+    for name in ("one", "two"):
+        built = validity.agreement_tables(CB, presence, rated, "majority", 200, 7)
+        tables.write(built["agreement"], tmp_path / f"{name}.parquet")
+    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()

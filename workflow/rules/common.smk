@@ -21,6 +21,14 @@ CONFIG_FILES = [str(p) for p in workflow.configfiles]
 TABLES = qualcode.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.tables.VALIDATION
 
+# A missing human codings file is named by its setting before any job runs (Snakemake would only say that the
+# validate rule lacks an input).
+for _gold in CFG.validation.gold:
+    if not Path(_gold).is_file():
+        raise qualcode.config.ConfigError(
+            f"validation.gold: {_gold} not found (paths are relative to the working directory)"
+        )
+
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
 CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
 validate(_codebook_raw, "../../schemas/codebook.schema.json")
