@@ -153,8 +153,11 @@ def test_arms_and_replicates_send_only_their_own_requests(tmp_path, fake_server)
     run(wd, "--configfile", str(with_validation(arms=arm)), "--forcerun", "code_variant", "--until", "code_variant",
         env=env)  # fmt: skip
     assert fake_server.count() == 2 * n  # the arm's coding jobs ran again, from the cache
-    run(wd, target, "--configfile", str(with_validation(arms=arm, replicates=2)), env=env)
+    arm_calls = "results/arms/other/llm_calls.parquet"
+    run(wd, target, arm_calls, "--configfile", str(with_validation(arms=arm, replicates=2)), env=env)
     assert fake_server.count() == 4 * n  # a second replicate of the run's model and of the arm
+    calls = pd.read_parquet(wd / arm_calls)
+    assert len(calls) == n and set(calls.model_asked) == {"fake-model-2"} and calls.cache_hit.all()
     results = wd / "results"
     a = pd.read_parquet(results / "agreement.parquet")
     pairs = set(zip(a.rater_a, a.rater_b, strict=True))

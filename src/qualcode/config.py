@@ -326,6 +326,11 @@ def arm_prompts(cfg: Config, arm: str | None) -> dict[str, str]:
     return {**cfg.prompts, **(cfg.validation.arms[arm].prompts if arm is not None else {})}
 
 
+def arm_config(cfg: Config, arm: str) -> Config:
+    """The run's configuration as the arm codes with it (its llm and prompts in place of the run's)."""
+    return cfg.model_copy(update={"llm": arm_llm(cfg, arm), "prompts": arm_prompts(cfg, arm)})
+
+
 def model_raters(cfg: Config) -> list[str]:
     """The model raters of the validation tables: the run's own model ("model"), then each arm by its name."""
     return [RESERVED_RATERS[0], *cfg.validation.arms]

@@ -55,6 +55,7 @@ if workflow.is_main_process:
 wildcard_constraints:
     shard=r"[0-9a-f]{12}",
     variant=r"[a-z0-9_]+\.r[0-9]+|r[0-9]+",
+    arm=r"[a-z][a-z0-9_]*",
 
 
 # validation.replicates and validation.arms: each further coding of the chunks, by name: (arm or None, replicate)
@@ -97,4 +98,9 @@ def final_outputs(wildcards):
         f"{RESULTS}/methods.md",
         *rules.report_plots.output,
         *rules.report_validation.output,
+        *expand(
+            f"{RESULTS}/arms/{{arm}}/{{name}}.parquet",
+            arm=list(CFG.validation.arms),
+            name=TABLES,
+        ),
     ]
