@@ -22,6 +22,7 @@ include: "workflow/rules/chunk.smk"
 include: "workflow/rules/codebook.smk"
 include: "workflow/rules/code.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/validate.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"
 
