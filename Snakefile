@@ -24,6 +24,7 @@ include: "workflow/rules/code.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/exchange.smk"
 
 
 rule all:

@@ -18,11 +18,11 @@ LAYERS = [
     {"errors", "ids"},
     {"logs", "records", "config"},
     {"codebook", "ingest", "chunking", "validate", "shards", "prompts"},
-    {"tables", "limits", "cache"},
+    {"tables", "limits", "cache", "qdpx"},
     {"journal", "api"},
     {"client"},
     {"coding"},
-    {"results", "archive", "estimate", "provenance"},
+    {"results", "archive", "estimate", "provenance", "review"},
     {"methods", "report"},
     {"cli", "__main__", "__init__"},
 ]

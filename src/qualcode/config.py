@@ -198,6 +198,31 @@ class LimitsConfig(_Strict):
         return any(v is not None for v in limits)
 
 
+class ExchangeConfig(_Strict):
+    """The REFI-QDA project (results/project.qdpx) for NVivo, ATLAS.ti, MAXQDA and QualCoder."""
+
+    ungrounded: Literal["chunk", "skip"] = Field(
+        "chunk",
+        description="Codes whose quote was not found, or not asked for: coded on their whole chunk ('chunk') or "
+        "left out of the project ('skip'). Grounded quotes are always coded at their own offsets.",
+    )
+
+
+class ReviewConfig(_Strict):
+    """Human review: the review page and spreadsheet, and corrections brought back."""
+
+    corrections: str | None = Field(
+        None,
+        description="A filled-in review.csv or a .qdpx coded in a QDA program; its decisions are applied to the "
+        "model's codes in results/codes_reviewed.parquet. Null: no corrections.",
+    )
+    reviewer: str = Field(
+        "reviewer",
+        min_length=1,
+        description="Who decided, for rows of a review.csv whose reviewer column is empty.",
+    )
+
+
 class Price(_Strict):
     """What a model costs, per million tokens, in the currency of your choice."""
 
@@ -221,6 +246,8 @@ class Config(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Rate limits, daily quota, budget.")
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Export to QDA programs.")
+    review: ReviewConfig = Field(default_factory=ReviewConfig, description="Human review and corrections.")
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Price per million tokens by model name (as in llm.model), for the cost columns and totals.",

@@ -66,4 +66,5 @@ def final_outputs(wildcards):
         f"{RESULTS}/manifest.json",
         f"{RESULTS}/methods.md",
         *rules.report_plots.output,
+        *rules.qdpx_export.output,
     ]
