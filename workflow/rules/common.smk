@@ -67,4 +67,5 @@ def final_outputs(wildcards):
         f"{RESULTS}/methods.md",
         *rules.report_plots.output,
         *rules.qdpx_export.output,
+        *rules.review_page.output,
     ]
