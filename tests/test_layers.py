@@ -22,7 +22,7 @@ LAYERS = [
     {"journal", "api"},
     {"client"},
     {"coding"},
-    {"results", "archive", "estimate", "provenance", "review"},
+    {"results", "archive", "estimate", "provenance", "review", "corrections"},
     {"methods", "report"},
     {"cli", "__main__", "__init__"},
 ]

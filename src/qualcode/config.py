@@ -262,6 +262,12 @@ class Config(_Strict):
     def _budget_needs_a_price(self) -> Config:
         if self.limits.budget is not None and self.llm.model not in self.prices:
             raise ValueError(f"limits.budget is set but prices has no entry for llm.model {self.llm.model!r}")
+        written = Path(self.results_dir, "review", "review.csv")
+        if self.review.corrections and Path(self.review.corrections).resolve() == written.resolve():
+            raise ValueError(
+                f"review.corrections is {self.review.corrections}, which every run rewrites; copy the filled file "
+                "out of the results folder and name the copy"
+            )
         return self
 
 

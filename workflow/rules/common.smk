@@ -68,4 +68,5 @@ def final_outputs(wildcards):
         *rules.report_plots.output,
         *rules.qdpx_export.output,
         *rules.review_page.output,
+        *(rules.apply_corrections.output if CFG.review.corrections else []),
     ]
