@@ -179,7 +179,7 @@ def page(
         "Highlights are the model's quotes, found in the text; record decisions in review.csv.</p>\n"
         f'<p><label>Code: <select id="code-filter"><option value="">all codes</option>{options}</select></label> '
         '<label><input type="checkbox" id="flagged-only"> only chunks with a quote not found or a failure</label> '
-        f'<span id="shown"></span></p>\n<p class="legend">{legend}</p>\n</header>\n<main>\n<nav>'
+        f'· <span id="shown"></span></p>\n<p class="legend">{legend}</p>\n</header>\n<main>\n<nav>'
         + "".join(f'<a href="#doc-{i}">{_e(d)}</a>' for i, d in enumerate(docs.doc_id))
         + "</nav>\n"
     ]
