@@ -158,3 +158,20 @@ def test_text_is_escaped(codebook, bad):
     tree = lhtml.fromstring(review.page(codebook, docs, chunks, CODINGS, codes, FAILURES, "m-1"))
     assert not [s for s in tree.iter("script") if "alert" in (s.text or "")]
     assert tree.xpath("//h2")[0].text_content() == bad
+
+
+def test_a_run_where_every_chunk_failed(codebook, tmp_path):
+    """Nothing coded: the page flags every chunk and the project holds the texts and the codebook, no codings."""
+    from qualcode import qdpx
+
+    failed = CODINGS.assign(status="failed")
+    for col in failed.columns[4:]:
+        failed[col] = None
+    no_codes = CODES.iloc[0:0]
+    tree = lhtml.fromstring(review.page(codebook, DOCUMENTS, CHUNKS, failed, no_codes, FAILURES, "m-1"))
+    assert len(tree.find_class("failed")) == len(CHUNKS) and not list(tree.iter("mark"))
+    docs = DOCUMENTS.assign(source_file="a", format="txt")
+    project = tmp_path / "empty.qdpx"
+    project.write_bytes(qdpx.project_qdpx(codebook, docs, CHUNKS, no_codes, "m-1", "qualcode test"))
+    gold, report = qdpx.read_codings(project, codebook, dict(zip(docs.doc_id, docs.text, strict=True)))
+    assert gold.empty and report.lines() == []
