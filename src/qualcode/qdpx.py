@@ -24,7 +24,9 @@ GUIDs are uuid5 of what they identify, and the zip has fixed timestamps, so iden
 
 from __future__ import annotations
 
+import bisect
 import io
+import re
 import uuid
 import zipfile
 from collections import defaultdict
@@ -375,7 +377,9 @@ def _code_map(root: etree._Element, codebook: Codebook) -> tuple[dict[str, tuple
     return mapping, paths
 
 
-def _source_text(src: etree._Element, zf: zipfile.ZipFile, path: str) -> str | None:
+def _source_text(src: etree._Element, zf: zipfile.ZipFile, names: Mapping[str, str], path: str) -> str | None:
+    """The text of a source: inline, or the member its plainTextPath names (`names`: members by lower case, as
+    programs differ on `sources/` and `Sources/`)."""
     content = _children(src, "PlainTextContent")
     if content:
         return content[0].text or ""
@@ -383,25 +387,22 @@ def _source_text(src: etree._Element, zf: zipfile.ZipFile, path: str) -> str | N
     if not ref:
         return None
     inner = ref.removeprefix("internal://")
-    names = {n.lower(): n for n in zf.namelist()}
     member = names.get(f"sources/{inner}".lower()) or names.get(inner.lower())
     if member is None:
         raise QdpxError(f"{path}: source {src.get('name')!r} names {ref}, which is not in the file")
     return zf.read(member).decode("utf-8-sig")
 
 
-def _crlf_map(text: str) -> tuple[str, list[int]]:
-    """The text with CRLF as LF, and each position's place in it (programs on Windows may write CRLF)."""
-    out, where, i = [], [], 0
-    while i < len(text):
-        where.append(len(out))
-        if text[i] == "\r" and i + 1 < len(text) and text[i + 1] == "\n":
-            i += 1
-            where.append(len(out))
-        out.append(text[i])
-        i += 1
-    where.append(len(out))
-    return "".join(out), where
+class _Positions:
+    """Positions in a source's text mapped to qualcode's: unchanged, or, where a program wrote CRLF, moved back by
+    the CRs before them (a program on Windows may write and count them)."""
+
+    def __init__(self, raw: str):
+        self.text = raw.replace("\r\n", "\n")
+        self._crs = [m.start() for m in re.finditer("\r\n", raw)]
+
+    def __getitem__(self, position: int) -> int:
+        return position - bisect.bisect_left(self._crs, position) if self._crs else position
 
 
 def read_codings(
@@ -424,6 +425,7 @@ def read_codings(
         if not qde:
             raise QdpxError(f"{path}: no project.qde inside; is it a REFI-QDA project?")
         root = check_xml(zf.read(qde[0]), f"{path}: {qde[0]}")
+        members = {n.lower(): n for n in zf.namelist()}
         codes, paths = _code_map(root, codebook)
         users = {u.get("guid", "").strip("{}").upper(): u.get("name") or u.get("id") or u.get("guid")
                  for us in _children(root, "Users") for u in _children(us, "User")}  # fmt: skip
@@ -438,11 +440,12 @@ def read_codings(
         for sources in _children(root, "Sources"):
             for src in _children(sources, "TextSource"):
                 name = src.get("name") or src.get("guid", "")
-                raw = _source_text(src, zf, str(path))
+                raw = _source_text(src, zf, members, str(path))
                 if raw is None:
                     report.unmatched_sources.append(name)
                     continue
-                text, where = _crlf_map(raw)
+                where = _Positions(raw)
+                text = where.text
                 doc_id = name if name in documents else by_text.get(text)
                 if doc_id is None:
                     report.unmatched_sources.append(name)
