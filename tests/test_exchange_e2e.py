@@ -242,3 +242,29 @@ def test_qc_keeps_each_coded_span(example, tmp_path):
         (f"{name}.txt", texts[name][:start].count("\n"), code) for name, pairs in at.items() for start, code in pairs
     }
     assert wanted <= lines
+
+
+@needs_qc
+def test_a_project_exported_by_qc_reads_back_as_human_codings(example, tmp_path):
+    """qualcode -> qc -> qualcode: qc's own .qdpx (sources renamed, passages widened to whole lines) reads back with
+    every code of every document, sources matched by their text and each passage's text checked."""
+    work, _, _ = example
+    project = _file_safe(work / "results" / "project.qdpx", tmp_path / "flat.qdpx")
+    assert _qc_import(project, tmp_path / "qc").returncode == 0
+    out = tmp_path / "from-qc.qdpx"
+    env = {**os.environ, "PYTHONBREAKPOINT": "0"}
+    proc = subprocess.run([QC, "export", str(out)], cwd=tmp_path / "qc", capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    t = _tables(work)
+    texts = dict(zip(t["documents"].doc_id, t["documents"].text, strict=True))
+    cb = codebook_mod.load(work / "config" / "codebook.yaml")
+    gold, report = qdpx.read_codings(out, cb, texts)
+    assert report.lines() == []
+    ours, _ = qdpx.read_codings(work / "results" / "project.qdpx", cb, texts)
+    assert set(zip(gold.doc_id, gold.field, gold.value, strict=True)) == set(
+        zip(ours.doc_id, ours.field, ours.value, strict=True)
+    )
+    assert set(gold.coder) == {"qualcode: fake-model"}
+    for g in gold.itertuples():
+        assert g.quote == texts[g.doc_id][g.start : g.end]
