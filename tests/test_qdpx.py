@@ -245,3 +245,22 @@ def test_a_selection_past_the_end_of_its_source(codebook, tmp_path):
     with pytest.raises(qdpx.QdpxError, match=rf"edited.qdpx: selection .* of source 'a.txt' spans \d+ to 9999\d*, "
                        rf"outside its text of {len(TEXT_A)} characters"):  # fmt: skip
         qdpx.read_codings(broken, codebook, _texts())
+
+
+def test_read_gold_needs_only_the_path(codebook, tmp_path, caplog):
+    """The validation stage's reader: codes mapped by their form, sources by name; the same codings as with the
+    codebook and the documents; codes it cannot map logged by name."""
+    path = _export(codebook, tmp_path)
+    full, _ = qdpx.read_codings(path, codebook, _texts())
+    gold = qdpx.read_gold(path)
+    assert list(gold.index) == list(range(1, len(full) + 1))
+    pd.testing.assert_frame_equal(gold.reset_index(drop=True), full)
+    own = '<Code guid="11111111-2222-3333-4444-555555555555" name="interesting" isCodable="true"/>'
+    fear = qdpx.code_guid("emotions", "fear")
+
+    def edit(xml):
+        xml = xml.replace("</Codes>", own + "</Codes>")
+        return xml.replace(f'targetGUID="{fear}"', 'targetGUID="11111111-2222-3333-4444-555555555555"')
+
+    qdpx.read_gold(_rewrite(path, tmp_path, edit))
+    assert "codes not in the codebook, their codings skipped: 'interesting' (2)" in caplog.text

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import logging
 import re
 import uuid
 import zipfile
@@ -44,6 +45,7 @@ from .errors import QualcodeError
 if TYPE_CHECKING:
     import pandas as pd
 
+logger = logging.getLogger(__name__)
 PROJECT_NS = "urn:QDA-XML:project:1.0"
 CODEBOOK_NS = "urn:QDA-XML:codebook:1.0"
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "refi-qda"
@@ -356,9 +358,19 @@ def value_lookup(codebook: Codebook) -> tuple[dict[str, tuple[str, str]], dict[t
     return by_name, by_path
 
 
-def _code_map(root: etree._Element, codebook: Codebook) -> tuple[dict[str, tuple[str, str] | None], dict[str, str]]:
+def _by_form(name: str, parent: str | None) -> tuple[str, str] | None:
+    """Without a codebook: `field: value`, or a value code under its field's code."""
+    if ": " in name:
+        field_name, value = name.split(": ", 1)
+        return (field_name.strip(), value.strip()) if field_name.strip() and value.strip() else None
+    return (parent, name) if parent and name else None
+
+
+def _code_map(
+    root: etree._Element, codebook: Codebook | None
+) -> tuple[dict[str, tuple[str, str] | None], dict[str, str]]:
     """Each code GUID of the project: its (field, value), or None; and its path for messages."""
-    by_name, by_path = value_lookup(codebook)
+    by_name, by_path = value_lookup(codebook) if codebook is not None else ({}, {})
     mapping: dict[str, tuple[str, str] | None] = {}
     paths: dict[str, str] = {}
 
@@ -366,7 +378,10 @@ def _code_map(root: etree._Element, codebook: Codebook) -> tuple[dict[str, tuple
         name = code.get("name", "")
         key = code.get("guid", "").strip("{}").upper()
         paths[key] = f"{parent}/{name}" if parent else name
-        mapping[key] = by_name.get(name.strip()) or (by_path.get((parent, name.strip())) if parent else None)
+        if codebook is None:
+            mapping[key] = _by_form(name.strip(), parent)
+        else:
+            mapping[key] = by_name.get(name.strip()) or (by_path.get((parent, name.strip())) if parent else None)
         for child in _children(code, "Code"):
             walk(child, name.strip())
 
@@ -406,12 +421,16 @@ class _Positions:
 
 
 def read_codings(
-    path: str | Path, codebook: Codebook, documents: Mapping[str, str]
+    path: str | Path, codebook: Codebook | None = None, documents: Mapping[str, str] | None = None
 ) -> tuple[pd.DataFrame, ImportReport]:
     """The coded text selections of a .qdpx as human codings: one row per selection and code, with columns
     coder, doc_id, field, value, start, end, quote (offsets into qualcode's normalised text; null for a coding of
     a whole source). `documents` maps doc_id to that text. A source is matched to a document by name, else by
-    text; codes are mapped by name (`field: value`, a value under its field, or a value unique to one field)."""
+    text; codes are mapped by name (`field: value`, a value under its field, or a value unique to one field).
+
+    Without `codebook`, codes are mapped by form alone (`field: value`, or a code under its field's code); without
+    `documents`, a source's name is its doc_id and offsets are into its own text (with CRLF read as LF), for a
+    later check against the documents."""
     import pandas as pd
 
     path = Path(path)
@@ -419,7 +438,7 @@ def read_codings(
         raise QdpxError(f"{path}: not a REFI-QDA project (.qdpx): it is not a zip file")
     report = ImportReport()
     rows: list[dict[str, Any]] = []
-    by_text = {t: d for d, t in documents.items()}
+    by_text = {t: d for d, t in documents.items()} if documents is not None else {}
     with zipfile.ZipFile(path) as zf:
         qde = [n for n in zf.namelist() if n.lower().endswith(".qde") and "/" not in n]
         if not qde:
@@ -446,11 +465,12 @@ def read_codings(
                     continue
                 where = _Positions(raw)
                 text = where.text
-                doc_id = name if name in documents else by_text.get(text)
+                known = documents is None or name in documents
+                doc_id = name if known else by_text.get(text)
                 if doc_id is None:
                     report.unmatched_sources.append(name)
                     continue
-                if documents[doc_id] != text:
+                if documents is not None and documents[doc_id] != text:
                     report.mismatched_sources.append(name)
                     continue
                 found = [(sel, sel) for sel in _children(src, "PlainTextSelection")] + [(None, src)]
@@ -485,6 +505,16 @@ def read_codings(
     return df.sort_values(["doc_id", "start", "end", "field", "value", "coder"], na_position="first").reset_index(
         drop=True
     ), report
+
+
+def read_gold(path: str | Path) -> pd.DataFrame:
+    """A .qdpx as the validation stage reads human codings (`gold.READERS[".qdpx"] = qdpx.read_gold`): the path
+    alone, codes mapped by form, rows indexed from 1; what could not be used is logged as a warning, by name."""
+    df, report = read_codings(path)
+    for line in report.lines():
+        logger.warning("%s: %s", path, line)
+    df.index = df.index + 1
+    return df
 
 
 def read_codebook_names(data: bytes, what: str) -> list[str]:
