@@ -25,6 +25,8 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/exchange.smk"
+include: "workflow/rules/review.smk"
 
 
 rule all:

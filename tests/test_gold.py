@@ -104,7 +104,7 @@ def test_chunk_units_need_a_place_for_each_code(tmp_path):
 
 
 def test_unreadable_files_are_named(tmp_path):
-    with pytest.raises(GoldError, match=r"g\.xlsx: human codings are read from \.csv, \.parquet files"):
+    with pytest.raises(GoldError, match=r"g\.xlsx: human codings are read from \.csv, \.parquet, \.qdpx files"):
         gold.load([tmp_path / "g.xlsx"], CB, TEXTS)
     with pytest.raises(GoldError, match="no such file"):
         gold.load([tmp_path / "missing.csv"], CB, TEXTS)
@@ -117,7 +117,7 @@ def test_unreadable_files_are_named(tmp_path):
 
 
 def test_another_reader_registers_in_one_line(tmp_path, monkeypatch):
-    def read_fake(path):
+    def read_fake(path, cb, texts):
         row = {"coder": "x", "doc_id": "a.txt", "field": CHOICE.name, "value": CHOICE.values[0].name}
         return pd.DataFrame([{**row, "start": pd.NA, "end": pd.NA, "quote": pd.NA}])
 

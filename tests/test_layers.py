@@ -18,11 +18,11 @@ LAYERS = [
     {"errors", "ids"},
     {"logs", "records", "config"},
     {"codebook", "ingest", "chunking", "validate", "shards", "prompts", "agreement"},
-    {"tables", "limits", "cache", "gold"},
+    {"tables", "limits", "cache", "gold", "qdpx"},
     {"journal", "api"},
     {"client"},
     {"coding"},
-    {"results", "archive", "estimate", "provenance", "validity"},
+    {"results", "archive", "estimate", "provenance", "validity", "review", "corrections"},
     {"methods", "report"},
     {"cli", "__main__", "__init__"},
 ]

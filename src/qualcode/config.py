@@ -262,6 +262,30 @@ class ValidationConfig(_Strict):
             raise ValueError(f"arm name(s) {', '.join(taken)} are reserved ({', '.join(RESERVED_RATERS)})")
         return arms
 
+class ExchangeConfig(_Strict):
+    """The REFI-QDA project (results/project.qdpx) for NVivo, ATLAS.ti, MAXQDA and QualCoder."""
+
+    ungrounded: Literal["chunk", "skip"] = Field(
+        "chunk",
+        description="Codes whose quote was not found, or not asked for: coded on their whole chunk ('chunk') or "
+        "left out of the project ('skip'). Grounded quotes are always coded at their own offsets.",
+    )
+
+
+class ReviewConfig(_Strict):
+    """Human review: the review page and spreadsheet, and corrections brought back."""
+
+    corrections: str | None = Field(
+        None,
+        description="A filled-in review.csv or a .qdpx coded in a QDA program; its decisions are applied to the "
+        "model's codes in results/codes_reviewed.parquet. Null: no corrections.",
+    )
+    reviewer: str = Field(
+        "reviewer",
+        min_length=1,
+        description="Who decided, for rows of a review.csv whose reviewer column is empty.",
+    )
+
 
 class Price(_Strict):
     """What a model costs, per million tokens, in the currency of your choice."""
@@ -287,6 +311,8 @@ class Config(_Strict):
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Rate limits, daily quota, budget.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Agreement with human coders.")
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Export to QDA programs.")
+    review: ReviewConfig = Field(default_factory=ReviewConfig, description="Human review and corrections.")
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Price per million tokens by model name (as in llm.model), for the cost columns and totals.",
@@ -307,6 +333,12 @@ class Config(_Strict):
     def _budget_needs_a_price(self) -> Config:
         if self.limits.budget is not None and self.llm.model not in self.prices:
             raise ValueError(f"limits.budget is set but prices has no entry for llm.model {self.llm.model!r}")
+        written = Path(self.results_dir, "review", "review.csv")
+        if self.review.corrections and Path(self.review.corrections).resolve() == written.resolve():
+            raise ValueError(
+                f"review.corrections is {self.review.corrections}, which every run rewrites; copy the filled file "
+                "out of the results folder and name the copy"
+            )
         return self
 
 

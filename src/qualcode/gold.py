@@ -1,7 +1,8 @@
 """Human codings ("gold"): reading them, whatever the file, and checking them against the codebook and documents.
 
-The reader interface (one registry, `READERS`, keyed by file suffix): a reader takes a path and returns a pandas
-DataFrame with exactly the columns
+The reader interface (one registry, `READERS`, keyed by file suffix): a reader takes a path, the codebook and the
+documents' normalised texts (a reader of a format that names codes or holds its own copy of the texts uses them
+to map and re-check; CSV and Parquet need neither) and returns a pandas DataFrame with exactly the columns
 
     coder, doc_id, field, value, start, end, quote
 
@@ -10,9 +11,9 @@ end exclusive); start, end and quote may be null. One row is one code a coder ga
 two values is two rows). A row whose field and value are empty says "this coder read this document and found
 nothing": it makes the document part of the coder's sample. The DataFrame's index is the row's position as the
 user sees it (for a CSV, its line number), so that errors can name it. A reader only reads; `check` validates
-every row against the codebook and the documents. Registering another format is one line:
-
-    gold.READERS[".qdpx"] = read_qdpx
+every row against the codebook and the documents. What a reader could not use (codes not in the codebook, a
+source whose text differs) it lists in `df.attrs["problems"]`, and `load` lists those with the rows it skips.
+Registering another format is one line, as `.qdpx` (REFI-QDA projects from QDA programs) is below.
 
 Two layouts are read from CSV and Parquet: tidy (the columns above; `field` and `value` present) and wide, as
 exported from a spreadsheet: `doc_id` plus one column per codebook field, several values of a field joined by
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import qdpx
 from .codebook import Codebook
 from .errors import QualcodeError
 from .validate import ground_quote
@@ -90,7 +92,7 @@ def _layout(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return _tidy(df, path) if {"field", "value"} <= set(df.columns) else _wide(df, path)
 
 
-def read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path, cb: Codebook | None = None, texts: Mapping[str, str] | None = None) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -99,7 +101,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     return _layout(df, path)
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: Path, cb: Codebook | None = None, texts: Mapping[str, str] | None = None) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several kinds for a damaged file
@@ -111,10 +113,14 @@ def read_parquet(path: Path) -> pd.DataFrame:
     return _layout(df.astype({c: "string" for c in df.columns if c not in ("start", "end")}), path)
 
 
-READERS: dict[str, Callable[[Path], pd.DataFrame]] = {".csv": read_csv, ".parquet": read_parquet}
+READERS: dict[str, Callable[[Path, Codebook | None, Mapping[str, str] | None], pd.DataFrame]] = {
+    ".csv": read_csv,
+    ".parquet": read_parquet,
+    ".qdpx": qdpx.read_gold,
+}
 
 
-def read(path: str | Path) -> pd.DataFrame:
+def read(path: str | Path, cb: Codebook | None = None, texts: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One file of human codings, in the tidy columns, by its suffix's reader."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
@@ -122,7 +128,7 @@ def read(path: str | Path) -> pd.DataFrame:
         raise GoldError(f"{path}: human codings are read from {', '.join(sorted(READERS))} files, not {path.suffix!r}")
     if not path.is_file():
         raise GoldError(f"{path}: no such file (validation.gold)")
-    return reader(path)
+    return reader(path, cb, texts)
 
 
 def _problem(df: pd.DataFrame, cb: Codebook, texts: Mapping[str, str], unit: str) -> tuple[pd.Series, pd.Series]:
@@ -191,7 +197,8 @@ def load(
     """Every file's checked rows, in the tidy columns, and the problems listed (file, row, what is wrong)."""
     frames, problems = [], []
     for p in paths:
-        df = read(p)
+        df = read(p, cb, texts)
+        problems += df.attrs.get("problems", [])
         named = df["doc_id"].dropna()
         if len(named) and not named.isin(list(texts)).any():
             raise GoldError(

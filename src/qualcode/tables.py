@@ -89,6 +89,23 @@ CODES = pa.schema(
     ]
 )
 
+# The model's codes with the human decisions of a review applied (results/codes_reviewed.parquet, written only when
+# `review.corrections` is set): who decided each row, and how.
+CODES_REVIEWED = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("chunk_index", pa.int32(), nullable=False),
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("quote", pa.string()),
+        pa.field("quote_start", pa.int64()),
+        pa.field("quote_end", pa.int64()),
+        pa.field("decision", pa.string(), nullable=False),
+        pa.field("decided_by", pa.string(), nullable=False),
+    ]
+)
+
 LLM_CALLS = pa.schema(
     [f for f in RESULTS if f.name not in ("answer_json", "raw", "error")] + [pa.field("cost", pa.float64())]
 )
@@ -162,6 +179,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
         "results": RESULTS,  # a coding job's output, not published
         "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY,
+        "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
     }[name]  # fmt: skip
 
 

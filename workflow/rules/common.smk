@@ -103,4 +103,7 @@ def final_outputs(wildcards):
             arm=list(CFG.validation.arms),
             name=TABLES,
         ),
+        *rules.qdpx_export.output,
+        *rules.review_page.output,
+        *(rules.apply_corrections.output if CFG.review.corrections else []),
     ]

@@ -1,0 +1,281 @@
+"""Human review: a static page showing every quote in place, a spreadsheet to record decisions in, and the decisions
+applied to the model's codes.
+
+The page (results/review/index.html) is one self-contained file, no server, no network: each document's
+normalised text, cut where its chunks start (chunks overlap; each piece of text is shown once, beside the codes of
+the chunk that ends there), every grounded quote highlighted at its offsets, and beside each chunk its codes, its
+quotes that were not found and its failure. A menu filters by code. The same run gives the same bytes.
+
+The spreadsheet (results/review/review.csv) has one row per chunk and field: the model's answer, and empty
+`decision` (accept, reject or correct), `corrected_value`, `reviewer` and `note` columns.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import tables
+from .codebook import Codebook
+from .qdpx import PALETTE, code_name, coded_fields
+
+REVIEW_COLUMNS = [
+    "doc_id", "chunk_id", "chunk_index", "field", "status", "model_value", "quote", "grounding",
+    "decision", "corrected_value", "reviewer", "note",
+]  # fmt: skip
+DECISIONS = ("accept", "reject", "correct")
+LIST_SEPARATOR = "; "
+
+CSS = """
+body{font:15px/1.5 system-ui,sans-serif;margin:0;color:#212529}
+header{position:sticky;top:0;background:#f8f9fa;border-bottom:1px solid #dee2e6;padding:.6em 1.2em;z-index:1}
+header h1{font-size:1.15em;margin:0 0 .2em}
+header p{margin:.2em 0;color:#495057}
+main{padding:0 1.2em 3em}
+nav{margin:.8em 0;font-size:.9em;display:flex;flex-wrap:wrap;gap:.2em .9em}
+
+h2{font-size:1.05em;margin:1.6em 0 .4em;border-bottom:2px solid #adb5bd}
+.chunk{display:grid;grid-template-columns:minmax(0,3fr) minmax(14em,2fr);gap:1em;border-top:1px solid #e9ecef;
+padding:.4em 0}
+.chunk.hidden{display:none}
+.text{white-space:pre-wrap;font-family:Georgia,serif}
+mark{background:var(--c);background:color-mix(in srgb,var(--c) 30%,white);border-bottom:2px solid var(--c);
+padding:0}
+mark.dim{background:none;border-bottom:1px dotted #adb5bd}
+aside{font-size:.88em}
+aside .head{color:#6c757d}
+aside ul{margin:.2em 0;padding-left:1.1em}
+.field{color:#6c757d}
+.flag{color:#c92a2a}
+.failed{background:#fff5f5;border-left:3px solid #e03131;padding:.2em .5em}
+.legend span{display:inline-block;width:.8em;height:.8em;margin:0 .2em 0 .8em;background:var(--c)}
+"""
+
+SCRIPT = """
+(function () {
+  var select = document.getElementById('code-filter');
+  var flagged = document.getElementById('flagged-only');
+  function apply() {
+    var code = select.value;
+    var chunks = document.querySelectorAll('.chunk');
+    for (var i = 0; i < chunks.length; i++) {
+      var c = chunks[i];
+      var codes = (c.getAttribute('data-codes') || '').split('|');
+      var show = (!code || codes.indexOf(code) >= 0) && (!flagged.checked || c.hasAttribute('data-flagged'));
+      c.classList.toggle('hidden', !show);
+    }
+    var marks = document.querySelectorAll('mark');
+    for (var j = 0; j < marks.length; j++) {
+      var m = marks[j];
+      var own = (m.getAttribute('data-codes') || '').split('|');
+      m.classList.toggle('dim', !!code && own.indexOf(code) < 0);
+    }
+    document.getElementById('shown').textContent =
+      document.querySelectorAll('.chunk:not(.hidden)').length + ' of ' + chunks.length + ' chunks shown';
+  }
+  select.addEventListener('change', apply);
+  flagged.addEventListener('change', apply);
+  apply();
+})();
+"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def quote_id(doc_index: int, start: int, end: int) -> str:
+    """The id a highlighted quote's pieces share (`data-q`): its document's position and its offsets."""
+    return f"q{doc_index}-{start}-{end}"
+
+
+def _answers(codings: pd.DataFrame, codebook: Codebook) -> dict[str, dict[str, Any]]:
+    """Each chunk's row of the wide codings table, by chunk id."""
+    return {r["chunk_id"]: r for r in codings.to_dict("records")}
+
+
+def _value_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return LIST_SEPARATOR.join(str(v) for v in list(value))
+    return str(value)
+
+
+def review_rows(codebook: Codebook, chunks: pd.DataFrame, codings: pd.DataFrame, codes: pd.DataFrame) -> pd.DataFrame:
+    """review.csv: one row per chunk and field, with the model's answer and empty decision columns."""
+    answers = _answers(codings, codebook)
+    grounding = {(c.chunk_id, c.field): c.grounding for c in codes.itertuples()}
+    rows = []
+    for c in chunks.itertuples():
+        answer = answers.get(c.chunk_id, {})
+        status = answer.get("status", "failed")
+        for f in codebook.fields:
+            coded = status == "coded"
+            rows.append({
+                "doc_id": c.doc_id, "chunk_id": c.chunk_id, "chunk_index": c.chunk_index, "field": f.name,
+                "status": status,
+                "model_value": _value_text(answer.get(f.name)) if coded else "",
+                "quote": (answer.get(f"{f.name}_quote") or "") if coded and f.quote else "",
+                "grounding": grounding.get((c.chunk_id, f.name), "" if f.quote else "not_asked") if coded else "",
+                "decision": "", "corrected_value": "", "reviewer": "", "note": "",
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=REVIEW_COLUMNS)
+
+
+def _segments(text: str, cuts: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:
+    """The text between consecutive boundaries, each with the spans (by index) covering it. `spans` is sorted, so
+    a sweep keeps the open spans: linear in the text's boundaries times the quotes open at once."""
+    bounds = sorted({0, len(text), *cuts, *(p for s in spans for p in s)})
+    out, open_, nxt = [], [], 0
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        while nxt < len(spans) and spans[nxt][0] <= a:
+            open_.append(nxt)
+            nxt += 1
+        open_ = [i for i in open_ if spans[i][1] > a]
+        out.append((a, b, [i for i in open_ if spans[i][1] >= b]))
+    return out
+
+
+def page(
+    codebook: Codebook,
+    documents: pd.DataFrame,
+    chunks: pd.DataFrame,
+    codings: pd.DataFrame,
+    codes: pd.DataFrame,
+    failures: pd.DataFrame,
+    model: str,
+) -> str:
+    """The review page as HTML text."""
+    colour = {f.name: PALETTE[i % len(PALETTE)] for i, f in enumerate(coded_fields(codebook))}
+    answers = _answers(codings, codebook)
+    reasons = {f.chunk_id: f.reason for f in failures.itertuples() if f.chunk_id is not None}
+    by_chunk: dict[str, list[Any]] = defaultdict(list)
+    for c in codes.itertuples():
+        by_chunk[c.chunk_id].append(c)
+    n_ungrounded = int((codes.grounding == "ungrounded").sum())
+    n_failed = sum(1 for a in answers.values() if a["status"] != "coded")
+    options = "".join(
+        f'<option value="{_e(code_name(f.name, v))}">{_e(code_name(f.name, v))}</option>'
+        for f in coded_fields(codebook)
+        for v in ([x.name for x in f.values] or ["true", "false"])
+    )
+    legend = "".join(f'<span style="--c:{c}"></span>{_e(name)}' for name, c in colour.items())
+    docs = documents.sort_values("doc_id").reset_index(drop=True)
+    out = [
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>Review: {_e(codebook.name)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<header>\n"
+        f"<h1>Review: {_e(codebook.name)} (codebook {_e(codebook.version)})</h1>\n"
+        f"<p>Coded by {_e(model)}: {len(docs)} documents, {len(chunks)} chunks, {len(codes)} codes; "
+        f'<span class="flag">{n_ungrounded} quotes not found, {n_failed} chunks failed</span>. '
+        "Highlights are the model's quotes, found in the text; record decisions in review.csv.</p>\n"
+        f'<p><label>Code: <select id="code-filter"><option value="">all codes</option>{options}</select></label> '
+        '<label><input type="checkbox" id="flagged-only"> only chunks with a quote not found or a failure</label> '
+        f'· <span id="shown"></span></p>\n<p class="legend">{legend}</p>\n</header>\n<main>\n<nav>'
+        + "".join(f'<a href="#doc-{i}">{_e(d)}</a>' for i, d in enumerate(docs.doc_id))
+        + "</nav>\n"
+    ]
+    chunks_of = {doc_id: g.sort_values("chunk_index") for doc_id, g in chunks.groupby("doc_id")}
+    for i, d in enumerate(docs.itertuples()):
+        out.append(f'<section class="doc" id="doc-{i}">\n<h2>{_e(d.doc_id)}</h2>\n')
+        doc_chunks = chunks_of.get(d.doc_id, chunks.iloc[0:0])
+        doc_codes = [c for cid in doc_chunks.chunk_id for c in by_chunk.get(cid, [])]
+        span_codes: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for c in doc_codes:
+            if c.grounded and c.field in colour:
+                key = (int(c.quote_start), int(c.quote_end))
+                if code_name(c.field, c.value) not in span_codes[key]:
+                    span_codes[key].append(code_name(c.field, c.value))
+        spans = sorted(span_codes)
+        field_of = {k: v[0].split(": ", 1)[0] for k, v in span_codes.items()}
+        pieces_of, shown = [], 0  # each chunk's display range: from where the previous one ended
+        for ch in doc_chunks.itertuples():
+            pieces_of.append((ch, max(ch.start, shown), ch.end))
+            shown = max(shown, ch.end)
+        segments = _segments(d.text, [p for _, lo, hi in pieces_of for p in (lo, hi)], spans)
+        k = 0
+        for ch, lo, hi in pieces_of:
+            pieces = []
+            while k < len(segments) and segments[k][1] <= hi:
+                a, b, covering = segments[k]
+                k += 1
+                if a < lo:
+                    continue
+                piece = _e(d.text[a:b])
+                if covering:
+                    ids = " ".join(quote_id(i, *spans[n]) for n in covering)
+                    names = "|".join(dict.fromkeys(name for n in covering for name in span_codes[spans[n]]))
+                    c = colour[field_of[spans[covering[0]]]]
+                    piece = (f'<mark style="--c:{c}" data-q="{ids}" data-codes="{_e(names)}" title="{_e(names)}">'
+                             f"{piece}</mark>")  # fmt: skip
+                pieces.append(piece)
+            out.append(_chunk_html(ch, answers.get(ch.chunk_id), by_chunk.get(ch.chunk_id, []), reasons, codebook,
+                                   "".join(pieces)))  # fmt: skip
+        out.append("</section>\n")
+    out.append(f"</main>\n<script>{SCRIPT}</script>\n</body>\n</html>\n")
+    return "".join(out)
+
+
+def _chunk_html(ch: Any, answer: Mapping[str, Any] | None, codes: list[Any], reasons: Mapping[str, str],
+                codebook: Codebook, text_html: str) -> str:  # fmt: skip
+    coded = {f.name for f in coded_fields(codebook)}
+    names = [code_name(c.field, c.value) for c in codes if c.field in coded]
+    items, flagged = [], False
+    status = answer["status"] if answer else "failed"
+    if status != "coded":
+        flagged = True
+        reason = reasons.get(ch.chunk_id, "no answer")
+        items.append(f'<div class="failed">Failed: {_e(reason)}</div>')
+    else:
+        lines = []
+        for f in codebook.fields:
+            value = _value_text(answer.get(f.name)) if answer else ""
+            mark = ""
+            field_codes = [c for c in codes if c.field == f.name]
+            g = field_codes[0].grounding if field_codes else None
+            if g == "ungrounded":
+                flagged = True
+                mark = f' <span class="flag">quote not found: “{_e(field_codes[0].quote)}”</span>'
+            elif g in ("exact", "normalised"):
+                mark = " ✓"
+            lines.append(f'<li><span class="field">{_e(f.label or f.name)}:</span> {_e(value) or "—"}{mark}</li>')
+        items.append("<ul>" + "".join(lines) + "</ul>")
+    attrs = f' data-codes="{_e("|".join(dict.fromkeys(names)))}"' + (" data-flagged" if flagged else "")
+    return (
+        f'<div class="chunk" id="chunk-{_e(ch.chunk_id)}"{attrs}>\n<div class="text">{text_html}</div>\n'
+        f'<aside><div class="head">chunk {ch.chunk_index} · {_e(ch.chunk_id)}</div>{"".join(items)}</aside>\n</div>\n'
+    )
+
+
+def write_review(
+    *,
+    codebook: Codebook,
+    documents: str | Path,
+    chunks: str | Path,
+    codings: str | Path,
+    codes: str | Path,
+    failures: str | Path,
+    model: str,
+    page_out: str | Path,
+    csv_out: str | Path,
+) -> dict[str, int]:
+    """Write the review page and review.csv from the published tables."""
+    docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
+    chunk_table = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "chunk_index", "start", "end"]).to_pandas()
+    wide = tables.read(codings, "codings").to_pandas()
+    code_table = tables.read(codes, "codes").to_pandas()
+    fail = tables.read(failures, "failures", ["chunk_id", "reason"]).to_pandas()
+    Path(page_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(page_out).write_text(page(codebook, docs, chunk_table, wide, code_table, fail, model), encoding="utf-8")
+    rows = review_rows(codebook, chunk_table, wide, code_table)
+    with tables.open_csv(csv_out) as fh:
+        tables.write_csv(rows, fh)
+    return {"documents": len(docs), "chunks": len(chunk_table), "rows": len(rows)}
