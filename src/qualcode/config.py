@@ -67,6 +67,13 @@ class IngestConfig(_Strict):
         le=1_000_000,
         description="Most a .docx may unzip to, in MB (declared and actual sizes); a larger one is unreadable.",
     )
+    max_skipped_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The run stops when more than this share of the input files cannot be read (0.5: half); "
+        "it always stops when no document is left to code.",
+    )
 
 
 class ChunkingConfig(_Strict):

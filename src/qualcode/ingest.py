@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import IngestConfig, TableInput
-from .errors import InputError
+from .errors import InputError, NothingToCode
 from .records import Document, IngestProblem, Turn
 
 logger = logging.getLogger(__name__)
@@ -679,3 +679,26 @@ def _reject_duplicate_doc_ids(documents: list[Document], first_source: dict[str,
                 f"document id '{document.doc_id}' is also produced by {first_source[document.doc_id]}; "
                 "each input must be read once",
             )
+
+
+_REASONS_SHOWN = 5
+
+
+def check_enough(
+    documents: list[Document], problems: list[IngestProblem], n_files: int, max_skipped_share: float
+) -> None:
+    """Stop the run, with the reasons, when there is nothing to code or most of the inputs were skipped: a run
+    whose tables are empty because of a misspelt column would otherwise look like a success."""
+    skipped = len({p.source_file for p in problems})
+    reasons = "; ".join(f"{p.source_file}: {p.problem}" for p in problems[:_REASONS_SHOWN])
+    if len(problems) > _REASONS_SHOWN:
+        reasons += f"; and {len(problems) - _REASONS_SHOWN} more (results/logs/ingest/ingest.log lists them all)"
+    if not documents:
+        why = f"{'the input file' if n_files == 1 else f'all {n_files} input files'} could not be read: {reasons}"
+        raise NothingToCode(f"no documents to code: {why if skipped else 'the input files hold no text'}")
+    if n_files and skipped / n_files > max_skipped_share:
+        raise NothingToCode(
+            f"{skipped} of {n_files} input files ({skipped / n_files:.0%}) could not be read, more than "
+            f"ingest.max_skipped_share ({max_skipped_share:.0%}): {reasons}. Fix them, or raise "
+            "ingest.max_skipped_share to code the others without them"
+        )
