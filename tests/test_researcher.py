@@ -60,3 +60,110 @@ def test_a_few_unreadable_files_do_not_stop_the_run(tmp_path):
     root = _inputs(tmp_path, {**files, "broken.txt": b""})
     docs, problems = _ingest(root, IngestConfig())
     assert len(docs) == 3 and [p.source_file for p in problems] == ["broken.txt"]
+
+
+# -- 8. messages in the researcher's words ----------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_misspelt_setting_names_file_line_and_the_closest_key(tmp_path):
+    from qualcode import config
+    from qualcode.errors import ConfigError
+
+    mine = _write(tmp_path / "my-config.yaml", "llm:\n  provider: openai\n  model: gpt-4o-mini\n  temprature: 0.2\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(Path("config/config.yaml"), mine)
+    assert str(err.value) == f"{mine}, line 4: llm.temprature: unknown setting; did you mean `temperature`?"
+
+
+def test_unknown_setting_without_a_close_match_lists_the_valid_ones(tmp_path):
+    from qualcode import config
+    from qualcode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="chunking.size: unknown setting; the settings here are encoding, max_tokens"):
+        config.load(_write(tmp_path / "c.yaml", "chunking:\n  size: 300\n"))
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path, capsys):
+    from qualcode import cli
+
+    broken = _write(tmp_path / "my-config.yaml", "llm:\n  provider: openai\n  temperature: [0\nchunking: {}\n")
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--config", "config/config.yaml", "--config", str(broken)])
+    err = capsys.readouterr().err
+    assert f"{broken}, line 4, column 9: config file is not valid YAML" in err
+    assert "flow sequence that starts on line 3" in err
+
+
+def test_codebook_errors_name_fields_and_values(tmp_path):
+    import yaml
+
+    from qualcode import codebook
+    from qualcode.errors import ConfigError
+
+    raw = yaml.safe_load(Path("config/codebook.yaml").read_text(encoding="utf-8"))
+    raw["fields"][0]["values"][3]["definiton"] = raw["fields"][0]["values"][3].pop("definition")
+    path = _write(tmp_path / "codebook.yaml", yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        codebook.load(path)
+    value = raw["fields"][0]["values"][3]["name"]
+    message = str(err.value)
+    assert (
+        f"field '{raw['fields'][0]['name']}', value '{value}', definiton: unknown key; did you mean `definition`?"
+        in message
+    )
+    assert "fields.0" not in message and "values.3" not in message
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "definiton" in text)
+    assert f"{path}, line {line}: " in message
+
+
+@pytest.mark.parametrize(
+    ("llm", "fragments"),
+    [
+        ({"model": "gpt-4o-mini"}, ("'gpt-4o-mini' is not a .gguf file", "llm.provider: openai")),
+        ({"provider": "openai", "model": "models/llama.Q4.gguf"}, ("is a .gguf file", "llm.provider: local")),
+    ],
+)
+def test_provider_is_checked_against_the_model(tmp_path, llm, fragments):
+    from qualcode import config
+    from qualcode.errors import ConfigError
+
+    mine = _write(tmp_path / "m.yaml", "llm:\n" + "".join(f"  {k}: {v}\n" for k, v in llm.items()))
+    with pytest.raises(ConfigError) as err:
+        config.load(Path("config/config.yaml"), mine)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_grounding_counts_say_what_they_count():
+    import pandas as pd
+
+    from qualcode import provenance
+
+    # one chunk, a multiple-choice field with two values sharing one quote, and a text field without a quote
+    codes = pd.DataFrame(
+        {
+            "chunk_id": ["c1", "c1", "c1"],
+            "field": ["emotions", "emotions", "summary"],
+            "grounding": ["exact", "exact", "not_asked"],
+        }
+    )
+    empty = pd.DataFrame({"cache_hit": pd.Series([], dtype=bool)})
+    for col in ("attempts", "retries", "reasks", "tokens_in", "tokens_out", "cost"):
+        empty[col] = pd.Series([], dtype="float64")
+    tables = {
+        "documents": pd.DataFrame({"doc_id": ["d"]}),
+        "chunks": pd.DataFrame({"chunk_id": ["c1"]}),
+        "codings": pd.DataFrame({"status": ["coded"]}),
+        "codes": codes,
+        "llm_calls": empty,
+        "failures": pd.DataFrame({"stage": pd.Series([], dtype=str)}),
+    }
+    counts = provenance.counts(tables)
+    assert counts["quotes"] == counts["quotes_grounded"] == 1  # one per chunk and field
+    assert counts["codes_rows_by_grounding"] == {"exact": 2, "not_asked": 1}  # codes.parquet's rows
+    assert sum(counts["codes_rows_by_grounding"].values()) == len(codes)

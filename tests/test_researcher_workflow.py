@@ -33,3 +33,23 @@ def test_run_with_nothing_to_code_fails_with_the_reason(tmp_path, fake_server):
     assert "no documents to code" in proc.stderr and "no text column 'response'" in proc.stderr
     assert fake_server.count() == 0  # nothing was sent
     assert not (workdir / "results/methods.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("llm:\n  temprature: 0.2\n", ("line 2: llm.temprature: unknown setting; did you mean `temperature`?",)),
+        ("llm:\n  model: gpt-4o-mini\n", ("'gpt-4o-mini' is not a .gguf file", "llm.provider: openai")),
+    ],
+    ids=["misspelt-key", "api-model-with-local-provider"],
+)
+def test_bad_setting_stops_before_any_job_naming_file_and_line(tmp_path, override, fragments):
+    workdir = _workdir(tmp_path, {"survey.csv": survey_cp1252_csv()})
+    mine = workdir / "my-config.yaml"
+    mine.write_text(override + f"ingest:\n  input_dir: {tmp_path / 'inputs'}\n")
+    proc = run(workdir, "--configfile", "my-config.yaml", check=False)
+    assert proc.returncode != 0
+    assert not (workdir / "results").exists()
+    for fragment in fragments:
+        assert fragment in proc.stderr
+    assert "my-config.yaml" in proc.stderr

@@ -164,7 +164,9 @@ def parse(raw: Any, path: str | Path) -> Codebook:
     try:
         return Codebook.model_validate(raw)
     except ValidationError as exc:
-        raise explain(exc, path) from None
+        raise explain(
+            exc, path, raw=raw, model=Codebook, files=[path] if Path(path).is_file() else [], unknown="unknown key"
+        ) from None
 
 
 def load(path: str | Path) -> Codebook:

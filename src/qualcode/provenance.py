@@ -113,6 +113,7 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     """Units coded, failures, requests and quotes, from the run's tables."""
     calls, codings, codes, failures = (tables[n] for n in ("llm_calls", "codings", "codes", "failures"))
     sent = calls[~calls.cache_hit]
+    # one quote per chunk and field, as the codebook asks for it (see codes_rows_by_grounding below)
     quotes = codes[codes.grounding.isin(["exact", "normalised", "ungrounded"])].drop_duplicates(["chunk_id", "field"])
     return {
         "documents": int(len(tables["documents"])),
@@ -127,6 +128,9 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         "quotes": int(len(quotes)),
         "quotes_grounded": int(quotes.grounding.isin(["exact", "normalised"]).sum()),
         "quotes_ungrounded": int((quotes.grounding == "ungrounded").sum()),
+        # quotes_* count one quote per chunk and field; codes.parquet has a row per value, each carrying its
+        # field's quote, so its rows by grounding are given too, under the name that says what they count
+        "codes_rows_by_grounding": {str(k): int(v) for k, v in codes.grounding.value_counts().sort_index().items()},
         "tokens_in": int(calls.tokens_in.fillna(0).sum()),
         "tokens_out": int(calls.tokens_out.fillna(0).sum()),
         "tokens_in_this_run": int(sent.tokens_in.fillna(0).sum()),

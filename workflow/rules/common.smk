@@ -4,6 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+import qualcode.client
 import qualcode.codebook
 import qualcode.config
 import qualcode.ingest
@@ -12,12 +13,18 @@ import qualcode.shards
 import qualcode.tables
 
 # pydantic first: its messages name the setting in one line; then the JSON Schema, as published.
+# In the order they override one another: the Snakefile's configfile, then each --configfile.
+_OVERRIDES = [str(p) for p in workflow.overwrite_configfiles or []]
+CONFIG_FILES = [
+    str(p) for p in workflow.configfiles if str(p) not in _OVERRIDES
+] + _OVERRIDES
 CFG = qualcode.config.resolve(
-    config, "config (config/config.yaml and any --configfile)"
+    config, "config (config/config.yaml, any --configfile and --config)", CONFIG_FILES
 )
 validate(config, "../../schemas/config.schema.json")
 RESULTS = CFG.results_dir
-CONFIG_FILES = [str(p) for p in workflow.configfiles]
+if CFG.llm.provider == "local":  # a missing .gguf file is named now, not when the first coding job starts
+    qualcode.client.local_model_path(CFG.llm.model)
 TABLES = qualcode.tables.PUBLISHED
 
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
