@@ -297,7 +297,7 @@ def _describe(loc: tuple[Any, ...], raw: Any) -> str:
     (or their number, from 1), plain keys dotted."""
     parts: list[tuple[bool, str]] = []  # (is a list item, text)
     node = raw
-    for i, key in enumerate(loc):
+    for key in loc:
         if isinstance(key, int) and isinstance(node, list):
             parent = parts.pop()[1] if parts and not parts[-1][0] else "item"
             singular = parent[:-1] if parent.endswith("s") else parent
