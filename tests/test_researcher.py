@@ -167,3 +167,122 @@ def test_grounding_counts_say_what_they_count():
     assert counts["quotes"] == counts["quotes_grounded"] == 1  # one per chunk and field
     assert counts["codes_rows_by_grounding"] == {"exact": 2, "not_asked": 1}  # codes.parquet's rows
     assert sum(counts["codes_rows_by_grounding"].values()) == len(codes)
+
+
+# -- 2. transcripts exported as tables --------------------------------------------------------------------------
+
+ORAL_TABLE = TableInput(group_column="interview", order_column="seq", speaker_column="speaker", text_column="words")
+
+
+def _read(tmp_path: Path, name: str, content: bytes, cfg: IngestConfig):
+    root = _inputs(tmp_path, {name: content})
+    docs, problems = ingest.ingest(ingest.discover(root, cfg.include), root, cfg)
+    assert problems == []
+    return docs
+
+
+def test_transcript_table_becomes_one_document_per_interview_as_a_txt_would(tmp_path):
+    from researcher_data import ORAL_HISTORY_ROWS, oral_history_as_txt
+
+    docs = _read(tmp_path / "t", "archive.csv", oral_history_csv(), IngestConfig(table=ORAL_TABLE))
+    interviews = list(dict.fromkeys(row[0] for row in ORAL_HISTORY_ROWS))
+    assert [d.doc_id for d in docs] == [f"archive.csv#{i}" for i in interviews]
+    for doc, interview in zip(docs, interviews, strict=True):
+        txt = oral_history_as_txt(interview)
+        [as_txt] = _read(tmp_path / interview, "t.txt", txt.encode(), IngestConfig())
+        assert doc.text == as_txt.text == txt
+        assert doc.turns == as_txt.turns  # the same speaker turns, label by label, offset by offset
+        assert doc.metadata == {"interview": interview}  # per-row tags are not a fact about the interview
+
+
+def test_transcript_rows_follow_the_order_column_and_lose_their_entities(tmp_path):
+    [doc, _] = _read(tmp_path, "archive.csv", oral_history_csv(), IngestConfig(table=ORAL_TABLE))
+    assert doc.text.index("What happened when the lockdown began?") < doc.text.index("Flour ran out")
+    assert "Flour ran out in the second week \u2014 nobody had any." in doc.text
+    assert "Tom & I" in doc.text and "&#" not in doc.text and "&amp;" not in doc.text
+    # a stage note without a speaker opens the document, outside any turn
+    assert doc.text.startswith("(Recording starts") and doc.turns[0].start > 0
+    kept = IngestConfig(table=ORAL_TABLE.model_copy(update={"unescape_html": False}))
+    [raw, _] = _read(tmp_path / "raw", "archive.csv", oral_history_csv(), kept)
+    assert "&#8212;" in raw.text
+
+
+def test_speaker_aliases_name_the_speakers_in_tables_and_txt_alike(tmp_path):
+    from researcher_data import ORAL_HISTORY_ALIASES, oral_history_as_txt
+
+    cfg = IngestConfig(table=ORAL_TABLE, speaker_aliases=ORAL_HISTORY_ALIASES)
+    [doc, _] = _read(tmp_path / "t", "archive.csv", oral_history_csv(), cfg)
+    assert doc.text == oral_history_as_txt("oh-07", ORAL_HISTORY_ALIASES)
+    assert [t.speaker for t in doc.turns][:3] == ["Maya Reyes", "Amira Khalil", "Maya Reyes"]
+    # in a .txt the labels stay as written; the turns take the names
+    [txt] = _read(tmp_path / "x", "t.txt", oral_history_as_txt("oh-07").encode(), cfg)
+    assert "MR: Could you" in txt.text and {t.speaker for t in txt.turns} == {"Maya Reyes", "Amira Khalil"}
+
+
+def test_one_interview_per_file_with_a_speaker_column(tmp_path):
+    # the shape of an archive that exports each interview to its own file: speaker, words, tags, timestamp
+    rows = (
+        b"speaker,words,tags,timestamp\n,(Intro music),,\nDB:,Where do you write?,,0:00:10\nLG:,At the table.,place,\n"
+    )
+    cfg = IngestConfig(table=TableInput(speaker_column="speaker", text_column="words", id_column=None))
+    [doc] = _read(tmp_path, "gluck.csv", rows, cfg)
+    assert doc.doc_id == "gluck.csv"
+    assert doc.text == "(Intro music)\n\nDB: Where do you write?\n\nLG: At the table."
+    assert [(t.speaker, doc.text[t.start : t.end]) for t in doc.turns] == [
+        ("DB", "DB: Where do you write?"),
+        ("LG", "LG: At the table."),
+    ]
+
+
+def test_chosen_metadata_that_varies_within_an_interview_is_an_error(tmp_path):
+    from qualcode.errors import InputError
+
+    table = ORAL_TABLE.model_copy(update={"metadata_columns": ["tags"]})
+    root = _inputs(tmp_path, {"archive.csv": oral_history_csv()})
+    with pytest.raises(InputError, match="metadata column 'tags' varies within group 'oh-07'"):
+        ingest.read_document_file(root / "archive.csv", root, IngestConfig(table=table))
+
+
+# -- 3. order and identity --------------------------------------------------------------------------------------
+
+
+def test_numbered_rows_keep_the_files_order_everywhere(tmp_path):
+    from researcher_data import SURVEY_ANSWERS
+
+    from qualcode import tables
+
+    cfg = IngestConfig(table=TableInput(id_column=None, text_column="answer"))
+    docs = _read(tmp_path, "survey.csv", survey_cp1252_csv(), cfg)
+    expected = [f"survey.csv#{i}" for i, answer in enumerate(SURVEY_ANSWERS, start=1) if answer]
+    assert [d.doc_id for d in docs] == expected  # #1, #2, #4 ... #10, #11, #12: not #1, #10, #11, #12, #2
+    assert tables.documents_table(docs).column("doc_id").to_pylist() == expected
+    assert docs[1].text == SURVEY_ANSWERS[1] and docs[0].encoding == "cp1252"
+
+
+def test_files_are_read_with_numbers_in_their_names_in_order(tmp_path):
+    names = ["interview_10.txt", "interview_2.txt", "interview_1.txt"]
+    root = _inputs(tmp_path, {name: b"R: words" for name in names})
+    assert [p.name for p in ingest.discover(root, ["*.txt"])] == [
+        "interview_1.txt",
+        "interview_2.txt",
+        "interview_10.txt",
+    ]
+
+
+def test_a_column_without_a_header_is_named_as_the_file_has_it(tmp_path):
+    from qualcode.errors import InputError
+
+    root = _inputs(tmp_path, {"survey.csv": survey_cp1252_csv()})
+    with pytest.raises(InputError) as err:
+        ingest.read_document_file(root / "survey.csv", root, IngestConfig())
+    message = str(err.value)
+    assert 'columns: column 1 (empty header; select it with ""), respondent, site, question, answer' in message
+    assert "Unnamed" not in message
+    # selected with "": the row numbers the export wrote become the ids
+    cfg = IngestConfig(table=TableInput(id_column="", text_column="answer"))
+    docs = ingest.read_document_file(root / "survey.csv", root, cfg)
+    assert docs[0].doc_id == "survey.csv#1" and docs[-1].doc_id == "survey.csv#12"
+    # by default it is not metadata (it holds row numbers); the named columns are, in the file's order
+    cfg = IngestConfig(table=TableInput(id_column="respondent", text_column="answer"))
+    [first, *_] = ingest.read_document_file(root / "survey.csv", root, cfg)
+    assert list(first.metadata) == ["site", "question"]

@@ -36,13 +36,63 @@ class _Strict(BaseModel):
 
 
 class TableInput(_Strict):
-    """How CSV and JSONL files map to documents: one row is one document."""
+    """How CSV and JSONL files map to documents: one row is one document, or, for a transcript exported as a
+    table (one turn or paragraph per row), the rows of one interview are one document."""
 
-    id_column: str | None = Field("id", description="Column holding a unique row id; null numbers the rows from 1.")
+    id_column: str | None = Field(
+        "id",
+        description="Column holding a unique row id; null numbers the rows from 1. Not used when rows are grouped.",
+    )
     text_column: str = Field("text", description="Column holding the text to code.")
     metadata_columns: list[str] | None = Field(
-        None, description="Columns kept as document metadata; null keeps every other column."
+        None,
+        description="Columns kept as document metadata; null keeps every other column (with grouped rows, every "
+        "other column whose value is the same in all rows of a document).",
     )
+    group_column: str | None = Field(
+        None,
+        description="Rows with the same value in this column (an interview id) form one document, in the order "
+        "they first appear; null: one row is one document, or with speaker_column the whole file is one.",
+    )
+    order_column: str | None = Field(
+        None,
+        description="Rows of a grouped document in the order of this column (numbers compared as numbers); null "
+        "keeps the file's order.",
+    )
+    speaker_column: str | None = Field(
+        None,
+        description="Column naming each row's speaker: rows become speaker turns, 'Speaker: text', exactly as in a "
+        ".txt transcript (consecutive rows of one speaker are one turn; a row without a speaker continues it).",
+    )
+    unescape_html: bool = Field(
+        True, description="Turn HTML entities in cells (&#8212;, &amp;, &nbsp;) into the characters they stand for."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> TableInput:
+        roles = {
+            "text_column": self.text_column,
+            "group_column": self.group_column,
+            "order_column": self.order_column,
+            "speaker_column": self.speaker_column,
+        }
+        used: dict[str, str] = {}
+        for role, column in roles.items():
+            if column is None:
+                continue
+            if column in used:
+                raise ValueError(f"ingest.table.{role} and ingest.table.{used[column]} are both {column!r}")
+            used[column] = role
+        if self.order_column is not None and self.group_column is None and self.speaker_column is None:
+            raise ValueError(
+                "ingest.table.order_column orders the rows of a document: set group_column or speaker_column"
+            )
+        return self
+
+    @property
+    def grouped(self) -> bool:
+        """Many rows make one document (a transcript exported as a table)."""
+        return self.group_column is not None or self.speaker_column is not None
 
 
 class IngestConfig(_Strict):
@@ -69,6 +119,11 @@ class IngestConfig(_Strict):
         ge=1,
         le=1_000_000,
         description="Most a .docx may unzip to, in MB (declared and actual sizes); a larger one is unreadable.",
+    )
+    speaker_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Speaker labels and the names they stand for (DB: Devin Becker); turns take the name, and a "
+        "table's speaker_column writes it into the text.",
     )
     max_skipped_share: float = Field(
         0.5,

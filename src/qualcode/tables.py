@@ -192,7 +192,7 @@ def codings_schema(codebook: Codebook) -> pa.Schema:
 
 def documents_table(docs: Sequence[Document]) -> pa.Table:
     """Documents, with one `meta_<name>` string column per metadata key found in any document."""
-    keys = sorted({k for d in docs for k in d.metadata})
+    keys = list(dict.fromkeys(k for d in docs for k in d.metadata))  # the columns in the files' order
     schema = DOCUMENTS
     for k in keys:
         schema = schema.append(pa.field(f"meta_{k}", pa.string()))
@@ -207,7 +207,7 @@ def documents_table(docs: Sequence[Document]) -> pa.Table:
             "turns": [{"speaker": t.speaker, "start": t.start, "end": t.end} for t in d.turns],
             **{f"meta_{k}": d.metadata.get(k) for k in keys},
         }
-        for d in sorted(docs, key=lambda d: d.doc_id)
+        for d in docs  # in the order read: files, then rows; a text sort would put #10 before #2
     ]
     return pa.Table.from_pylist(rows, schema=schema)
 
