@@ -286,3 +286,184 @@ def test_a_column_without_a_header_is_named_as_the_file_has_it(tmp_path):
     cfg = IngestConfig(table=TableInput(id_column="respondent", text_column="answer"))
     [first, *_] = ingest.read_document_file(root / "survey.csv", root, cfg)
     assert list(first.metadata) == ["site", "question"]
+
+
+# -- 6. codebook rules the model must obey ------------------------------------------------------------------------
+
+
+def _rules_codebook(**summary):
+    from qualcode import codebook
+
+    raw = {
+        "name": "Worry narratives",
+        "version": "2",
+        "fields": [
+            {
+                "name": "worries",
+                "type": "multiple_choice",
+                "description": "What the writer worries about.",
+                "min_items": 1,
+                "values": [
+                    {"name": "health", "definition": "Own or family health."},
+                    {"name": "money", "definition": "Income, rent, debt."},
+                    {"name": "none", "definition": "No worry is expressed. Use alone.", "exclusive": True},
+                ],
+            },
+            {"name": "summary", "type": "text", "description": "One sentence.", "quote": False, **summary},
+        ],
+    }
+    return codebook.Codebook.model_validate(raw)
+
+
+def _answer(worries, summary="The writer fears for her mother."):
+    import json
+
+    return json.dumps({"worries": {"value": worries, "quote": ""}, "summary": {"value": summary}})
+
+
+@pytest.mark.parametrize(
+    ("worries", "summary", "message"),
+    [
+        (["health", "none"], "Fine.", "worries: 'none' must be used alone, not with 'health'"),
+        ([], "Fine.", "worries"),  # min_items 1: the schema's minItems
+        (["money"], "][", "summary: the answer '][' is empty; write what the passage says"),
+        (["money"], "", "summary"),  # the schema's minLength
+    ],
+)
+def test_codebook_rules_make_an_answer_invalid(worries, summary, message):
+    from qualcode.errors import AnswerError
+    from qualcode.validate import AnswerValidator
+
+    cb = _rules_codebook(allow_empty=False)
+    check = AnswerValidator(cb.answer_schema(), cb.answer_model())
+    with pytest.raises(AnswerError) as err:
+        check(_answer(worries, summary))
+    assert message in str(err.value)
+    check(_answer(["none"]))  # used alone: valid
+
+
+def test_an_empty_answer_that_may_be_empty_is_kept_and_counted():
+    import json
+
+    from qualcode.validate import AnswerValidator
+
+    cb = _rules_codebook()  # allow_empty defaults to true
+    answer = AnswerValidator(cb.answer_schema(), cb.answer_model())(_answer(["money"], "]["))
+    assert answer["summary"]["value"] == "]["
+    assert cb.empty_fields(answer) == ["summary"]
+    assert cb.empty_fields(json.loads(_answer(["money"], "Rent is due."))) == []
+
+
+def test_rules_in_the_validator_leave_the_default_requests_unchanged():
+    """`exclusive` is checked by the validator, not sent: the example codebook's requests (and so every cached
+    answer) are the same with and without it."""
+    import yaml
+
+    from qualcode import codebook, coding, config, prompts
+    from qualcode.records import Chunk
+
+    cfg = config.load("config/config.yaml")
+    raw = yaml.safe_load(Path("config/codebook.yaml").read_text(encoding="utf-8"))
+    assert any(v.get("exclusive") for f in raw["fields"] for v in f.get("values", []))
+    plain = yaml.safe_load(Path("config/codebook.yaml").read_text(encoding="utf-8"))
+    for f in plain["fields"]:
+        for v in f.get("values", []):
+            v.pop("exclusive", None)
+    chunk = Chunk("c1", "interviews/01.txt", 0, 0, 20, 6, ("R",), "R: We had no masks.")
+    keys = []
+    for book in (raw, plain):
+        cb = codebook.parse(book, "config/codebook.yaml")
+        templates = prompts.load("config/prompts/system.j2", "config/prompts/user.j2", cb, cfg.llm.structured_output)
+        keys.append(coding.Requests(cfg.llm, templates)(chunk).key())
+    assert keys[0] == keys[1]
+
+
+def test_exclusive_value_used_with_another_is_reasked(tmp_path, fake_server, monkeypatch):
+    import asyncio
+    import json
+
+    from qualcode import cache, coding, config, prompts
+    from qualcode.records import Chunk
+
+    cb = _rules_codebook()
+
+    def answer(body):
+        reasked = "That answer is invalid" in body["messages"][-1]["content"]
+        return _answer(["health"] if reasked else ["health", "none"])
+
+    fake_server.answer_fn = answer
+    monkeypatch.setenv("QUALCODE_TEST_KEY", "test-key-for-the-fake-server")
+    llm = config.LLMConfig(provider="openai", base_url=fake_server.base_url, model="fake",
+                           structured_output="json_schema", api_key_env="QUALCODE_TEST_KEY")  # fmt: skip
+    templates = prompts.load("config/prompts/system.j2", "config/prompts/user.j2", cb, "json_schema")
+    with cache.AnswerCache(tmp_path / "cache") as answers:
+        text = "I lie awake thinking about my mother and the rent."
+        [result] = asyncio.run(
+            coding.Coder(llm, templates, answers).code_all([Chunk("c1", "d", 0, 0, 52, 12, (), text)])
+        )
+    assert result.status == "coded" and result.reasks == 1
+    assert json.loads(result.answer_json)["worries"]["value"] == ["health"]
+    assert "'none' must be used alone" in fake_server.requests[1]["messages"][-1]["content"]
+
+
+def test_codebook_from_a_qda_export(tmp_path):
+    import yaml
+
+    from qualcode import cli, codebook
+
+    export = tmp_path / "taguette_codebook.csv"
+    rows = (
+        "tag,description,number of highlights\n"
+        'PPE shortage,"Masks, gowns rationed",4\nNight shift,,2\nfear,Fear of infection,9\n'
+    )
+    export.write_bytes(rows.encode("cp1252"))
+    out = tmp_path / "codebook.yaml"
+    cli.main(["codebook-from-csv", str(export), "--field", "themes", "--out", str(out)])
+    cb = codebook.load(out)
+    [field] = cb.fields
+    assert field.name == "themes" and field.type == "multiple_choice"
+    assert [(v.name, v.label, v.definition) for v in field.values] == [
+        ("ppe_shortage", "PPE shortage", "Masks, gowns rationed"),
+        ("night_shift", "Night shift", "Night shift"),  # no description: the label, to be written
+        ("fear", None, "Fear of infection"),
+    ]
+    assert yaml.safe_load(out.read_text(encoding="utf-8"))["name"] == "taguette_codebook"
+
+
+def _result(chunk, answer: dict | None):
+    import json
+
+    from qualcode.records import ChunkResult
+
+    return ChunkResult(
+        chunk_id=chunk.chunk_id, doc_id=chunk.doc_id, status="coded" if answer else "failed",
+        answer_json=json.dumps(answer) if answer else None, raw="{}", error=None if answer else "bad",
+        request_hash="0" * 64, provider="openai", base_url="http://127.0.0.1/v1", model_asked="m", attempts=1,
+        reasks=0, retries=0, cache_hit=False,
+    )  # fmt: skip
+
+
+def test_empty_answers_are_counted_in_the_tables_the_manifest_and_the_methods():
+    import json
+
+    from qualcode import methods, provenance, results
+    from qualcode.records import Chunk
+
+    cb = _rules_codebook()
+    texts = ["Rent is due and I worry.", "Nothing to add.", "My mother is ill."]
+    chunks = [Chunk(f"c{i}", "survey.csv#1", i, 0, len(t), 6, (), t) for i, t in enumerate(texts)]
+    answers = [json.loads(_answer(["money"], "][")), json.loads(_answer(["none"], "...")), None]
+    built = results.coding_tables(cb, chunks, [_result(c, a) for c, a in zip(chunks, answers, strict=True)])
+    codings = built["codings"].to_pandas()
+    assert [list(x) if x is not None else None for x in codings.empty_fields] == [["summary"], ["summary"], None]
+    assert results.codings_for_spreadsheets(built["codings"], cb).empty_fields.tolist()[:2] == ["summary", "summary"]
+    tables = {name: t.to_pandas() for name, t in built.items()}
+    tables["documents"] = tables["codings"][["doc_id"]].drop_duplicates()
+    tables["chunks"] = tables["codings"][["chunk_id"]]
+    counts = provenance.counts(tables)
+    assert counts["answers_empty"] == {"summary": 2}
+    text = methods.paragraph({"counts": counts}, cb.name, cb.version)
+    assert (
+        "2 answer(s) were empty (no value, or a text without a letter or digit), kept and counted by field: summary 2."
+        in text
+    )

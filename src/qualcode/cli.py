@@ -24,9 +24,26 @@ def main(argv: list[str] | None = None) -> None:
         "check", help="check the config files, codebook and templates as the workflow will, naming file and line"
     )
     chk.add_argument("--config", action="append", help="config file; repeat to override (default: config/config.yaml)")
+    imp_cb = sub.add_parser(
+        "codebook-from-csv", help="a codebook from a CSV of code names and descriptions (QDA program, Taguette)"
+    )
+    imp_cb.add_argument("csv", help="e.g. taguette_codebook.csv, with columns tag,description (or code,memo ...)")
+    imp_cb.add_argument("--field", default="codes", help="name of the field the codes become values of")
+    imp_cb.add_argument("--type", default="multiple_choice", choices=["multiple_choice", "single_choice"])
+    imp_cb.add_argument("--name", help="codebook name (default: the file's name)")
+    imp_cb.add_argument("--out", help="write the YAML here (default: print it)")
     args = parser.parse_args(argv)
 
-    with logs.job(None, level=logging.WARNING if args.command in ("estimate", "check") else logging.INFO) as log:
+    with logs.job(
+        None, level=logging.WARNING if args.command in ("estimate", "check", "codebook-from-csv") else logging.INFO
+    ) as log:
+        if args.command == "codebook-from-csv":
+            text = codebook.from_csv(args.csv, args.field, args.type, args.name)
+            if args.out:
+                Path(args.out).write_text(text, encoding="utf-8")
+            else:
+                print(text, end="")
+            return
         if args.command == "check":
             print(check(args.config or ["config/config.yaml"]))
             return

@@ -110,9 +110,21 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
         f"chunks were coded and {failed}. Each code came with a verbatim evidence quote where the codebook asked "
         f"for one: {n('counts', 'quotes_grounded')} of {n('counts', 'quotes')} quotes (one per chunk and field) "
         f"were found in the source text (exactly or up to whitespace, case and quotation marks) and "
-        f"{n('counts', 'quotes_ungrounded')} were not. The configuration is identified by SHA-256 "
+        f"{n('counts', 'quotes_ungrounded')} were not.{_empty(m)} The configuration is identified by SHA-256 "
         f"{_short(_get(m, 'origin', 'qualcode.config_sha256'))} (resolved settings, see manifest.json); every "
         f"request and answer is in the replay archive, from which the tables can be rebuilt without the model."
+    )
+
+
+def _empty(m: dict[str, Any]) -> str:
+    found = _get(m, "counts", "answers_empty")
+    if not isinstance(found, dict) or not found:
+        return " No answer was empty." if isinstance(found, dict) else ""
+    by_field = ", ".join(f"{name} {count}" for name, count in found.items())
+    total = sum(v for v in found.values() if isinstance(v, int))
+    return (
+        f" {total} answer(s) were empty (no value, or a text without a letter or digit), kept and counted by "
+        f"field: {by_field}."
     )
 
 
@@ -137,6 +149,7 @@ def _table(m: dict[str, Any]) -> str:
         ("Documents / chunks", _pair(c.get("documents"), c.get("chunks"))),
         ("Chunks coded / failed", _pair(c.get("chunks_coded"), c.get("chunks_failed"))),
         ("Quotes grounded / ungrounded", _pair(c.get("quotes_grounded"), c.get("quotes_ungrounded"))),
+        ("Empty answers", _text(", ".join(f"{k} {v}" for k, v in (c.get("answers_empty") or {}).items()), "none")),
         ("Tokens in / out (all answers)", _pair(c.get("tokens_in"), c.get("tokens_out"))),
         ("Cost (all answers)", c.get("cost") if c.get("cost") is not None else "no price set"),
         ("Config SHA-256", m["origin"].get("qualcode.config_sha256")),

@@ -95,7 +95,7 @@ def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
 COUNTED_COLUMNS = {
     "documents": ["doc_id"],
     "chunks": ["chunk_id"],
-    "codings": ["status"],
+    "codings": ["status", "empty_fields"],
     "codes": ["chunk_id", "field", "grounding"],
     "llm_calls": [
         "provider", "base_url", "model_asked", "model_served", "system_fingerprint", "answered_at", "cache_hit",
@@ -131,6 +131,7 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         # quotes_* count one quote per chunk and field; codes.parquet has a row per value, each carrying its
         # field's quote, so its rows by grounding are given too, under the name that says what they count
         "codes_rows_by_grounding": {str(k): int(v) for k, v in codes.grounding.value_counts().sort_index().items()},
+        "answers_empty": _empty_answers(codings),
         "tokens_in": int(calls.tokens_in.fillna(0).sum()),
         "tokens_out": int(calls.tokens_out.fillna(0).sum()),
         "tokens_in_this_run": int(sent.tokens_in.fillna(0).sum()),
@@ -138,6 +139,17 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         "cost": _round(calls.cost.sum(min_count=1)),
         "cost_this_run": _round(sent.cost.sum(min_count=1)),
     }
+
+
+def _empty_answers(codings: pd.DataFrame) -> dict[str, int]:
+    """Empty answers of the coded chunks, by field (codings.empty_fields)."""
+    if "empty_fields" not in codings:
+        return {}
+    found: dict[str, int] = {}
+    for fields in codings.empty_fields.dropna():
+        for name in fields:
+            found[name] = found.get(name, 0) + 1
+    return dict(sorted(found.items()))
 
 
 def _round(x: float) -> float | None:

@@ -83,6 +83,7 @@ def coding_tables(
             wide.append(row)
             continue
         answer = json.loads(r.answer_json or "{}")
+        row["empty_fields"] = codebook.empty_fields(answer)
         for f in codebook.fields:
             item = answer[f.name]
             values = _value_strings(f, item["value"])
@@ -132,6 +133,7 @@ def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFr
             df[f.name] = df[f.name].map(lambda xs: "; ".join(xs) if xs is not None else None)
         elif f.type == "boolean":
             df[f.name] = df[f.name].astype("boolean").astype("Int8")
+    df["empty_fields"] = df["empty_fields"].map(lambda xs: "; ".join(xs) if xs is not None else None)
     return df
 
 

@@ -178,12 +178,14 @@ CODINGS_FIXED = (
 
 
 def codings_schema(codebook: Codebook) -> pa.Schema:
-    """Wide: one row per chunk, a value column per field and a `<field>_quote` column where quotes are asked."""
+    """Wide: one row per chunk, a value column per field and a `<field>_quote` column where quotes are asked, then
+    `empty_fields`: the fields whose answer is empty (no value, or a text without a letter or digit)."""
     cols = list(CODINGS_FIXED)
     for f in codebook.fields:
         cols.append(pa.field(f.name, _VALUE_TYPES[f.type]))
         if f.quote:
             cols.append(pa.field(f"{f.name}_quote", pa.string()))
+    cols.append(pa.field("empty_fields", pa.list_(pa.string())))
     return pa.schema(cols)
 
 
