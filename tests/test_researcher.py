@@ -467,3 +467,62 @@ def test_empty_answers_are_counted_in_the_tables_the_manifest_and_the_methods():
         "2 answer(s) were empty (no value, or a text without a letter or digit), kept and counted by field: summary 2."
         in text
     )
+
+
+# -- 7. excerpts to read ------------------------------------------------------------------------------------------
+
+
+def test_excerpts_hold_each_passage_with_its_metadata_codes_quotes_and_grounding(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from qualcode import chunking, results, tables
+    from qualcode.config import ChunkingConfig
+
+    cb = _rules_codebook()
+    cfg = IngestConfig(table=ORAL_TABLE, speaker_aliases={"MR": "Maya Reyes"})
+    docs = _read(tmp_path / "in", "archive.csv", oral_history_csv(), cfg)
+    chunks = chunking.chunk_documents(docs, ChunkingConfig(max_tokens=40, overlap_tokens=5))
+    answers = []
+    for i, c in enumerate(chunks):  # a verbatim quote, an invented one, and an empty summary
+        quote = c.text.split("\n")[0][:30] if i % 2 == 0 else "words nobody said"
+        worries = {"worries": {"value": ["health", "money"], "quote": quote}}
+        answers.append({**worries, "summary": {"value": "..." if i == 1 else "A passage."}})
+    res = [_result(c, a) for c, a in zip(chunks, answers, strict=True)]
+    work = tmp_path / "work"
+    work.mkdir()
+    tables.write(tables.documents_table(docs), work / "documents.parquet")
+    tables.write(tables.chunks_table(chunks), work / "chunks.parquet")
+    tables.write(tables.problems_table([]), work / "problems.parquet")
+    tables.write(tables.results_table(res[::-1]), work / "shard.parquet")  # a shard holds them in any order
+    out = {name: tmp_path / "out" / f"{name}.parquet" for name in tables.PUBLISHED}
+    results.write_tables(
+        codebook=cb, documents=work / "documents.parquet", chunks=work / "chunks.parquet",
+        shard_files=[work / "shard.parquet"], ingest_failures=work / "problems.parquet", out=out,
+        codings_csv=tmp_path / "out/codings.csv", excerpts_csv=tmp_path / "out/excerpts.csv",
+    )  # fmt: skip
+    ex = tables.read(out["excerpts"], "excerpts").to_pandas()
+    assert list(ex.chunk_id) == [c.chunk_id for c in chunks]  # document order, then position
+    assert list(ex.doc_id) == [c.doc_id for c in chunks] and list(ex.text) == [c.text for c in chunks]
+    assert set(ex.meta_interview) == {"oh-07", "oh-12"}
+    assert (ex.meta_interview == ex.doc_id.str.split("#").str[1]).all()
+    first = ex.iloc[0]
+    assert [(c["field"], c["value"]) for c in first.codes] == [
+        ("worries", "health"),
+        ("worries", "money"),
+        ("summary", "A passage."),
+    ]
+    assert [c["grounding"] for c in first.codes] == ["exact", "exact", "not_asked"]
+    assert first.codes[0]["quote"] == answers[0]["worries"]["quote"]
+    assert {c["grounding"] for c in ex.iloc[1].codes if c["field"] == "worries"} == {"ungrounded"}
+    assert (
+        ex.iloc[0].codes_text.splitlines()[0] == f'worries: health, money | "{answers[0]["worries"]["quote"]}" (exact)'
+    )
+    assert "summary: (empty) ..." in ex.iloc[1].codes_text
+    # the CSV a researcher opens in a spreadsheet: the same passages, the codes as text
+    csv = pd.read_csv(tmp_path / "out/excerpts.csv", encoding="utf-8-sig", keep_default_na=False)
+    assert list(csv.chunk_id) == list(ex.chunk_id) and list(csv.text) == list(ex.text)
+    assert list(csv.codes_text) == list(ex.codes_text) and "codes" not in csv.columns
+    assert csv.speakers.iloc[0] == "; ".join(ex.speakers.iloc[0])
+    assert json.loads(json.dumps(list(csv.columns)))[:4] == ["doc_id", "chunk_index", "chunk_id", "status"]

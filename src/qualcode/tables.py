@@ -105,9 +105,39 @@ FAILURES = pa.schema(
     ]
 )
 
+EXCERPT_CODE = pa.struct(
+    [("field", pa.string()), ("value", pa.string()), ("quote", pa.string()), ("grounding", pa.string())]
+)
+
+# The passages to read: one row per chunk in document order, with its document's metadata (`meta_<key>` columns,
+# inserted before `text`, as in documents) and every code the chunk got, with its quote and grounding.
+EXCERPTS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("chunk_index", pa.int32(), nullable=False),
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("start", pa.int64(), nullable=False),
+        pa.field("end", pa.int64(), nullable=False),
+        pa.field("speakers", pa.list_(pa.string()), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("codes", pa.list_(EXCERPT_CODE), nullable=False),
+        pa.field("codes_text", pa.string(), nullable=False),
+    ]
+)
+
+
+def excerpts_schema(meta_keys: Sequence[str]) -> pa.Schema:
+    """EXCERPTS with a `meta_<key>` string column per metadata key of the corpus, before `text`."""
+    at = EXCERPTS.get_field_index("text")
+    fields = list(EXCERPTS)
+    return pa.schema(fields[:at] + [pa.field(f"meta_{k}", pa.string()) for k in meta_keys] + fields[at:])
+
+
 # The published tables, in the order they are listed everywhere (rules, manifest, tests): adding one here adds it
-# to the workflow's outputs and to the manifest's hashes. `codings` has one column per codebook field.
-PUBLISHED = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+# to the workflow's outputs and to the manifest's hashes. `codings` has one column per codebook field, `documents`
+# and `excerpts` one per metadata key.
+PUBLISHED = ("documents", "chunks", "codings", "codes", "llm_calls", "failures", "excerpts")
 
 
 def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
@@ -117,7 +147,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
         return codings_schema(codebook)
     return {
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
-        "results": RESULTS,  # a coding job's output, not published
+        "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
     }[name]  # fmt: skip
 
 

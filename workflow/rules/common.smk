@@ -68,6 +68,7 @@ def coded_shards(wildcards):
 def final_outputs(wildcards):
     return [f"{RESULTS}/{name}.parquet" for name in TABLES] + [
         f"{RESULTS}/codings.csv",
+        f"{RESULTS}/excerpts.csv",
         f"{RESULTS}/codebook/answer.schema.json",
         f"{RESULTS}/replay/answers.jsonl.gz",
         f"{RESULTS}/manifest.json",
