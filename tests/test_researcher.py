@@ -526,3 +526,77 @@ def test_excerpts_hold_each_passage_with_its_metadata_codes_quotes_and_grounding
     assert list(csv.codes_text) == list(ex.codes_text) and "codes" not in csv.columns
     assert csv.speakers.iloc[0] == "; ".join(ex.speakers.iloc[0])
     assert json.loads(json.dumps(list(csv.columns)))[:4] == ["doc_id", "chunk_index", "chunk_id", "status"]
+
+
+# -- 4. context for the model --------------------------------------------------------------------------------------
+
+# config/prompts/user.j2 before prompt_context existed: the default requests must stay byte for byte what it gave.
+USER_TEMPLATE_BEFORE = '''Passage{% if speakers %} (speakers: {{ speakers | join(", ") }}){% endif %}:
+"""
+{{ text }}
+"""
+'''
+
+
+def _requests(tmp_path, chunks, user="config/prompts/user.j2", **context):
+    from qualcode import codebook, coding, config, prompts
+
+    cfg = config.load("config/config.yaml")
+    cb = codebook.load("config/codebook.yaml")
+    label = context.get("label_continued_turn", False)
+    templates = prompts.load("config/prompts/system.j2", user, cb, cfg.llm.structured_output, label)
+    return [coding.Requests(cfg.llm, templates)(c) for c in chunks]
+
+
+def test_default_requests_are_unchanged_by_the_context_features(tmp_path):
+    from qualcode import chunking
+    from qualcode.config import ChunkingConfig
+
+    docs = _read(tmp_path / "in", "archive.csv", oral_history_csv(), IngestConfig(table=ORAL_TABLE))
+    chunks = chunking.chunk_documents(docs, ChunkingConfig(max_tokens=40, overlap_tokens=5))
+    assert any(c.turn_speaker for c in chunks)  # some chunks start inside a turn: the feature would show
+    before = tmp_path / "user_before.j2"
+    before.write_text(USER_TEMPLATE_BEFORE, encoding="utf-8")
+    now = [r.canonical() for r in _requests(tmp_path, chunks)]
+    assert now == [r.canonical() for r in _requests(tmp_path, chunks, user=before)]
+
+
+def test_chosen_metadata_reach_the_prompt(tmp_path):
+    from researcher_data import SURVEY_QUESTION
+
+    from qualcode import chunking
+    from qualcode.config import ChunkingConfig
+    from qualcode.errors import ConfigError
+
+    cfg = IngestConfig(table=TableInput(id_column="respondent", text_column="answer"))
+    docs = _read(tmp_path, "survey.csv", survey_cp1252_csv(), cfg)
+    chunks = chunking.chunk_documents(docs, ChunkingConfig(), ["question"])
+    assert chunks[0].context == {"question": SURVEY_QUESTION}
+    [request] = _requests(tmp_path, chunks[:1])
+    user = request.messages[-1]["content"]
+    assert user.startswith(f"About this text:\n- question: {SURVEY_QUESTION}\n\nPassage:\n")
+    assert "site" not in user  # only the metadata chosen
+    with pytest.raises(ConfigError, match="prompt_context.metadata: no document has metadata 'setting'"):
+        chunking.chunk_documents(docs, ChunkingConfig(), ["setting"])
+
+
+def test_a_chunk_starting_mid_turn_carries_its_speaker_label(tmp_path):
+    from qualcode import chunking, tables
+    from qualcode.config import ChunkingConfig
+
+    cfg = IngestConfig(table=ORAL_TABLE, speaker_aliases={"AK": "Amira Khalil", "MR": "Maya Reyes"})
+    docs = _read(tmp_path, "archive.csv", oral_history_csv(), cfg)
+    chunks = chunking.chunk_documents(docs, ChunkingConfig(max_tokens=30, overlap_tokens=5))
+    inside = [c for c in chunks if c.turn_speaker]
+    assert inside, "no chunk starts inside a turn: make the chunks smaller"
+    for c in chunks:  # the speaker whose turn holds the chunk's first character, unless the chunk starts at its label
+        doc = next(d for d in docs if d.doc_id == c.doc_id)
+        holding = [t for t in doc.turns if t.start < c.start < t.end]
+        assert c.turn_speaker == (holding[0].speaker if holding else None)
+    mid = inside[0]
+    [labelled] = _requests(tmp_path, [mid], label_continued_turn=True)
+    assert f'"""\n{mid.turn_speaker}: {mid.text}\n"""' in labelled.messages[-1]["content"]
+    [plain] = _requests(tmp_path, [mid])
+    assert f'"""\n{mid.text}\n"""' in plain.messages[-1]["content"]
+    # the chunks table keeps both, for the coding jobs and the replay archive
+    assert tables.chunks_from(tables.chunks_table(chunks)) == chunks

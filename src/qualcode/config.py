@@ -289,6 +289,22 @@ class Price(_Strict):
         return (tokens_in * self.input + tokens_out * self.output) / 1e6
 
 
+class PromptContext(_Strict):
+    """What the model is told about a chunk besides its text. Off by default, so that the default requests (and the
+    answers cached for them) stay as they are."""
+
+    metadata: list[str] = Field(
+        default_factory=list,
+        description="Document metadata (the meta_ columns: a survey question, an interview's setting) given to the "
+        "user template as `metadata`; the default template lists them above the passage.",
+    )
+    label_continued_turn: bool = Field(
+        False,
+        description="A chunk that starts inside a speaker turn is shown with that speaker's label (`Amira Khalil: "
+        "...`), as `turn_speaker` in the user template.",
+    )
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
@@ -299,6 +315,9 @@ class Config(_Strict):
         description="Jinja2 templates of the system and user messages.",
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
+    prompt_context: PromptContext = Field(
+        default_factory=PromptContext, description="Document metadata and speaker labels given to the model."
+    )
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Rate limits, daily quota, budget.")

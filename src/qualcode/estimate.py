@@ -18,9 +18,12 @@ def estimate(cfg: Config) -> dict[str, Any]:
     root = Path(cfg.ingest.input_dir)
     skip_errors = cfg.ingest.model_copy(update={"on_error": "skip"})
     docs, problems = ingest.ingest(ingest.discover(root, cfg.ingest.include), root, skip_errors)
-    chunks = chunking.chunk_documents(docs, cfg.chunking)
+    chunks = chunking.chunk_documents(docs, cfg.chunking, cfg.prompt_context.metadata)
     cb = load_codebook(cfg.codebook)
-    templates = prompts.load(cfg.prompts["system"], cfg.prompts["user"], cb, cfg.llm.structured_output)
+    templates = prompts.load(
+        cfg.prompts["system"], cfg.prompts["user"], cb, cfg.llm.structured_output,
+        cfg.prompt_context.label_continued_turn,
+    )  # fmt: skip
     with AnswerCache(cfg.cache_dir) as cache:
         coder = Coder(cfg.llm, templates, cache)
         cached_out, to_send = [], []

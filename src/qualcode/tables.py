@@ -6,6 +6,7 @@ tables load the same way in pandas, R (arrow) or DuckDB whatever the run produce
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .codebook import Codebook
 from .errors import QualcodeError
+from .ids import canonical_json
 from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
 from .shards import Shard
 
@@ -45,6 +47,8 @@ CHUNKS = pa.schema(
         pa.field("n_tokens", pa.int32(), nullable=False),
         pa.field("speakers", pa.list_(pa.string()), nullable=False),
         pa.field("text", pa.string(), nullable=False),
+        pa.field("turn_speaker", pa.string()),
+        pa.field("context", pa.string(), nullable=False),  # JSON object: the metadata chosen for the prompt
     ]
 )
 
@@ -264,6 +268,8 @@ def chunks_table(chunks: Sequence[Chunk]) -> pa.Table:
             "n_tokens": c.n_tokens,
             "speakers": list(c.speakers),
             "text": c.text,
+            "turn_speaker": c.turn_speaker,
+            "context": canonical_json(c.context),
         }
         for c in chunks
     ]
@@ -281,6 +287,8 @@ def chunks_from(table: pa.Table) -> list[Chunk]:
             n_tokens=r["n_tokens"],
             speakers=tuple(r["speakers"]),
             text=r["text"],
+            turn_speaker=r.get("turn_speaker"),
+            context=json.loads(r.get("context") or "{}"),
         )
         for r in table.to_pylist()
     ]
