@@ -305,6 +305,16 @@ class PromptContext(_Strict):
     )
 
 
+class PilotConfig(_Strict):
+    """A pilot run codes a reproducible sample of the documents first; the full run that follows (pilot removed)
+    sends only what the pilot did not, since identical requests are answered from the cache."""
+
+    documents: int | None = Field(
+        None, ge=1, description="Documents to sample for a pilot run; null codes every document."
+    )
+    seed: int = Field(1, description="Seed of the sample: the same seed and corpus give the same documents.")
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
@@ -315,6 +325,7 @@ class Config(_Strict):
         description="Jinja2 templates of the system and user messages.",
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
+    pilot: PilotConfig = Field(default_factory=PilotConfig, description="Coding a sample of the documents first.")
     prompt_context: PromptContext = Field(
         default_factory=PromptContext, description="Document metadata and speaker labels given to the model."
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .config import IngestConfig, TableInput
 from .errors import InputError, NothingToCode
+from .ids import stable_hash
 from .records import Document, IngestProblem, Turn
 
 logger = logging.getLogger(__name__)
@@ -833,6 +834,17 @@ def _reject_duplicate_doc_ids(documents: list[Document], first_source: dict[str,
                 f"document id '{document.doc_id}' is also produced by {first_source[document.doc_id]}; "
                 "each input must be read once",
             )
+
+
+def pilot_sample(documents: list[Document], n: int | None, seed: int) -> list[Document]:
+    """The `n` documents of a pilot run, in document order: those whose hash of (seed, doc_id) is lowest. The
+    choice depends only on the seed and the documents' ids (not on Python's random module or the order of reading),
+    and a document added later displaces a sampled one only if its own hash is lower."""
+    if n is None or n >= len(documents):
+        return documents
+    ranked = sorted(documents, key=lambda d: stable_hash({"seed": seed, "doc_id": d.doc_id}))
+    chosen = {d.doc_id for d in ranked[:n]}
+    return [d for d in documents if d.doc_id in chosen]
 
 
 _REASONS_SHOWN = 5

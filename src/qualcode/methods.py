@@ -88,6 +88,13 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
     unreadable = n("counts", "files_unreadable")
     unreadable_text = f" {unreadable} input file(s) could not be read and were excluded." if unreadable else ""
     prompts = _get(m, "sha256", "prompts") or {}
+    sampled = _get(m, "config", "pilot", "documents")
+    pilot = (
+        f" This was a pilot run: {n('counts', 'documents')} documents sampled reproducibly (at most {sampled}, "
+        f"pilot seed {t('config', 'pilot', 'seed')}); the rest of the corpus was not coded."
+        if isinstance(sampled, int)
+        else ""
+    )
     served_as = _text(_get(m, "model", "models_served"), "")
     served = f"reported by the server as {served_as}" if served_as else "the server did not report a model name"
     return (
@@ -97,7 +104,7 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
         f"{n('counts', 'documents')} documents were split into {n('counts', 'chunks')} chunks of at most "
         f"{t('chunking', 'max_tokens')} tokens ({t('chunking', 'encoding')} tokenizer) with "
         f"{t('chunking', 'overlap_tokens')} tokens of overlap, cutting preferably at speaker turns and paragraph "
-        f"breaks.{unreadable_text} Each chunk was sent with the codebook "
+        f"breaks.{unreadable_text}{pilot} Each chunk was sent with the codebook "
         f'"{_text(codebook_name, "unnamed")}" (version {_text(codebook_version)}; SHA-256 '
         f"{_short(_get(m, 'sha256', 'codebook'))}) rendered into the system prompt (templates: system "
         f"{_short(prompts.get('system'))}, user {_short(prompts.get('user'))}), at temperature "
