@@ -600,3 +600,37 @@ def test_a_chunk_starting_mid_turn_carries_its_speaker_label(tmp_path):
     assert f'"""\n{mid.text}\n"""' in plain.messages[-1]["content"]
     # the chunks table keeps both, for the coding jobs and the replay archive
     assert tables.chunks_from(tables.chunks_table(chunks)) == chunks
+
+
+# -- 9. data safety ----------------------------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_inputs_inside_a_checkout_are_kept_out_of_git(tmp_path):
+    from qualcode import provenance
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    inputs = _inputs(repo, {"survey.csv": survey_cp1252_csv()})  # project/inputs/survey.csv
+    assert "inputs/survey.csv" in _git(repo, "status", "--porcelain", "--untracked-files=all")  # would be committed
+    done = provenance.keep_out_of_git(inputs)
+    assert done and "wrote" in done and str(inputs) in done
+    assert _git(repo, "status", "--porcelain", "--untracked-files=all") == ""  # git sees nothing to commit
+    assert [p.name for p in ingest.discover(inputs, IngestConfig().include)] == ["survey.csv"]  # .gitignore not read
+    assert provenance.keep_out_of_git(inputs) is None  # once
+
+
+def test_inputs_outside_a_checkout_or_already_ignored_are_left_alone(tmp_path):
+    from qualcode import provenance
+
+    outside = _inputs(tmp_path / "elsewhere", {"a.txt": b"R: words"})
+    assert provenance.keep_out_of_git(outside) is None and not (outside / ".gitignore").exists()
+    # in this repository, data/ is ignored by its .gitignore and data/raw holds the tracked example corpus
+    assert provenance.keep_out_of_git("data/raw") is None and not Path("data/raw/.gitignore").exists()
+    assert _git(Path("."), "check-ignore", "data/raw/participant_07.txt").strip() == "data/raw/participant_07.txt"

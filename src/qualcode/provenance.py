@@ -86,6 +86,36 @@ def git_state(directory: str | Path) -> dict[str, Any] | None:
     return {"commit": commit, "uncommitted_changes": dirty}
 
 
+def keep_out_of_git(input_dir: str | Path) -> str | None:
+    """If `input_dir` is inside a git checkout and git would track the files in it, write a `.gitignore` there that
+    ignores everything, so participants' data are not committed by accident; returns what was done, or None.
+    Files git already tracks (the example corpus) stay tracked; qualcode skips hidden files, so the .gitignore is
+    never read as input."""
+    directory = Path(input_dir)
+    if not directory.is_dir() or (directory / ".gitignore").exists():
+        return None
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        if git("rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+            return None
+        probe = "qualcode-probe-of-a-new-file.txt"
+        if git("check-ignore", "-q", probe).returncode == 0:
+            return None  # already ignored (the repository's .gitignore ignores data/)
+        tracked = git("ls-files", ".").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if tracked:
+        return None  # a folder of tracked files (the bundled example) is the repository's, not a participant's
+    (directory / ".gitignore").write_text(
+        "# Written by qualcode: research data stay out of git. Remove this file only if the data may be public.\n*\n",
+        encoding="utf-8",
+    )
+    return f"{directory} is inside a git checkout: wrote {directory / '.gitignore'} so that git ignores its files"
+
+
 def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
     return {str(Path(p).as_posix()): file_sha256(p) for p in sorted(map(str, paths))}
 

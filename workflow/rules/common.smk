@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 import qualcode.client
@@ -45,6 +46,9 @@ if not INPUT_FILES:
     )
 INPUT_LISTING = f"{RESULTS}/work/inputs.json"
 if workflow.is_main_process:
+    _protected = qualcode.provenance.keep_out_of_git(CFG.ingest.input_dir)
+    if _protected:
+        logger.warning(_protected)
     qualcode.ingest.write_listing(
         INPUT_LISTING, Path(CFG.ingest.input_dir), INPUT_FILES
     )
