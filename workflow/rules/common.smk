@@ -24,7 +24,8 @@ CFG = qualcode.config.resolve(
 )
 validate(config, "../../schemas/config.schema.json")
 RESULTS = CFG.results_dir
-if CFG.llm.provider == "local":  # a missing .gguf file is named now, not when the first coding job starts
+# A missing .gguf file is named now, not when the first coding job starts.
+if CFG.llm.provider == "local":
     qualcode.client.local_model_path(CFG.llm.model)
 TABLES = qualcode.tables.PUBLISHED
 
