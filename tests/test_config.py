@@ -82,7 +82,7 @@ def _codebook(**field):
             "used more than once: emotions",
         ),
         (_codebook(type="boolean", values=[{"name": "a", "definition": "x"}]), "only choice fields take values"),
-        (_codebook(name="Bad Name", values=[{"name": "a", "definition": "x"}]), "fields.0.name"),
+        (_codebook(name="Bad Name", values=[{"name": "a", "definition": "x"}]), "field 'Bad Name', name"),
     ],
 )
 def test_bad_codebook_is_a_clear_error(tmp_path, raw, message):

@@ -502,11 +502,11 @@ def corpus(root: Path) -> list[Path]:
     return discover(root, IngestConfig().include)
 
 
-def test_ingest_skip_reports_problems_and_sorts_documents(tmp_path, caplog):
+def test_ingest_skip_reports_problems_and_keeps_file_and_row_order(tmp_path, caplog):
     paths = corpus(tmp_path)
     with caplog.at_level(logging.ERROR, logger="qualcode.ingest"):
         docs, problems = ingest(paths, tmp_path, IngestConfig(on_error="skip"))
-    assert [d.doc_id for d in docs] == ["a.txt", "b.txt", "s.csv#1", "s.csv#2"]
+    assert [d.doc_id for d in docs] == ["a.txt", "b.txt", "s.csv#2", "s.csv#1"]  # s.csv's rows as the file has them
     assert problems == [
         IngestProblem("broken.docx", "not a valid .docx (not a zip archive); re-save it from Word as .docx")
     ]

@@ -93,7 +93,8 @@ def tables(workdir: Path, results: str = "results") -> dict[str, pd.DataFrame]:
 
 def assert_invariants(t: dict[str, pd.DataFrame]) -> None:
     """What must hold whatever the model answered."""
-    docs, chunks, codings, codes, calls, failures = (t[n] for n in TABLES)
+    names = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+    docs, chunks, codings, codes, calls, failures = (t[n] for n in names)
     assert len(docs) > 0 and docs.doc_id.is_unique
     assert chunks.chunk_id.is_unique and set(chunks.doc_id) <= set(docs.doc_id)
     text = dict(zip(docs.doc_id, docs.text, strict=True))
@@ -109,3 +110,7 @@ def assert_invariants(t: dict[str, pd.DataFrame]) -> None:
     grounded = codes[codes.grounded]
     for q in grounded.itertuples():
         assert q.quote_start is not None and 0 <= q.quote_start < q.quote_end <= len(text[q.doc_id])
+    # the excerpts: every chunk once, in the chunks' order, with its text and as many codes as codes.parquet has
+    excerpts = t["excerpts"]
+    assert list(excerpts.chunk_id) == list(chunks.chunk_id) and list(excerpts.text) == list(chunks.text)
+    assert sum(len(c) for c in excerpts.codes) == len(codes)

@@ -277,7 +277,19 @@ class _Chunker:
             next_start = self._overlap_start(start, end, after)
             start, floor, after_previous = next_start, end, after
 
-    def chunks(self) -> list[Chunk]:
+    def _turn_at(self, start: int) -> str | None:
+        """The speaker of the turn `start` lies inside (past its label), if any."""
+        i = bisect_right(self.turn_start_list, start) - 1
+        while i >= 0:
+            turn = self.turns[i]
+            if turn.start < start < turn.end:
+                return turn.speaker
+            i -= 1
+            if i >= 0 and self.turn_end_max[i] <= start:
+                break
+        return None
+
+    def chunks(self, context: dict[str, str] | None = None) -> list[Chunk]:
         doc_id = self.doc.doc_id
         seen: dict[str, int] = {}
         chunks = []
@@ -286,17 +298,21 @@ class _Chunker:
             occurrence = seen.get(text, 0)
             seen[text] = occurrence + 1
             chunk_id = stable_hash({"doc_id": doc_id, "text": text, "occurrence": occurrence})[:16]
-            chunks.append(Chunk(chunk_id, doc_id, index, start, end, n_tokens, self._speakers(start, end), text))
+            chunks.append(
+                Chunk(chunk_id, doc_id, index, start, end, n_tokens, self._speakers(start, end), text,
+                      self._turn_at(start), dict(context or {}))
+            )  # fmt: skip
         return chunks
 
 
-def chunk_document(doc: Document, cfg: ChunkingConfig) -> list[Chunk]:
-    """Split one document into chunks of at most `cfg.max_tokens` tokens.
+def chunk_document(doc: Document, cfg: ChunkingConfig, context_keys: Iterable[str] = ()) -> list[Chunk]:
+    """Split one document into chunks of at most `cfg.max_tokens` tokens, each carrying the document metadata named
+    by `context_keys` (for the prompt).
 
     A run without whitespace longer than that (an embedded image, encoded data) is cut inside, with a warning.
     """
     chunker = _Chunker(doc, cfg, get_encoding(cfg.encoding))
-    chunks = chunker.chunks()
+    chunks = chunker.chunks({key: doc.metadata.get(key, "") for key in context_keys})
     if chunker.cuts_in_runs:
         logger.warning(
             "%s: text without whitespace longer than chunking.max_tokens (%d tokens), perhaps an embedded image or "
@@ -310,12 +326,21 @@ def chunk_document(doc: Document, cfg: ChunkingConfig) -> list[Chunk]:
     return chunks
 
 
-def chunk_documents(docs: Iterable[Document], cfg: ChunkingConfig) -> list[Chunk]:
-    """Chunks of every document, documents in the order given."""
+def chunk_documents(docs: Iterable[Document], cfg: ChunkingConfig, context_keys: Iterable[str] = ()) -> list[Chunk]:
+    """Chunks of every document, documents in the order given. `context_keys` (prompt_context.metadata) must each
+    be a metadata key of some document."""
     chunks: list[Chunk] = []
     n_docs = 0
+    keys = list(context_keys)
+    seen: set[str] = set()
     for doc in docs:
-        chunks.extend(chunk_document(doc, cfg))
+        chunks.extend(chunk_document(doc, cfg, keys))
+        seen.update(doc.metadata)
         n_docs += 1
+    missing = [key for key in keys if key not in seen]
+    if missing and n_docs:
+        known = ", ".join(sorted(seen)) or "none: only CSV and JSONL columns become metadata"
+        raise ConfigError(f"prompt_context.metadata: no document has metadata {', '.join(map(repr, missing))} "
+                          f"(metadata keys: {known})")  # fmt: skip
     logger.info("chunked %d documents into %d chunks", n_docs, len(chunks))
     return chunks

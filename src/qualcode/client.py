@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import LLMConfig
+from .config import LOCAL_DEMO_MODEL, LLMConfig
 from .errors import ConfigError, RequestError
 from .ids import file_sha256
 from .limits import Ledger
@@ -25,7 +25,7 @@ from .records import Completion, LLMRequest
 logger = logging.getLogger(__name__)
 
 LOCAL_BASE_URL = "local://llama-cpp-python"
-SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2 = LOCAL_DEMO_MODEL
 
 
 @dataclass(frozen=True)

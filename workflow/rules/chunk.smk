@@ -11,5 +11,6 @@ checkpoint chunk:
     params:
         chunking=CFG.chunking.model_dump(mode="json"),
         shard_size=CFG.coding.shard_size,
+        context_keys=CFG.prompt_context.metadata,
     script:
         "../scripts/chunk.py"

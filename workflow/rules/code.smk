@@ -22,6 +22,8 @@ rule code_shard:
         llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
         llm=CFG.llm.model_dump(mode="json"),
+        # the chunks are `ancient`: a change of what the prompt shows must rerun the shards through this param
+        prompt_context=CFG.prompt_context.model_dump(mode="json"),
         cache_dir=CFG.cache_dir,
         # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
         journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.shard}.jsonl",

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
+import qualcode.client
 import qualcode.codebook
 import qualcode.config
 import qualcode.ingest
@@ -12,12 +14,19 @@ import qualcode.shards
 import qualcode.tables
 
 # pydantic first: its messages name the setting in one line; then the JSON Schema, as published.
+# In the order they override one another: the Snakefile's configfile, then each --configfile.
+_OVERRIDES = [str(p) for p in workflow.overwrite_configfiles or []]
+CONFIG_FILES = [
+    str(p) for p in workflow.configfiles if str(p) not in _OVERRIDES
+] + _OVERRIDES
 CFG = qualcode.config.resolve(
-    config, "config (config/config.yaml and any --configfile)"
+    config, "config (config/config.yaml, any --configfile and --config)", CONFIG_FILES
 )
 validate(config, "../../schemas/config.schema.json")
 RESULTS = CFG.results_dir
-CONFIG_FILES = [str(p) for p in workflow.configfiles]
+# A missing .gguf file is named now, not when the first coding job starts.
+if CFG.llm.provider == "local":
+    qualcode.client.local_model_path(CFG.llm.model)
 TABLES = qualcode.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.tables.VALIDATION
 
@@ -47,6 +56,9 @@ if not INPUT_FILES:
     )
 INPUT_LISTING = f"{RESULTS}/work/inputs.json"
 if workflow.is_main_process:
+    _protected = qualcode.provenance.keep_out_of_git(CFG.ingest.input_dir)
+    if _protected:
+        logger.warning(_protected)
     qualcode.ingest.write_listing(
         INPUT_LISTING, Path(CFG.ingest.input_dir), INPUT_FILES
     )
@@ -92,6 +104,7 @@ def variant_shards(wildcards):
 def final_outputs(wildcards):
     return [f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)] + [
         f"{RESULTS}/codings.csv",
+        f"{RESULTS}/excerpts.csv",
         f"{RESULTS}/codebook/answer.schema.json",
         f"{RESULTS}/replay/answers.jsonl.gz",
         f"{RESULTS}/manifest.json",

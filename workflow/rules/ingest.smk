@@ -10,5 +10,6 @@ rule ingest:
         f"{RESULTS}/benchmarks/ingest/ingest.tsv"
     params:
         ingest=CFG.ingest.model_dump(mode="json"),
+        pilot=CFG.pilot.model_dump(mode="json"),
     script:
         "../scripts/ingest.py"

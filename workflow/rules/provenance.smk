@@ -15,6 +15,7 @@ rule replay_archive:
         f"{RESULTS}/logs/replay_archive/replay_archive.log",
     params:
         llm=CFG.llm.model_dump(mode="json"),
+        prompt_context=CFG.prompt_context.model_dump(mode="json"),
     script:
         "../scripts/replay_archive.py"
 

@@ -8,6 +8,7 @@ rule tables:
     output:
         **{name: f"{RESULTS}/{name}.parquet" for name in TABLES},
         codings_csv=f"{RESULTS}/codings.csv",
+        excerpts_csv=f"{RESULTS}/excerpts.csv",
     log:
         f"{RESULTS}/logs/tables/tables.log",
     benchmark:

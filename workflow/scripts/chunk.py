@@ -5,7 +5,7 @@ from qualcode import chunking, config, logs, shards, tables
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     cfg = config.ChunkingConfig.model_validate(snakemake.params.chunking)  # noqa: F821
     docs = tables.read_documents(snakemake.input.documents)  # noqa: F821
-    chunks = chunking.chunk_documents(docs, cfg)
+    chunks = chunking.chunk_documents(docs, cfg, snakemake.params.context_keys)  # noqa: F821
     tables.write(tables.chunks_table(chunks), snakemake.output.chunks)  # noqa: F821
     plan = shards.plan([c.chunk_id for c in chunks], snakemake.params.shard_size)  # noqa: F821
     shards.write(plan, snakemake.output.shards)  # noqa: F821

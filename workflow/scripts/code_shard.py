@@ -7,7 +7,8 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     started = ids.utc_now()
     llm = config.LLMConfig.model_validate(params.llm)
     cb = codebook.load(inp.codebook)
-    templates = prompts.load(inp.system, inp.user, cb, llm.structured_output)
+    label = params.prompt_context["label_continued_turn"]
+    templates = prompts.load(inp.system, inp.user, cb, llm.structured_output, label)
     shard = shards.find(inp.plan, snakemake.wildcards.shard)  # noqa: F821
     chunks = tables.read_chunks(inp.chunks, shard.rows)
     with cache.AnswerCache(params.cache_dir) as answers:

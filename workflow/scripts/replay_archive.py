@@ -6,7 +6,8 @@ from qualcode import archive, codebook, coding, config, logs, prompts, shards, t
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
     llm = config.LLMConfig.model_validate(params.llm)
-    templates = prompts.load(inp.system, inp.user, codebook.load(inp.codebook), llm.structured_output)
+    label = params.prompt_context["label_continued_turn"]
+    templates = prompts.load(inp.system, inp.user, codebook.load(inp.codebook), llm.structured_output, label)
     requests = coding.Requests(llm, templates)
     coded = tables.iter_shards(inp.chunks, shards.read(inp.plan), inp.shards)
     pairs = (pair for chunks, results in coded for pair in archive.from_results(results, chunks, requests))

@@ -1,4 +1,4 @@
-"""Merge the shards' results into the six tables (stamped with the run's content hashes) and a CSV, one shard at
+"""Merge the shards' results into the published tables (stamped with the run's content hashes) and a CSV, one shard at
 a time."""
 
 from qualcode import codebook, config, logs, results
@@ -13,6 +13,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         ingest_failures=inp.ingest_failures,
         out=out,
         codings_csv=out.codings_csv,
+        excerpts_csv=out.excerpts_csv,
         prices={k: config.Price(**v) for k, v in params.prices.items()},
         metadata=params.origin,
     )
