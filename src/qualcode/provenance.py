@@ -86,11 +86,15 @@ def environment(lock_file: str | Path) -> dict[str, Any]:
         record["differs_from_lock"] = None
         return record
     record["lock_sha256"] = file_sha256(lock)
-    locked = {p["name"]: p.get("version") for p in tomllib.loads(lock.read_text()).get("package", [])}
+    # A name can be locked at several versions, one per Python range (numpy for 3.11 and for 3.12+, say).
+    locked: dict[str, set[str]] = {}
+    for package in tomllib.loads(lock.read_text()).get("package", []):
+        if package.get("version"):
+            locked.setdefault(package["name"], set()).add(package["version"])
     record["differs_from_lock"] = {
-        name: {"installed": version, "locked": locked[name]}
+        name: {"installed": version, "locked": sorted(locked[name])}
         for name, version in sorted(installed.items())
-        if name in locked and locked[name] is not None and locked[name] != version
+        if name in locked and version not in locked[name]
     }
     return record
 
