@@ -264,3 +264,15 @@ def test_read_gold_needs_only_the_path(codebook, tmp_path, caplog):
 
     qdpx.read_gold(_rewrite(path, tmp_path, edit))
     assert "codes not in the codebook, their codings skipped: 'interesting' (2)" in caplog.text
+
+
+def test_no_documents_and_no_codes_still_give_valid_files(codebook, tmp_path):
+    """Every input unreadable, or a codebook of text fields alone: the files are still valid, just empty."""
+    text_only = codebook.model_copy(update={"fields": [f for f in codebook.fields if f.type == "text"]})
+    for cb in (codebook, text_only):
+        data = qdpx.project_qdpx(cb, _documents().iloc[0:0], _chunks().iloc[0:0], _codes().iloc[0:0], "m", "o")
+        path = tmp_path / "empty.qdpx"
+        path.write_bytes(data)
+        gold, report = qdpx.read_codings(path, cb, {})
+        assert gold.empty and report.lines() == []
+        qdpx.check_xml(qdpx.codebook_qdc(cb, "o"), "qdc", qdpx.CODEBOOK_XSD)

@@ -94,6 +94,11 @@ def coded_fields(codebook: Codebook) -> list[CodeField]:
 
 def _codes_xml(parent: etree._Element, codebook: Codebook, ns: str) -> None:
     codes = etree.SubElement(parent, f"{{{ns}}}Codes")
+    if not coded_fields(codebook):
+        # The schemas want at least one code; a codebook of text fields alone has none, so it is named as a folder.
+        empty = etree.SubElement(codes, f"{{{ns}}}Code", guid=guid("codebook", codebook.name), name=codebook.name,
+                                 isCodable="false")  # fmt: skip
+        etree.SubElement(empty, f"{{{ns}}}Description").text = "This codebook has no choice or boolean fields."
     for i, f in enumerate(coded_fields(codebook)):
         colour = PALETTE[i % len(PALETTE)]
         folder = etree.SubElement(
@@ -197,7 +202,8 @@ def project_qde(
                              typeOfVariable="Text")  # fmt: skip
     coded = {f.name for f in coded_fields(codebook)}
     selections = _selections(documents, chunks, codes[codes.field.isin(coded)], ungrounded)
-    sources = etree.SubElement(root, f"{{{ns}}}Sources")
+    # The schema wants at least one source in Sources: with no document read, there is no Sources element.
+    sources = etree.SubElement(root, f"{{{ns}}}Sources") if len(documents) else None
     for d in documents.sort_values("doc_id").itertuples():
         src = etree.SubElement(sources, f"{{{ns}}}TextSource", guid=guid("source", d.doc_id), name=d.doc_id,
                                plainTextPath=f"internal://{source_path(d.doc_id)}")  # fmt: skip
