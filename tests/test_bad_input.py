@@ -334,6 +334,12 @@ def test_unknown_key_is_named(tmp_path, fake_server, overrides, fragments):
         pytest.param(
             {"chunking": {"max_tokens": 100, "overlap_tokens": 60}}, ("overlap_tokens", "max_tokens"), id="overlap"
         ),
+        pytest.param({"validation": {"gold": ["nowhere.csv"]}}, ("validation.gold", "nowhere.csv"), id="no-gold"),
+        pytest.param(
+            {"validation": {"arms": {"hot": {"llm": {"temperature": 9}}}}},
+            ("validation.arms.hot.llm.temperature",),
+            id="bad-arm",
+        ),
     ],
 )
 def test_wrong_type_is_named(tmp_path, fake_server, overrides, fragments):

@@ -17,12 +17,12 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "qualcode"
 LAYERS = [
     {"errors", "ids"},
     {"logs", "records", "config"},
-    {"codebook", "ingest", "chunking", "validate", "shards", "prompts"},
-    {"tables", "limits", "cache", "qdpx"},
+    {"codebook", "ingest", "chunking", "validate", "shards", "prompts", "agreement"},
+    {"tables", "limits", "cache", "gold", "qdpx"},
     {"journal", "api"},
     {"client"},
     {"coding"},
-    {"results", "archive", "estimate", "provenance", "review", "corrections"},
+    {"results", "archive", "estimate", "provenance", "validity", "review", "corrections"},
     {"methods", "report"},
     {"cli", "__main__", "__init__"},
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from qualcode.config import LimitsConfig, Price
 from qualcode.errors import LimitReached
 from qualcode.limits import Ledger
 
-NOW = datetime(2026, 11, 26, 23, 59, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 26, 23, 59, 0, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture

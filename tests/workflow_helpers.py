@@ -29,8 +29,15 @@ def scratch_copy(dest: Path, data: bool = True) -> Path:
         else:
             shutil.copy2(src, dest / name)
     (dest / "profiles").symlink_to("workflow/profiles")  # how snakemake finds workflow/profiles/default
+    if (REPO / "uv.lock").is_file():
+        shutil.copy2(REPO / "uv.lock", dest / "uv.lock")  # the manifest cites the lock beside the Snakefile
     if data:
         shutil.copytree(REPO / "data" / "raw", dest / "data" / "raw")
+    else:  # the example's human codings are of the example corpus: without it, no validation
+        path = dest / "config" / "config.yaml"
+        cfg = yaml.safe_load(path.read_text())
+        cfg["validation"]["gold"] = []
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return dest
 
 
@@ -58,7 +65,8 @@ def request_key(body: dict, base_url: str, provider: str = "openai") -> str:
     received: the fields a request names are read from the body (one the client left out, such as an unset seed, is
     None), and everything else in it is `extra_body`, which the openai client merges into the body.
     test_coding.py checks this against the hash the coder records, with and without extra_body."""
-    named = set(LLMRequest.model_fields) - {"provider", "base_url", "extra_body"}
+    # the replicate number is part of the key but never sent: a body rebuilds the first replicate's key
+    named = set(LLMRequest.model_fields) - {"provider", "base_url", "extra_body", "replicate"}
     fields = {name: body.get(name) for name in named}
     extra = {k: v for k, v in body.items() if k not in named}
     return LLMRequest(provider=provider, base_url=base_url, **fields, extra_body=extra).key()

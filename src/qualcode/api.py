@@ -176,7 +176,7 @@ class OpenAIClient:
             return resp
         except json.JSONDecodeError as exc:
             raise BadResponse(f"{self.base_url} sent a body that is not JSON: {exc}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AnswerTimeout(f"no complete answer within llm.timeout_s ({self.cfg.timeout_s:g} s)") from None
         finally:
             if rid:

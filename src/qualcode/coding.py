@@ -35,9 +35,10 @@ class Requests:
     """Builds the request for a chunk: what the model is asked, and so the cache key. Needs no cache, no
     network and no key, so the replay archive rebuilds exactly the requests the coding jobs sent."""
 
-    def __init__(self, cfg: LLMConfig, prompts: Prompts):
+    def __init__(self, cfg: LLMConfig, prompts: Prompts, replicate: int = 1):
         self.cfg = cfg
         self.prompts = prompts
+        self.replicate = replicate
         self.endpoint: Endpoint = endpoint(cfg)
         self.schema = prompts.codebook.answer_schema()
         self.response_format = response_format(cfg.structured_output, self.schema)
@@ -56,6 +57,7 @@ class Requests:
             seed=self.cfg.seed,
             response_format=self.response_format,
             extra_body=self.cfg.extra_body,
+            replicate=self.replicate,
         )
 
 
@@ -100,11 +102,12 @@ class Coder:
         ledger: Ledger | None = None,
         price: Price | None = None,
         journal: Journal | None = None,
+        replicate: int = 1,
     ):
         self.cfg = cfg
         self.prompts = prompts
         self.cache = cache
-        self.request = Requests(cfg, prompts)
+        self.request = Requests(cfg, prompts, replicate)
         self.endpoint = self.request.endpoint
         self.price = price
         self.journal = journal
@@ -346,10 +349,12 @@ def code_chunks(
     limits: LimitsConfig | None = None,
     price: Price | None = None,
     journal: str | Path | None = None,
+    replicate: int = 1,
 ) -> list[ChunkResult]:
     """Code every chunk; the synchronous entry point used by the coding job. `journal` is this job's own
     journal file: journals left beside it by earlier jobs are absorbed into the cache first, and this job's
-    is deleted once every answer it holds is safely in the cache."""
+    is deleted once every answer it holds is safely in the cache. `replicate` > 1 asks the same requests again
+    under keys of their own (`validation.replicates`)."""
     limits = limits or LimitsConfig()
     if journal is not None:
         absorb(Path(journal).parent, cache)
@@ -357,7 +362,8 @@ def code_chunks(
     # The ledger is a second SQLite database: open it only when there is a limit to keep.
     ledger = Ledger(cache.directory, f"{endpoint(cfg).base_url} {cfg.model}", limits, price) if limits.active else None
     try:
-        results = asyncio.run(Coder(cfg, prompts, cache, ledger=ledger, price=price, journal=log).code_all(chunks))
+        coder = Coder(cfg, prompts, cache, ledger=ledger, price=price, journal=log, replicate=replicate)
+        results = asyncio.run(coder.code_all(chunks))
     finally:
         if ledger is not None:
             ledger.close()

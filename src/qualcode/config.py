@@ -198,6 +198,70 @@ class LimitsConfig(_Strict):
         return any(v is not None for v in limits)
 
 
+class Arm(_Strict):
+    """One arm of a comparison: the run's settings with some of `llm` and `prompts` replaced."""
+
+    llm: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of llm that differ in this arm (e.g. model, temperature)."
+    )
+    prompts: dict[Literal["system", "user"], str] = Field(
+        default_factory=dict, description="Prompt templates that differ in this arm."
+    )
+
+
+ARM_NAME = r"^[a-z][a-z0-9_]*$"
+RESERVED_RATERS = ("model", "all", "humans", "majority")
+
+
+class ValidationConfig(_Strict):
+    """Agreement with human coders: which codings, on what unit, against which reference."""
+
+    gold: list[str] = Field(
+        default_factory=list,
+        description="Files of human codings (tidy or wide CSV or Parquet; see README, Validation); none: no "
+        "agreement is computed and the validation tables are empty.",
+    )
+    unit: Literal["document", "chunk"] = Field(
+        "document",
+        description="Unit of analysis: 'document' (a value is present if any chunk has it) or 'chunk' (a human "
+        "code with offsets or a quote counts for every chunk it overlaps).",
+    )
+    reference: str = Field(
+        "majority",
+        min_length=1,
+        description="What the model is scored against (precision, recall, F1, confusion): 'majority' (of the human "
+        "coders; ties left out) or one coder's name.",
+    )
+    on_error: Literal["skip", "fail"] = Field(
+        "fail",
+        description="A human coding row naming an unknown document, field or value stops the run ('fail') or is "
+        "listed in the validation log and report and skipped ('skip').",
+    )
+    bootstrap: int = Field(
+        1000, ge=0, le=100_000, description="Bootstrap resamples (over units) for the 95% intervals."
+    )
+    seed: int = Field(20240601, description="Seed of the bootstrap: the same inputs give the same intervals.")
+    replicates: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Times every chunk is coded (each arm too), the replicate number part of the cache key; 2 or "
+        "more fill the stability table. At temperature 0 with a seed they measure only provider nondeterminism.",
+    )
+    arms: dict[Annotated[str, Field(pattern=ARM_NAME)], Arm] = Field(
+        default_factory=dict,
+        description="Named variants of the run (overrides of llm and prompts), each coding the same chunks and "
+        "sharing the cache, compared with each other and with the human coders.",
+    )
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names_free(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
+        taken = sorted(set(arms) & set(RESERVED_RATERS))
+        if taken:
+            raise ValueError(f"arm name(s) {', '.join(taken)} are reserved ({', '.join(RESERVED_RATERS)})")
+        return arms
+
 class ExchangeConfig(_Strict):
     """The REFI-QDA project (results/project.qdpx) for NVivo, ATLAS.ti, MAXQDA and QualCoder."""
 
@@ -246,6 +310,7 @@ class Config(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The model and how it is asked.")
     coding: CodingConfig = Field(default_factory=CodingConfig, description="Job granularity.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Rate limits, daily quota, budget.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Agreement with human coders.")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Export to QDA programs.")
     review: ReviewConfig = Field(default_factory=ReviewConfig, description="Human review and corrections.")
     prices: dict[str, Price] = Field(
@@ -259,6 +324,12 @@ class Config(_Strict):
     )
 
     @model_validator(mode="after")
+    def _arms_are_valid(self) -> Config:
+        for name in self.validation.arms:
+            arm_llm(self, name)  # a wrong setting in an arm is an error before any job runs
+        return self
+
+    @model_validator(mode="after")
     def _budget_needs_a_price(self) -> Config:
         if self.limits.budget is not None and self.llm.model not in self.prices:
             raise ValueError(f"limits.budget is set but prices has no entry for llm.model {self.llm.model!r}")
@@ -269,6 +340,41 @@ class Config(_Strict):
                 "out of the results folder and name the copy"
             )
         return self
+
+
+def arm_llm(cfg: Config, arm: str | None) -> LLMConfig:
+    """The llm settings of an arm (None: the run's own)."""
+    if arm is None:
+        return cfg.llm
+    try:
+        return LLMConfig.model_validate({**cfg.llm.model_dump(), **cfg.validation.arms[arm].llm})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"validation.arms.{arm}.llm.{where}: {first['msg']}") from None
+
+
+def arm_prompts(cfg: Config, arm: str | None) -> dict[str, str]:
+    return {**cfg.prompts, **(cfg.validation.arms[arm].prompts if arm is not None else {})}
+
+
+def arm_config(cfg: Config, arm: str) -> Config:
+    """The run's configuration as the arm codes with it (its llm and prompts in place of the run's)."""
+    return cfg.model_copy(update={"llm": arm_llm(cfg, arm), "prompts": arm_prompts(cfg, arm)})
+
+
+def model_raters(cfg: Config) -> list[str]:
+    """The model raters of the validation tables: the run's own model ("model"), then each arm by its name."""
+    return [RESERVED_RATERS[0], *cfg.validation.arms]
+
+
+def variants(cfg: Config) -> dict[str, tuple[str | None, int]]:
+    """Every coding of the chunks besides the run's own first one, by name: (arm or None, replicate). The run's
+    own replicates are `r2`, `r3`...; an arm's are `NAME.r1`, `NAME.r2`..."""
+    out: dict[str, tuple[str | None, int]] = {f"r{r}": (None, r) for r in range(2, cfg.validation.replicates + 1)}
+    for arm in cfg.validation.arms:
+        out.update({f"{arm}.r{r}": (arm, r) for r in range(1, cfg.validation.replicates + 1)})
+    return out
 
 
 def explain(exc: ValidationError, source: str | Path) -> ConfigError:
@@ -323,11 +429,14 @@ def load(*paths: str | Path) -> Config:
 # Where things live, not what determines the answers: left out of the config hash so that a replay
 # in another directory yields byte-identical tables.
 LOCATION_SETTINGS = ("results_dir", "cache_dir")
+# What is done with the codings afterwards, not what they are: left out too, so that adding human codings does not
+# rewrite the coding tables (the validation tables carry their own hashes of these settings and the gold files).
+AFTERWARDS_SETTINGS = ("validation",)
 
 
 def content_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config without its location settings: what the config hash covers."""
-    return cfg.model_dump(mode="json", exclude=set(LOCATION_SETTINGS))
+    """The resolved config without its location and validation settings: what the config hash covers."""
+    return cfg.model_dump(mode="json", exclude={*LOCATION_SETTINGS, *AFTERWARDS_SETTINGS})
 
 
 def json_schema() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import diskcache
@@ -36,7 +36,7 @@ def estimate_prompt_tokens(messages: Sequence[dict[str, str]]) -> int:
 
 
 def next_utc_midnight(now: datetime) -> datetime:
-    return datetime(now.year, now.month, now.day, tzinfo=timezone.utc) + timedelta(days=1)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
 
 
 class Ledger:
@@ -62,7 +62,7 @@ class Ledger:
         when a per-minute limit is full; raises LimitReached when the quota or budget forbids it."""
         now = time.time() if now is None else now
         lim = self.limits
-        today = datetime.fromtimestamp(now, timezone.utc)
+        today = datetime.fromtimestamp(now, UTC)
         day_key = f"day:{self.scope}:{today.date().isoformat()}"
         win_key, money_key = f"window:{self.scope}", f"money:{self.scope}"
         with self._db.transact():

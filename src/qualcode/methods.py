@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
+from .validity import human_raters, reference_used
+
 
 def _short(h: str | None) -> str:
     return h[:12] if h else "n/a"
@@ -66,6 +70,85 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
     )
 
 
+def _spread(values: Any) -> str:
+    v = [x for x in values if x == x]
+    if not v:
+        return "undefined (no variation in the codes)"
+    v.sort()
+    mid = (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+    return f"median {mid:.2f} (range {v[0]:.2f} to {v[-1]:.2f}, {len(v)} codes)"
+
+
+def _arm(name: str, arm: dict[str, Any]) -> str:
+    changed = [f"{k} {v}" for k, v in sorted(arm.get("llm", {}).items())]
+    changed += [f"{k} prompt template {v}" for k, v in sorted(arm.get("prompts", {}).items())]
+    return f"{name} ({', '.join(changed) or 'no change'})"
+
+
+def validation_paragraph(
+    agreement: pd.DataFrame, settings: dict[str, Any], stability: pd.DataFrame | None = None
+) -> str | None:
+    """The validation sentences, from the agreement and stability tables: who coded how many units, which
+    statistics, the spread of Krippendorff's alpha between humans and between each model (the run's, each arm) and
+    the humans, the arms, and the replicates' stability. None without human codings, arms or replicates."""
+    stability = stability if stability is not None else pd.DataFrame(columns=["metric", "rater", "estimate"])
+    arms = settings.get("arms") or {}
+    if agreement.empty and stability.empty and not arms:
+        return None
+    models = ["model", *arms]
+    parts = []
+    if arms:
+        parts.append(
+            f"The same chunks were also coded in {len(arms)} further arm(s), each with the run's settings except: "
+            + "; ".join(_arm(n, a) for n, a in arms.items())
+            + ". Arms shared the answer cache, and are compared below with each other and with the human coders."
+        )
+    if not agreement.empty:
+        alpha = agreement[agreement.metric == "krippendorff_alpha"]
+        raters = human_raters(agreement, models)
+        pairs = alpha[alpha.rater_b.notna()]
+        human = pairs[pairs.rater_a.isin(raters) & pairs.rater_b.isin(raters)]
+        reference = reference_used(raters, settings["reference"])
+        unit = "documents" if settings["unit"] == "document" else "chunks"
+        ref_name = "the human coders' majority (ties left out)" if reference == "majority" else f"coder {reference}"
+        text = (
+            f"To assess validity, {len(raters)} human coder(s) ({', '.join(raters)}) coded a sample of up to "
+            f"{int(agreement.n_units.max())} {unit} with the same codebook, independently of the model. Each value of "
+            "a choice field was compared as present or absent, and single-choice and boolean fields as a whole. For "
+            "every pair of raters we computed observed agreement, Cohen's kappa, Krippendorff's alpha (nominal) and "
+            "Gwet's AC1"
+            + (", and among all raters Fleiss' kappa, alpha and AC1" if (agreement.rater_a == "all").any() else "")
+            + f", each with a 95% percentile bootstrap interval over units ({settings['bootstrap']} resamples, seed "
+            f"{settings['seed']}); against {ref_name} also the model's precision, recall and F1."
+        )
+        if len(human):
+            text += f" Krippendorff's alpha between human coders: {_spread(human.estimate)}."
+        for m in models:
+            vs_ref = pairs[(pairs.rater_a == m) & (pairs.rater_b == reference)]
+            poor = int((vs_ref.assessment == "poor").sum())
+            who = "the model" if m == "model" else f"arm {m}"
+            text += f" Between {who} and {ref_name}: {_spread(vs_ref.estimate)}"
+            text += (
+                f"; for {poor} code(s) it was below 0.667, too low to rely on (Krippendorff, 2004)." if poor else "."
+            )
+        parts.append(text + " Every estimate, with its interval and number of units, is in agreement.parquet.")
+    if settings.get("replicates", 1) > 1:
+        text = (
+            f"Every chunk was coded {settings['replicates']} times by each model (the replicate number is part of the "
+            "cache key, so each replicate is a separate request; at temperature 0 with a fixed seed, replicates "
+            "measure only the provider's nondeterminism)."
+        )
+        for m in models:
+            mine = stability[stability.rater == m]
+            changed = mine[mine.metric == "share_changed"]
+            who = "the model" if m == "model" else f"arm {m}"
+            text += (f" For {who}, Krippendorff's alpha across replicates was "
+                     f"{_spread(mine[mine.metric == 'krippendorff_alpha'].estimate)}, and the share of chunks whose "
+                     f"code changed {_spread(changed.estimate)}.")  # fmt: skip
+        parts.append(text + " Per code and field, with intervals, in stability.parquet.")
+    return " ".join(parts)
+
+
 def _table(m: dict[str, Any]) -> str:
     llm, c = m["config"]["llm"], m["counts"]
     rows = [
@@ -92,6 +175,7 @@ def _table(m: dict[str, Any]) -> str:
         ("System prompt template SHA-256", m["sha256"]["prompts"].get("system")),
         ("User prompt template SHA-256", m["sha256"]["prompts"].get("user")),
         ("Answer schema SHA-256", m["sha256"]["answer_schema"]),
+        ("Environment lock (uv.lock) SHA-256", m["environment"]["lock_sha256"] or "no uv.lock"),
         ("Workflow commit", (m["workflow"] or {}).get("commit", "not a git checkout")),
     ]
     lines = ["| Parameter | Value |", "|---|---|"]
@@ -99,13 +183,43 @@ def _table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def document(m: dict[str, Any], codebook_name: str, codebook_version: str, appendix: dict[str, str]) -> str:
-    """methods.md: paragraph, parameter table, how to cite, and the full prompts and codebook."""
+def _environment(env: dict[str, Any]) -> str:
+    n = len(env["packages"])
+    if not env["lock_sha256"]:
+        return (
+            f"The versions of all {n} installed Python packages are listed in `results/manifest.json` "
+            "(`environment.packages`); no uv.lock was found beside the Snakefile, so the environment cannot be "
+            "recreated from a lock file."
+        )
+    differs = env["differs_from_lock"]
+    drift = (
+        f" {len(differs)} installed package(s) differ from the lock ({', '.join(sorted(differs))}); see "
+        "`environment.differs_from_lock` in the manifest."
+        if differs
+        else " Every locked package was installed at its locked version."
+    )
+    return (
+        f"The software environment is pinned by `uv.lock` (SHA-256 `{env['lock_sha256']}`); recreate it exactly "
+        f"with `uv sync --frozen` in a checkout of the workflow's commit. The versions of all {n} installed Python "
+        f"packages are in `results/manifest.json` (`environment.packages`).{drift}"
+    )
+
+
+def document(
+    m: dict[str, Any],
+    codebook_name: str,
+    codebook_version: str,
+    appendix: dict[str, str],
+    validation: str | None = None,
+) -> str:
+    """methods.md: paragraph (and the validation paragraph, if any), parameter table, how to cite, and the full
+    prompts and codebook."""
     parts = [
         "# Methods",
         "",
         paragraph(m, codebook_name, codebook_version),
         "",
+        *([validation, ""] if validation else []),
         "## Parameters",
         "",
         _table(m),
@@ -117,6 +231,8 @@ def document(m: dict[str, Any], codebook_name: str, codebook_version: str, appen
         f"model as served ({', '.join(m['model']['models_served']) or 'n/a'}). Publish `config/`, the codebook, "
         "`results/manifest.json` and `results/replay/answers.jsonl.gz`: with them a reader can rebuild the "
         "tables exactly (`qualcode import-archive`, then `snakemake --cores 4`) without the model or a key.",
+        "",
+        _environment(m["environment"]),
         "",
         "## Appendix",
     ]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import re
 import subprocess
+import tomllib
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -68,6 +70,29 @@ def versions() -> dict[str, str | None]:
         "platform": platform.platform(),
         **{p: _version(p) for p in PACKAGES},
     }
+
+
+def environment(lock_file: str | Path) -> dict[str, Any]:
+    """The exact software environment: the lock file's hash and every installed distribution's version, and the
+    packages whose installed version differs from the one the lock pins (none when the environment came from
+    `uv sync --frozen`). Without a lock file (a pip or conda install) the versions alone are what can be cited."""
+    installed = {
+        re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version  # PEP 503 names, as uv.lock writes them
+        for d in importlib.metadata.distributions()
+    }
+    lock = Path(lock_file)
+    record: dict[str, Any] = {"lock_file": lock.name, "lock_sha256": None, "packages": dict(sorted(installed.items()))}
+    if not lock.is_file():
+        record["differs_from_lock"] = None
+        return record
+    record["lock_sha256"] = file_sha256(lock)
+    locked = {p["name"]: p.get("version") for p in tomllib.loads(lock.read_text()).get("package", [])}
+    record["differs_from_lock"] = {
+        name: {"installed": version, "locked": locked[name]}
+        for name, version in sorted(installed.items())
+        if name in locked and locked[name] is not None and locked[name] != version
+    }
+    return record
 
 
 def git_state(directory: str | Path) -> dict[str, Any] | None:
@@ -163,6 +188,7 @@ def manifest(
     tables: Mapping[str, pd.DataFrame],
     workflow_dir: str | Path,
     started_at: str | None,
+    lock_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Everything needed to cite the run and check a replay. Never holds the API key: the config
     holds only the name of the variable or file where the key lives."""
@@ -183,6 +209,7 @@ def manifest(
             "outputs": {name: file_sha256(p) for name, p in sorted(outputs.items())},
         },
         "software": versions(),
+        "environment": environment(lock_file or Path(workflow_dir) / "uv.lock"),
         "workflow": git_state(workflow_dir),
         "model": models(tables["llm_calls"]),
         "sampling": {k: cfg.llm.model_dump()[k] for k in ("temperature", "top_p", "max_tokens", "seed")},

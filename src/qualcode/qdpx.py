@@ -524,13 +524,17 @@ def read_codings(
     ), report
 
 
-def read_gold(path: str | Path) -> pd.DataFrame:
-    """A .qdpx as the validation stage reads human codings (`gold.READERS[".qdpx"] = qdpx.read_gold`): the path
-    alone, codes mapped by form, rows indexed from 1; what could not be used is logged as a warning, by name."""
-    df, report = read_codings(path)
-    for line in report.lines():
-        logger.warning("%s: %s", path, line)
+def read_gold(
+    path: str | Path, codebook: Codebook | None = None, documents: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """A .qdpx as the validation stage reads human codings (`gold.READERS[".qdpx"]`): rows indexed from 1; what
+    could not be used (codes not in the codebook, sources whose text differs) is in `df.attrs["problems"]`, each
+    naming the file, for the validation stage to list."""
+    df, report = read_codings(path, codebook, documents)
     df.index = df.index + 1
+    df.attrs["problems"] = [f"{path}: {line}" for line in report.lines()]
+    for line in df.attrs["problems"]:
+        logger.warning("%s", line)
     return df
 
 

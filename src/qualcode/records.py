@@ -97,10 +97,13 @@ class LLMRequest(_Record):
     seed: int | None
     response_format: dict[str, Any] | None
     extra_body: dict[str, Any] = {}
+    # Which repetition of the same request this is (`validation.replicates`): part of the key, never sent. The
+    # first is left out of the canonical JSON, so keys (and caches) from before replicates existed stay valid.
+    replicate: int = 1
 
     def canonical(self) -> str:
         """The canonical JSON the key hashes (and the replay archive holds)."""
-        return canonical_json(self.model_dump(mode="json"))
+        return canonical_json(self.model_dump(mode="json", exclude={"replicate"} if self.replicate == 1 else None))
 
     def key(self) -> str:
         return hashlib.sha256(self.canonical().encode("utf-8")).hexdigest()

@@ -43,7 +43,7 @@ def _cost(r: ChunkResult, prices: Mapping[str, Price] | None) -> float | None:
     return price.cost(r.tokens_in or 0, r.tokens_out or 0)
 
 
-def _value_strings(field: CodeField, value: object) -> list[str]:
+def value_strings(field: CodeField, value: object) -> list[str]:
     if field.type == "multiple_choice":
         return list(dict.fromkeys(str(v) for v in value))  # type: ignore[union-attr]
     if field.type == "boolean":
@@ -85,7 +85,7 @@ def coding_tables(
         answer = json.loads(r.answer_json or "{}")
         for f in codebook.fields:
             item = answer[f.name]
-            values = _value_strings(f, item["value"])
+            values = value_strings(f, item["value"])
             row[f.name] = values if f.type == "multiple_choice" else item["value"]
             quote = item.get("quote") if f.quote else None
             if f.quote:

@@ -122,6 +122,49 @@ FAILURES = pa.schema(
     ]
 )
 
+# Agreement with human coders (the validate stage): tidy, one row per code, pair (or group) of raters and metric.
+AGREEMENT = pa.schema(
+    [
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string()),  # null: the field as a whole; else the presence of this value
+        pa.field("rater_a", pa.string(), nullable=False),  # a rater, or "all" / "humans" for a group
+        pa.field("rater_b", pa.string()),  # null for a group or a rater's prevalence
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("estimate", pa.float64()),  # null where the statistic is undefined (no variation)
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("n_units", pa.int64(), nullable=False),
+        pa.field("assessment", pa.string()),  # good / tentative / poor, for chance-corrected coefficients
+    ]
+)
+
+CONFUSION = pa.schema(
+    [
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("rater", pa.string(), nullable=False),
+        pa.field("reference", pa.string(), nullable=False),
+        pa.field("reference_value", pa.string(), nullable=False),
+        pa.field("rater_value", pa.string(), nullable=False),
+        pa.field("n_units", pa.int64(), nullable=False),
+    ]
+)
+
+STABILITY = pa.schema(
+    [
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string()),
+        pa.field("rater", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("estimate", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("n_units", pa.int64(), nullable=False),
+    ]
+)
+
+# Written by the validate stage, always (empty without human codings), after the coding tables.
+VALIDATION = ("agreement", "confusion", "stability")
+
 # The published tables, in the order they are listed everywhere (rules, manifest, tests): adding one here adds it
 # to the workflow's outputs and to the manifest's hashes. `codings` has one column per codebook field.
 PUBLISHED = ("documents", "chunks", "codings", "codes", "llm_calls", "failures")
@@ -135,6 +178,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
     return {
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
         "results": RESULTS,  # a coding job's output, not published
+        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
     }[name]  # fmt: skip
 

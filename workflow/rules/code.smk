@@ -33,3 +33,37 @@ rule code_shard:
         ),
     script:
         "../scripts/code_shard.py"
+
+
+# validation.replicates and validation.arms: the same chunks and shards coded again, each variant with its own
+# settings (an arm's llm and prompts) and replicate number, through the same cache: only requests never answered
+# before are sent, so adding an arm sends only its requests.
+rule code_variant:
+    input:
+        chunks=ancient(f"{RESULTS}/work/chunks.parquet"),
+        plan=ancient(f"{RESULTS}/work/shards.json"),
+        codebook=CFG.codebook,
+        system=lambda wildcards: variant_prompts(wildcards)["system"],
+        user=lambda wildcards: variant_prompts(wildcards)["user"],
+    output:
+        results=f"{RESULTS}/work/variants/{{variant}}/{{shard}}.parquet",
+    log:
+        f"{RESULTS}/logs/code_variant/{{variant}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/code_variant/{{variant}}/{{shard}}.tsv"
+    threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
+    resources:
+        llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
+    params:
+        llm=lambda wildcards: variant_llm(wildcards).model_dump(mode="json"),
+        replicate=lambda wildcards: VARIANTS[wildcards.variant][1],
+        cache_dir=CFG.cache_dir,
+        journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.variant}-{wildcards.shard}.jsonl",
+        limits=CFG.limits.model_dump(),
+        price=lambda wildcards: (
+            CFG.prices[variant_llm(wildcards).model].model_dump()
+            if variant_llm(wildcards).model in CFG.prices
+            else None
+        ),
+    script:
+        "../scripts/code_shard.py"

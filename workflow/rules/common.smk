@@ -19,6 +19,15 @@ validate(config, "../../schemas/config.schema.json")
 RESULTS = CFG.results_dir
 CONFIG_FILES = [str(p) for p in workflow.configfiles]
 TABLES = qualcode.tables.PUBLISHED
+VALIDATION_TABLES = qualcode.tables.VALIDATION
+
+# A missing human codings file is named by its setting before any job runs (Snakemake would only say that the
+# validate rule lacks an input).
+for _gold in CFG.validation.gold:
+    if not Path(_gold).is_file():
+        raise qualcode.config.ConfigError(
+            f"validation.gold: {_gold} not found (paths are relative to the working directory)"
+        )
 
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
 CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
@@ -45,6 +54,12 @@ if workflow.is_main_process:
 
 wildcard_constraints:
     shard=r"[0-9a-f]{12}",
+    variant=r"[a-z0-9_]+\.r[0-9]+|r[0-9]+",
+    arm=r"[a-z][a-z0-9_]*",
+
+
+# validation.replicates and validation.arms: each further coding of the chunks, by name: (arm or None, replicate)
+VARIANTS = qualcode.config.variants(CFG)
 
 
 def shard_ids():
@@ -58,14 +73,36 @@ def coded_shards(wildcards):
     return expand(f"{RESULTS}/work/shards/{{shard}}.parquet", shard=shard_ids())
 
 
+def variant_llm(wildcards):
+    return qualcode.config.arm_llm(CFG, VARIANTS[wildcards.variant][0])
+
+
+def variant_prompts(wildcards):
+    return qualcode.config.arm_prompts(CFG, VARIANTS[wildcards.variant][0])
+
+
+def variant_shards(wildcards):
+    return expand(
+        f"{RESULTS}/work/variants/{{variant}}/{{shard}}.parquet",
+        variant=list(VARIANTS),
+        shard=shard_ids(),
+    )
+
+
 def final_outputs(wildcards):
-    return [f"{RESULTS}/{name}.parquet" for name in TABLES] + [
+    return [f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)] + [
         f"{RESULTS}/codings.csv",
         f"{RESULTS}/codebook/answer.schema.json",
         f"{RESULTS}/replay/answers.jsonl.gz",
         f"{RESULTS}/manifest.json",
         f"{RESULTS}/methods.md",
         *rules.report_plots.output,
+        *rules.report_validation.output,
+        *expand(
+            f"{RESULTS}/arms/{{arm}}/{{name}}.parquet",
+            arm=list(CFG.validation.arms),
+            name=TABLES,
+        ),
         *rules.qdpx_export.output,
         *rules.review_page.output,
         *(rules.apply_corrections.output if CFG.review.corrections else []),

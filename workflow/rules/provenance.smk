@@ -21,7 +21,7 @@ rule replay_archive:
 
 rule manifest:
     input:
-        **{name: f"{RESULTS}/{name}.parquet" for name in TABLES},
+        **{name: f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)},
         answer_schema=f"{RESULTS}/codebook/answer.schema.json",
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
         shards=coded_shards,
@@ -44,6 +44,8 @@ rule manifest:
 rule methods:
     input:
         manifest=f"{RESULTS}/manifest.json",
+        agreement=f"{RESULTS}/agreement.parquet",
+        stability=f"{RESULTS}/stability.parquet",
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
@@ -51,5 +53,7 @@ rule methods:
         methods=f"{RESULTS}/methods.md",
     log:
         f"{RESULTS}/logs/methods/methods.log",
+    params:
+        validation=CFG.validation.model_dump(mode="json"),
     script:
         "../scripts/methods.py"

@@ -58,3 +58,28 @@ rule report_plots:
         failures_shown=200,
     script:
         "../scripts/report_plots.py"
+
+
+rule report_validation:
+    input:
+        agreement=f"{RESULTS}/agreement.parquet",
+        confusion=f"{RESULTS}/confusion.parquet",
+    output:
+        agreement_plot=report(
+            f"{RESULTS}/report/agreement.png",
+            caption="../report/agreement.rst",
+            category="Validity",
+        ),
+        agreement_page=report(
+            f"{RESULTS}/report/agreement.html",
+            caption="../report/agreement_table.rst",
+            category="Validity",
+        ),
+    log:
+        f"{RESULTS}/logs/report_validation/report_validation.log",
+    params:
+        reference=CFG.validation.reference,
+        models=qualcode.config.model_raters(CFG),
+        model=CFG.llm.model,
+    script:
+        "../scripts/report_validation.py"

@@ -13,7 +13,8 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     with cache.AnswerCache(params.cache_dir) as answers:
         limits = config.LimitsConfig.model_validate(params.limits)
         price = config.Price(**params.price) if params.price else None
-        results = coding.code_chunks(chunks, llm, templates, answers, limits, price, journal=params.journal)
+        replicate = params.get("replicate", 1)  # code_variant's; the run's own coding is the first
+        results = coding.code_chunks(chunks, llm, templates, answers, limits, price, params.journal, replicate)
     times = {"qualcode.job_started_at": started, "qualcode.job_finished_at": ids.utc_now()}
     tables.write(tables.results_table(results), snakemake.output.results, metadata=times)  # noqa: F821
     log.info("done: %s", coding.progress(results, len(chunks), price))

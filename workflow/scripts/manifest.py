@@ -7,7 +7,7 @@ from qualcode import config, ingest, logs, provenance, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
-    names = tables.PUBLISHED
+    names = (*tables.PUBLISHED, *tables.VALIDATION)
     manifest = provenance.manifest(
         cfg=config.resolve(params.config),
         config_files=params.config_files,

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from qualcode import codebook, logs, methods
+from qualcode import codebook, logs, methods, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp = snakemake.input  # noqa: F821
@@ -14,6 +14,11 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         f"User prompt template ({inp.user})": Path(inp.user).read_text(encoding="utf-8"),
         f"Codebook ({inp.codebook})": Path(inp.codebook).read_text(encoding="utf-8"),
     }
-    text = methods.document(manifest, cb.name, cb.version, appendix)
+    validation = methods.validation_paragraph(
+        tables.read(inp.agreement, "agreement").to_pandas(),
+        snakemake.params.validation,  # noqa: F821
+        tables.read(inp.stability, "stability").to_pandas(),
+    )
+    text = methods.document(manifest, cb.name, cb.version, appendix, validation)
     Path(snakemake.output.methods).write_text(text, encoding="utf-8")  # noqa: F821
     log.info("methods paragraph written")

@@ -1,0 +1,25 @@
+# Agreement with human coders (validation.gold) and stability across replicates (validation.replicates), for the
+# run's model and each arm (validation.arms). The three tables are always written, empty when there is nothing to
+# compare, so the workflow's outputs do not depend on the settings.
+
+
+rule validate:
+    input:
+        documents=f"{RESULTS}/documents.parquet",
+        chunks=f"{RESULTS}/chunks.parquet",
+        shards=coded_shards,
+        variants=variant_shards,
+        gold=CFG.validation.gold,
+        codebook=CFG.codebook,
+    output:
+        **{name: f"{RESULTS}/{name}.parquet" for name in VALIDATION_TABLES},
+    log:
+        f"{RESULTS}/logs/validate/validate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/validate/validate.tsv"
+    params:
+        validation=CFG.validation.model_dump(mode="json"),
+        variants=VARIANTS,
+        origin=ORIGIN,
+    script:
+        "../scripts/validate.py"

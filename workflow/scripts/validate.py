@@ -1,0 +1,26 @@
+"""Write the agreement, confusion and stability tables: the model (and each arm, each replicate) against the human
+coders and against itself."""
+
+from pathlib import Path
+
+from qualcode import codebook, logs, validity
+
+with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
+    inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
+    codings = {("model", 1): list(inp.shards)}
+    for path in inp.variants:  # results/work/variants/<variant>/<shard>.parquet
+        arm, replicate = params.variants[Path(path).parent.name]
+        codings.setdefault((arm or "model", replicate), []).append(path)
+    rows, skipped = validity.write_validation(
+        cb=codebook.load(inp.codebook),
+        documents=inp.documents,
+        chunks=inp.chunks,
+        codings=codings,
+        gold_files=list(inp.gold),
+        settings=params.validation,
+        out=out,
+        metadata=params.origin,
+    )
+    for problem in skipped:
+        log.warning("skipped: %s", problem)
+    log.info("rows: %s", rows)
