@@ -272,3 +272,31 @@ def test_the_validation_stage_reads_a_qdpx_and_lists_what_it_cannot_use(codebook
     rows, problems = gold.load([edited], codebook, _texts())
     assert problems == [f"{edited}: codes not in the codebook, their codings skipped: 'interesting' ({n_fear})"]
     assert len(rows) == len(full) - n_fear
+
+
+def test_no_documents_and_no_codes_still_give_valid_files(codebook, tmp_path):
+    """Every input unreadable, or a codebook of text fields alone: the files are still valid, just empty."""
+    text_only = codebook.model_copy(update={"fields": [f for f in codebook.fields if f.type == "text"]})
+    for cb in (codebook, text_only):
+        data = qdpx.project_qdpx(cb, _documents().iloc[0:0], _chunks().iloc[0:0], _codes().iloc[0:0], "m", "o")
+        path = tmp_path / "empty.qdpx"
+        path.write_bytes(data)
+        gold, report = qdpx.read_codings(path, cb, {})
+        assert gold.empty and report.lines() == []
+        qdpx.check_xml(qdpx.codebook_qdc(cb, "o"), "qdc", qdpx.CODEBOOK_XSD)
+
+
+def test_characters_xml_cannot_hold_are_replaced(codebook, tmp_path):
+    """A control character in a document's quoted words, or in a metadata value: the project is still valid XML,
+    and its text files keep the document's text exactly."""
+    docs = _documents()
+    docs.loc[0, "text"] = TEXT_A.replace("I was terrified", "I\x07was terrified")  # same length: offsets hold
+    docs.loc[1, "meta_site"] = "north\x1b"
+    path = tmp_path / "odd.qdpx"
+    path.write_bytes(qdpx.project_qdpx(codebook, docs, _chunks(), _codes(), "m-1", "qualcode test"))
+    root = _qde(path)
+    names = [s.get("name") for s in root.iter(f"{{{qdpx.PROJECT_NS}}}PlainTextSelection")]
+    assert "I\ufffdwas terrified of catching it" in names
+    assert "north\ufffd" in [v.text for v in root.iter(f"{{{qdpx.PROJECT_NS}}}TextValue")]
+    gold, report = qdpx.read_codings(path, codebook, dict(zip(docs.doc_id, docs.text, strict=True)))
+    assert report.lines() == [] and len(gold) > 0

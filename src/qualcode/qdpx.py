@@ -65,6 +65,15 @@ class QdpxError(QualcodeError):
     its source."""
 
 
+# Characters XML 1.0 cannot hold (most C0 controls, lone surrogates, U+FFFE/U+FFFF); a document or an answer may.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: object) -> str:
+    """`text` as XML can hold it: each character XML 1.0 forbids replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", str(text))
+
+
 def guid(*parts: object) -> str:
     return str(uuid.uuid5(NAMESPACE, "\x1f".join(map(str, parts)))).upper()
 
@@ -94,18 +103,23 @@ def coded_fields(codebook: Codebook) -> list[CodeField]:
 
 def _codes_xml(parent: etree._Element, codebook: Codebook, ns: str) -> None:
     codes = etree.SubElement(parent, f"{{{ns}}}Codes")
+    if not coded_fields(codebook):
+        # The schemas want at least one code; a codebook of text fields alone has none, so it is named as a folder.
+        name = xml_text(codebook.name)
+        empty = etree.SubElement(codes, f"{{{ns}}}Code", guid=guid("codebook", name), name=name, isCodable="false")
+        etree.SubElement(empty, f"{{{ns}}}Description").text = "This codebook has no choice or boolean fields."
     for i, f in enumerate(coded_fields(codebook)):
         colour = PALETTE[i % len(PALETTE)]
         folder = etree.SubElement(
             codes, f"{{{ns}}}Code", guid=guid("field", f.name), name=f.name, isCodable="false", color=colour
         )
-        etree.SubElement(folder, f"{{{ns}}}Description").text = f"{f.label or f.name}: {f.description}"
+        etree.SubElement(folder, f"{{{ns}}}Description").text = xml_text(f"{f.label or f.name}: {f.description}")
         for value, description in field_values(f):
             code = etree.SubElement(
                 folder, f"{{{ns}}}Code", guid=code_guid(f.name, value), name=code_name(f.name, value),
                 isCodable="true", color=colour,
             )  # fmt: skip
-            etree.SubElement(code, f"{{{ns}}}Description").text = description
+            etree.SubElement(code, f"{{{ns}}}Description").text = xml_text(description)
 
 
 def code_guid(field_name: str, value: str) -> str:
@@ -183,31 +197,32 @@ def project_qde(
 ) -> bytes:
     """The project XML (project.qde). `documents`, `chunks` and `codes` are the published tables."""
     ns = PROJECT_NS
-    root = etree.Element(f"{{{ns}}}Project", nsmap={None: ns}, name=codebook.name, origin=origin)
+    root = etree.Element(f"{{{ns}}}Project", nsmap={None: ns}, name=xml_text(codebook.name), origin=origin)
     user = guid("user", user_name(model))
     root.set("creatingUserGUID", user)
     users = etree.SubElement(root, f"{{{ns}}}Users")
-    etree.SubElement(users, f"{{{ns}}}User", guid=user, name=user_name(model))
+    etree.SubElement(users, f"{{{ns}}}User", guid=user, name=xml_text(user_name(model)))
     _codes_xml(etree.SubElement(root, f"{{{ns}}}CodeBook"), codebook, ns)
     meta = sorted(c for c in documents.columns if c.startswith("meta_"))
     if meta:
         variables = etree.SubElement(root, f"{{{ns}}}Variables")
         for col in meta:
-            etree.SubElement(variables, f"{{{ns}}}Variable", guid=guid("variable", col[5:]), name=col[5:],
+            etree.SubElement(variables, f"{{{ns}}}Variable", guid=guid("variable", col[5:]), name=xml_text(col[5:]),
                              typeOfVariable="Text")  # fmt: skip
     coded = {f.name for f in coded_fields(codebook)}
     selections = _selections(documents, chunks, codes[codes.field.isin(coded)], ungrounded)
-    sources = etree.SubElement(root, f"{{{ns}}}Sources")
+    # The schema wants at least one source in Sources: with no document read, there is no Sources element.
+    sources = etree.SubElement(root, f"{{{ns}}}Sources") if len(documents) else None
     for d in documents.sort_values("doc_id").itertuples():
-        src = etree.SubElement(sources, f"{{{ns}}}TextSource", guid=guid("source", d.doc_id), name=d.doc_id,
+        src = etree.SubElement(sources, f"{{{ns}}}TextSource", guid=guid("source", d.doc_id), name=xml_text(d.doc_id),
                                plainTextPath=f"internal://{source_path(d.doc_id)}")  # fmt: skip
-        etree.SubElement(src, f"{{{ns}}}Description").text = f"{d.source_file} ({d.format})"
+        etree.SubElement(src, f"{{{ns}}}Description").text = xml_text(f"{d.source_file} ({d.format})")
         for (start, end), (span, pairs) in sorted(selections.get(d.doc_id, {}).items()):
             sel_guid = guid("selection", d.doc_id, start, end)
-            sel = etree.SubElement(src, f"{{{ns}}}PlainTextSelection", guid=sel_guid, name=span.name,
+            sel = etree.SubElement(src, f"{{{ns}}}PlainTextSelection", guid=sel_guid, name=xml_text(span.name),
                                    startPosition=str(start), endPosition=str(end), creatingUser=user)  # fmt: skip
             if span.description:
-                etree.SubElement(sel, f"{{{ns}}}Description").text = span.description
+                etree.SubElement(sel, f"{{{ns}}}Description").text = xml_text(span.description)
             for fname, value in pairs:
                 target = code_guid(fname, value)
                 coding = etree.SubElement(sel, f"{{{ns}}}Coding", guid=guid("coding", sel_guid, target, user),
@@ -219,9 +234,11 @@ def project_qde(
                 continue
             vv = etree.SubElement(src, f"{{{ns}}}VariableValue")
             etree.SubElement(vv, f"{{{ns}}}VariableRef", targetGUID=guid("variable", col[5:]))
-            etree.SubElement(vv, f"{{{ns}}}TextValue").text = str(value)
+            etree.SubElement(vv, f"{{{ns}}}TextValue").text = xml_text(value)
     if codebook.description:
-        etree.SubElement(root, f"{{{ns}}}Description").text = f"{codebook.description} (codebook {codebook.version})"
+        etree.SubElement(root, f"{{{ns}}}Description").text = xml_text(
+            f"{codebook.description} (codebook {codebook.version})"
+        )
     return _serialise(root)
 
 
