@@ -194,9 +194,7 @@ def test_manifest_and_methods_hold_every_item(first_run, monkeypatch):
     env = m["environment"]  # the exact environment: the lock's hash and every installed distribution
     assert env["lock_file"] == "uv.lock"
     assert env["lock_sha256"] == hashlib.sha256((wd / "uv.lock").read_bytes()).hexdigest()
-    assert {canonicalize_name(d.metadata["Name"]) for d in importlib.metadata.distributions()} <= set(
-        env["packages"]
-    )
+    assert {canonicalize_name(d.metadata["Name"]) for d in importlib.metadata.distributions()} <= set(env["packages"])
     assert env["packages"]["pyarrow"] == _installed("pyarrow")
     locked: dict[str, set] = {}  # a name may be locked at one version per Python range
     for p in tomllib.loads((wd / "uv.lock").read_text())["package"]:
