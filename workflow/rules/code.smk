@@ -2,6 +2,75 @@
 # thousands of chunks. Requests inside a job run concurrently; the llm_requests resource caps the total.
 # The chunks and the shard plan are `ancient`: they are rewritten whenever any document changes, but a shard's
 # name is a hash of its chunks, so a job whose output exists has nothing new to code (only new names run).
+#
+# Two shapes (see CODING_ON_COMPUTE in common.smk). In place: the coding job opens the cache itself. On compute
+# nodes: a local rule on the submit host hands each job the cached answers of its shard (code_handoff), the job codes
+# the rest and keeps them in its journal (one writer per file: safe on a shared file system), and a local rule
+# absorbs the journals into the cache (code_absorb). No job on a compute node opens a SQLite database.
+
+# Light, network- or disk-bound work stays on the submit host when jobs go to a cluster.
+localrules:
+    code_handoff,
+    code_absorb,
+    answer_schema,
+    manifest,
+    methods,
+
+
+if not CODING_ON_COMPUTE and ON_CLUSTER:
+
+    # a remote API: compute nodes often cannot reach it, and the cache stays on the submit host's disk
+    localrules:
+        code_shard,
+
+
+def journal_of(wildcards):
+    # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
+    return f"{RESULTS}/work/journal/{wildcards.shard}.jsonl"
+
+
+SHARD_PARAMS = dict(
+    llm=CFG.llm.model_dump(mode="json"),
+    journal=journal_of,
+    price=(
+        CFG.prices[CFG.llm.model].model_dump() if CFG.llm.model in CFG.prices else None
+    ),
+)
+# A Path, not a str: Snakemake does not compare such a parameter between runs, so moving the cache reruns no job.
+CACHE_DIR = Path(CFG.cache_dir)
+
+
+if CODING_ON_COMPUTE:
+
+    rule code_handoff:
+        input:
+            chunks=ancient(f"{RESULTS}/work/chunks.parquet"),
+            plan=ancient(f"{RESULTS}/work/shards.json"),
+            codebook=CFG.codebook,
+            system=CFG.prompts["system"],
+            user=CFG.prompts["user"],
+        output:
+            handed=temp(f"{RESULTS}/work/handed/{{shard}}.jsonl"),
+        log:
+            f"{RESULTS}/logs/code_handoff/{{shard}}.log",
+        params:
+            **SHARD_PARAMS,
+            cache_dir=CACHE_DIR,
+        script:
+            "../scripts/code_handoff.py"
+
+    rule code_absorb:
+        input:
+            shards=coded_shards,
+        output:
+            absorbed=f"{RESULTS}/work/journal/absorbed.json",
+        log:
+            f"{RESULTS}/logs/code_absorb/code_absorb.log",
+        params:
+            journals=f"{RESULTS}/work/journal",
+            cache_dir=CACHE_DIR,
+        script:
+            "../scripts/code_absorb.py"
 
 
 rule code_shard:
@@ -11,6 +80,9 @@ rule code_shard:
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
+        handed=(
+            f"{RESULTS}/work/handed/{{shard}}.jsonl" if CODING_ON_COMPUTE else []
+        ),
     output:
         results=f"{RESULTS}/work/shards/{{shard}}.parquet",
     log:
@@ -21,15 +93,8 @@ rule code_shard:
     resources:
         llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
-        llm=CFG.llm.model_dump(mode="json"),
-        cache_dir=CFG.cache_dir,
-        # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
-        journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.shard}.jsonl",
+        **SHARD_PARAMS,
+        cache_dir=None if CODING_ON_COMPUTE else CACHE_DIR,
         limits=CFG.limits.model_dump(),
-        price=(
-            CFG.prices[CFG.llm.model].model_dump()
-            if CFG.llm.model in CFG.prices
-            else None
-        ),
     script:
         "../scripts/code_shard.py"

@@ -42,6 +42,17 @@ if workflow.is_main_process:
         INPUT_LISTING, Path(CFG.ingest.input_dir), INPUT_FILES
     )
 
+# Jobs go to a cluster: this is the main process with a cluster executor (SLURM), or a job it submitted (which must
+# build the same rules as the process that submitted it). On one machine everything runs in place.
+ON_CLUSTER = not workflow.local_exec or workflow.remote_exec
+# Coding jobs on compute nodes never open the cache or the limits ledger (SQLite, unsafe across hosts): local rules
+# on the submit host hand them the cached answers and absorb their journals. Else coding jobs are local rules.
+CODING_ON_COMPUTE = CFG.coding_on_compute(ON_CLUSTER)
+EXECUTION = {
+    "executor": workflow.executor_plugin.name if workflow.executor_plugin else "local",
+    "coding": "compute" if CODING_ON_COMPUTE else "submit_host",
+}
+
 
 wildcard_constraints:
     shard=r"[0-9a-f]{12}",
@@ -59,7 +70,8 @@ def coded_shards(wildcards):
 
 
 def final_outputs(wildcards):
-    return [f"{RESULTS}/{name}.parquet" for name in TABLES] + [
+    absorbed = [f"{RESULTS}/work/journal/absorbed.json"] if CODING_ON_COMPUTE else []
+    return [f"{RESULTS}/{name}.parquet" for name in TABLES] + absorbed + [
         f"{RESULTS}/codings.csv",
         f"{RESULTS}/codebook/answer.schema.json",
         f"{RESULTS}/replay/answers.jsonl.gz",

@@ -37,6 +37,7 @@ rule manifest:
         config=CFG.model_dump(mode="json"),
         config_files=CONFIG_FILES,
         workflow_dir=workflow.basedir,
+        execution=EXECUTION,
     script:
         "../scripts/manifest.py"
 
