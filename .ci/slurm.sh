@@ -3,12 +3,14 @@
 # started and stopped by PID, every file (config, state, logs, munge key and socket) in one scratch directory.
 #
 #   sudo apt-get install --no-install-recommends slurmctld slurmd slurm-client munge   # Debian 12: Slurm 22.05
-#   sudo .ci/slurm.sh start        # prints the line to give your shell: export SLURM_CONF=...
+#   sudo .ci/slurm.sh start
 #   sudo .ci/slurm.sh stop
 #   .ci/slurm.sh status
 #
-# Needs root (slurmd starts jobs as their user). No systemd, no accounting database: finished jobs stay visible to
-# squeue for MinJobAge seconds, which is what the executor plugin's `squeue` status command needs.
+# Needs root (slurmd starts jobs as their user). The config is linked from /etc/slurm/slurm.conf (commands inside
+# jobs look there); `start` refuses if the machine has a SLURM configuration of its own. No systemd, no accounting
+# database: finished jobs stay visible to squeue for MinJobAge seconds (so give the executor plugin
+# `--slurm-status-command squeue`), and each is recorded in $QUALCODE_SLURM_DIR/log/jobcomp.log.
 # QUALCODE_SLURM_DIR (default /tmp/qualcode-slurm) holds everything; `stop` leaves it for its logs.
 set -euo pipefail
 DIR=${QUALCODE_SLURM_DIR:-/tmp/qualcode-slurm}
@@ -63,7 +65,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
+# one line per finished job: the scheduler's record that the tests read (there is no accounting database)
+JobCompType=jobcomp/filetxt
+JobCompLoc=$DIR/log/jobcomp.log
 # finished jobs stay visible to squeue this long (the executor plugin wants at least 3 x its first status wait)
 MinJobAge=600
 # jobs start as soon as they are submitted, as on an idle cluster
@@ -71,6 +75,14 @@ SchedulerParameters=defer_batch=0,sched_min_interval=0
 NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+  # Commands inside jobs read the default path: the executor plugin's job step drops SLURM_CONF from srun's
+  # environment. Link it there unless the machine has a configuration of its own.
+  if [ -e /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" != "$CONF" ]; then
+    echo "slurm.sh: /etc/slurm/slurm.conf exists and is not ours; this machine has a SLURM of its own" >&2
+    exit 1
+  fi
+  mkdir -p /etc/slurm
+  ln -sfn "$CONF" /etc/slurm/slurm.conf
   export SLURM_CONF=$CONF
   pid_alive "$DIR/slurmctld.pid" || slurmctld -f "$CONF"
   pid_alive "$DIR/slurmd.pid" || slurmd -f "$CONF"
@@ -79,7 +91,7 @@ CONF
     sleep 1
   done
   sinfo -h -o %t | grep -q idle || { echo "slurm.sh: the node did not come up; see $DIR/log" >&2; exit 1; }
-  echo "export SLURM_CONF=$CONF"
+  echo "SLURM is up: $(sinfo -h -o '%P %D node(s) %c CPUs %t') (config $CONF, linked from /etc/slurm/slurm.conf)"
 }
 
 stop() {
@@ -91,12 +103,13 @@ stop() {
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
   done
+  [ "$(readlink /etc/slurm/slurm.conf 2>/dev/null)" != "$CONF" ] || rm -f /etc/slurm/slurm.conf
 }
 
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
-status) SLURM_CONF=$CONF sinfo && SLURM_CONF=$CONF squeue --states=all ;;
+status) sinfo && squeue --states=all ;;
 *)
   echo "usage: $0 start|stop|status" >&2
   exit 2

@@ -15,6 +15,7 @@ localrules:
     answer_schema,
     manifest,
     methods,
+    report_plots,
 
 
 if not CODING_ON_COMPUTE and ON_CLUSTER:

@@ -42,16 +42,39 @@ if workflow.is_main_process:
         INPUT_LISTING, Path(CFG.ingest.input_dir), INPUT_FILES
     )
 
-# Jobs go to a cluster: this is the main process with a cluster executor (SLURM), or a job it submitted (which must
-# build the same rules as the process that submitted it). On one machine everything runs in place.
-ON_CLUSTER = not workflow.local_exec or workflow.remote_exec
+# Jobs go to a cluster: this is a job a cluster executor submitted (it must build the same rules as the process that
+# submitted it), or the main process with a cluster executor. Snakemake names the executor only after it has read
+# this file, but a cluster executor is the one run that has --jobs without --cores (for a local run Snakemake turns
+# --jobs into --cores). On one machine (a laptop, or one allocation) everything runs in place.
+ON_CLUSTER = workflow.remote_exec or (
+    workflow.resource_settings.cores is None
+    and workflow.resource_settings.nodes is not None
+)
 # Coding jobs on compute nodes never open the cache or the limits ledger (SQLite, unsafe across hosts): local rules
 # on the submit host hand them the cached answers and absorb their journals. Else coding jobs are local rules.
 CODING_ON_COMPUTE = CFG.coding_on_compute(ON_CLUSTER)
-EXECUTION = {
-    "executor": workflow.executor_plugin.name if workflow.executor_plugin else "local",
-    "coding": "compute" if CODING_ON_COMPUTE else "submit_host",
-}
+# A placeholder left in the profile would fail every job at sbatch, and Snakemake would delete the failed rule's
+# earlier outputs: stop before any job, naming what to edit.
+_resources = repr(
+    (
+        workflow.resource_settings.default_resources,
+        workflow.resource_settings.overwrite_resources,
+    )
+)
+if ON_CLUSTER and "EDIT-ME" in _resources:
+    raise qualcode.config.ConfigError(
+        "the profile still holds an EDIT-ME placeholder (slurm_partition or slurm_account): put your cluster's "
+        "partition (`sinfo -s` lists them), and account if it needs one, in workflow/profiles/slurm/config.yaml"
+    )
+
+
+def execution(wildcards):
+    """Where the jobs ran, for the manifest; the executor is known once the jobs are planned, not at parse time."""
+    plugin = workflow.executor_plugin
+    return {
+        "executor": plugin.name if plugin is not None else "local",
+        "coding": "compute" if CODING_ON_COMPUTE else "submit_host",
+    }
 
 
 wildcard_constraints:
