@@ -44,12 +44,10 @@ if workflow.is_main_process:
 
 # Jobs go to a cluster: this is a job a cluster executor submitted (it must build the same rules as the process that
 # submitted it), or the main process with a cluster executor. Snakemake names the executor only after it has read
-# this file, but a cluster executor is the one run that has --jobs without --cores (for a local run Snakemake turns
-# --jobs into --cores). On one machine (a laptop, or one allocation) everything runs in place.
-ON_CLUSTER = workflow.remote_exec or (
-    workflow.resource_settings.cores is None
-    and workflow.resource_settings.nodes is not None
-)
+# this file, but only a cluster run has --jobs (`jobs:` in the SLURM profile): on one machine Snakemake turns --jobs
+# into --cores. final_outputs checks the guess once the executor is known. On one machine (a laptop, or one
+# allocation) everything runs in place.
+ON_CLUSTER = workflow.remote_exec or workflow.resource_settings.nodes is not None
 # Coding jobs on compute nodes never open the cache or the limits ledger (SQLite, unsafe across hosts): local rules
 # on the submit host hand them the cached answers and absorb their journals. Else coding jobs are local rules.
 CODING_ON_COMPUTE = CFG.coding_on_compute(ON_CLUSTER)
@@ -93,6 +91,13 @@ def coded_shards(wildcards):
 
 
 def final_outputs(wildcards):
+    plugin = workflow.executor_plugin
+    mismatch = plugin is not None and ON_CLUSTER == workflow.local_exec
+    if mismatch and workflow.is_main_process and not workflow.dryrun:
+        raise qualcode.config.ConfigError(
+            f"executor {plugin.name} with{'' if ON_CLUSTER else 'out'} --jobs: on one machine give --cores only; "
+            "with a cluster executor give --jobs (the SLURM profile does)"
+        )
     absorbed = [f"{RESULTS}/work/journal/absorbed.json"] if CODING_ON_COMPUTE else []
     return [f"{RESULTS}/{name}.parquet" for name in TABLES] + absorbed + [
         f"{RESULTS}/codings.csv",
