@@ -8,6 +8,7 @@
 # the rest and keeps them in its journal (one writer per file: safe on a shared file system), and a local rule
 # absorbs the journals into the cache (code_absorb). No job on a compute node opens a SQLite database.
 
+
 # Light, network- or disk-bound work stays on the submit host when jobs go to a cluster.
 localrules:
     code_handoff,
@@ -25,53 +26,37 @@ if not CODING_ON_COMPUTE and ON_CLUSTER:
         code_shard,
 
 
-def journal_of(wildcards):
-    # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
-    return f"{RESULTS}/work/journal/{wildcards.shard}.jsonl"
+# Used only when coding runs on compute nodes.
+rule code_handoff:
+    input:
+        chunks=ancient(f"{RESULTS}/work/chunks.parquet"),
+        plan=ancient(f"{RESULTS}/work/shards.json"),
+        codebook=CFG.codebook,
+        system=CFG.prompts["system"],
+        user=CFG.prompts["user"],
+    output:
+        handed=temp(f"{RESULTS}/work/handed/{{shard}}.jsonl"),
+    log:
+        f"{RESULTS}/logs/code_handoff/{{shard}}.log",
+    params:
+        **SHARD_PARAMS,
+        cache_dir=CACHE_DIR,
+    script:
+        "../scripts/code_handoff.py"
 
 
-SHARD_PARAMS = dict(
-    llm=CFG.llm.model_dump(mode="json"),
-    journal=journal_of,
-    price=(
-        CFG.prices[CFG.llm.model].model_dump() if CFG.llm.model in CFG.prices else None
-    ),
-)
-# A Path, not a str: Snakemake does not compare such a parameter between runs, so moving the cache reruns no job.
-CACHE_DIR = Path(CFG.cache_dir)
-
-
-if CODING_ON_COMPUTE:
-
-    rule code_handoff:
-        input:
-            chunks=ancient(f"{RESULTS}/work/chunks.parquet"),
-            plan=ancient(f"{RESULTS}/work/shards.json"),
-            codebook=CFG.codebook,
-            system=CFG.prompts["system"],
-            user=CFG.prompts["user"],
-        output:
-            handed=temp(f"{RESULTS}/work/handed/{{shard}}.jsonl"),
-        log:
-            f"{RESULTS}/logs/code_handoff/{{shard}}.log",
-        params:
-            **SHARD_PARAMS,
-            cache_dir=CACHE_DIR,
-        script:
-            "../scripts/code_handoff.py"
-
-    rule code_absorb:
-        input:
-            shards=coded_shards,
-        output:
-            absorbed=f"{RESULTS}/work/journal/absorbed.json",
-        log:
-            f"{RESULTS}/logs/code_absorb/code_absorb.log",
-        params:
-            journals=f"{RESULTS}/work/journal",
-            cache_dir=CACHE_DIR,
-        script:
-            "../scripts/code_absorb.py"
+rule code_absorb:
+    input:
+        shards=coded_shards,
+    output:
+        absorbed=f"{RESULTS}/work/journal/absorbed.json",
+    log:
+        f"{RESULTS}/logs/code_absorb/code_absorb.log",
+    params:
+        journals=lambda w, output: str(Path(output.absorbed).parent),
+        cache_dir=CACHE_DIR,
+    script:
+        "../scripts/code_absorb.py"
 
 
 rule code_shard:
@@ -81,9 +66,7 @@ rule code_shard:
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
-        handed=(
-            f"{RESULTS}/work/handed/{{shard}}.jsonl" if CODING_ON_COMPUTE else []
-        ),
+        handed=(f"{RESULTS}/work/handed/{{shard}}.jsonl" if CODING_ON_COMPUTE else []),
     output:
         results=f"{RESULTS}/work/shards/{{shard}}.parquet",
     log:

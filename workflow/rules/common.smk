@@ -66,6 +66,22 @@ if ON_CLUSTER and "EDIT-ME" in _resources:
     )
 
 
+def journal_of(wildcards):
+    # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
+    return f"{RESULTS}/work/journal/{wildcards.shard}.jsonl"
+
+
+SHARD_PARAMS = dict(
+    llm=CFG.llm.model_dump(mode="json"),
+    journal=journal_of,
+    price=(
+        CFG.prices[CFG.llm.model].model_dump() if CFG.llm.model in CFG.prices else None
+    ),
+)
+# A Path, not a str: Snakemake does not compare such a parameter between runs, so moving the cache reruns no job.
+CACHE_DIR = Path(CFG.cache_dir)
+
+
 def execution(wildcards):
     """Where the jobs ran, for the manifest; the executor is known once the jobs are planned, not at parse time."""
     plugin = workflow.executor_plugin
@@ -99,11 +115,15 @@ def final_outputs(wildcards):
             "with a cluster executor give --jobs (the SLURM profile does)"
         )
     absorbed = [f"{RESULTS}/work/journal/absorbed.json"] if CODING_ON_COMPUTE else []
-    return [f"{RESULTS}/{name}.parquet" for name in TABLES] + absorbed + [
-        f"{RESULTS}/codings.csv",
-        f"{RESULTS}/codebook/answer.schema.json",
-        f"{RESULTS}/replay/answers.jsonl.gz",
-        f"{RESULTS}/manifest.json",
-        f"{RESULTS}/methods.md",
-        *rules.report_plots.output,
-    ]
+    return (
+        [f"{RESULTS}/{name}.parquet" for name in TABLES]
+        + absorbed
+        + [
+            f"{RESULTS}/codings.csv",
+            f"{RESULTS}/codebook/answer.schema.json",
+            f"{RESULTS}/replay/answers.jsonl.gz",
+            f"{RESULTS}/manifest.json",
+            f"{RESULTS}/methods.md",
+            *rules.report_plots.output,
+        ]
+    )
