@@ -105,3 +105,23 @@ def test_compute_jobs_code_without_the_cache_and_a_killed_one_resends_nothing(tm
     assert not list((wd / "results/work/journal").glob("*.jsonl"))
     logs = " ".join(p.read_text() for p in (wd / "results/logs/code_handoff").glob("*.log"))
     assert "handed over from the cache" in logs
+
+
+def test_the_hand_over_holds_only_cached_answers_and_the_job_adds_its_journal(tmp_path):
+    from qualcode import journal
+    from qualcode.records import CachedAnswer
+
+    def answer(n: int) -> CachedAnswer:
+        return CachedAnswer(answer={"n": n}, raw=str(n), model_served="m", system_fingerprint=None,
+                            finish_reason="stop", tokens_in=1, tokens_out=1, latency_s=0.1, attempts=1, reasks=0,
+                            retries=0, answered_at="2026-01-01T00:00:00+00:00")  # fmt: skip
+
+    with AnswerCache(tmp_path / "cache") as c:
+        c.put("a", answer(1))
+        handed, missing = journal.hand_over(c, ["a", "b", "a"], tmp_path / "handed.jsonl")
+    assert (handed, missing) == (1, 1)
+    own = journal.Journal(tmp_path / "own.jsonl")
+    own.append("b", answer(2))  # received by an earlier attempt of the job, then killed
+    own.close()
+    known = journal.HandedAnswers(tmp_path / "handed.jsonl", tmp_path / "own.jsonl", tmp_path / "absent.jsonl")
+    assert known.get("a") == answer(1) and known.get("b") == answer(2) and known.get("c") is None
