@@ -73,6 +73,10 @@ rule code_shard:
         f"{RESULTS}/logs/code_shard/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/code_shard/{{shard}}.tsv"
+    # on compute nodes, shards go to SLURM a few to a job (group-components in the SLURM profile); a job in a group
+    # is never a local rule, so coding on the submit host has none
+    group:
+        "code" if CODING_ON_COMPUTE else None
     threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
     resources:
         llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
