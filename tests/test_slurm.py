@@ -202,7 +202,8 @@ def test_a_model_server_inside_the_allocation(tmp_path, slurm):
     cfg = write_config(wd, {"llm": {**llm, "structured_output": "json_object"}, "cache_dir": str(wd / "cache")})
     env = _job_env({"QUALCODE_SERVER": server, "QUALCODE_SERVER_PORT": str(port)})
     job = subprocess.run(
-        ["sbatch", "--wait", "--parsable", "--output", "server-%j.log", "workflow/slurm/with-server.sh",
+        ["sbatch", "--wait", "--parsable", "--cpus-per-task", str(os.cpu_count() or 1), "--output", "server-%j.log",
+         "workflow/slurm/with-server.sh",
          "--configfile", str(cfg)],
         cwd=wd, env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
