@@ -187,7 +187,6 @@ def test_the_whole_workflow_inside_one_allocation(tmp_path, slurm, server, lapto
 def test_a_model_server_inside_the_allocation(tmp_path, slurm):
     """workflow/slurm/with-server.sh: llama-cpp-python's server stands in for vLLM on a GPU node."""
     wd = scratch_copy(tmp_path / "wf", data=False)
-    shutil.copytree(REPO / "workflow" / "slurm", wd / "workflow" / "slurm", dirs_exist_ok=True)
     (wd / "data/raw").mkdir(parents=True)
     for i in range(2):
         (wd / f"data/raw/note{i}.txt").write_text(f"Nurse {i}: I was scared but proud of my team.\n")
