@@ -7,14 +7,12 @@ layers never stack. Imported only when a request must actually be sent (see `cli
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import openai
 from tenacity import (
@@ -25,7 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from .config import LLMConfig
+from .config import LLMConfig, is_loopback
 from .errors import ConfigError, ProviderError, RequestError
 from .limits import Ledger, estimate_prompt_tokens
 from .logs import redact, register_secret
@@ -108,19 +106,14 @@ async def with_retries(call, *, cfg: LLMConfig, what: str):
 # -- OpenAI-compatible APIs ----------------------------------------------------------------------
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
     """The key from `llm.api_key_env`, else `llm.api_key_file`. Servers on this machine need none."""
     key = os.environ.get(cfg.api_key_env, "").strip()
+    if key and os.environ.get("SLURM_JOB_ID"):
+        logger.warning(
+            "llm.api_key_env: the key reached this SLURM job in its environment, which the scheduler keeps in its job "
+            "records; on a cluster put it in a file readable only by you and name it in llm.api_key_file instead"
+        )
     if not key and cfg.api_key_file:
         path = Path(cfg.api_key_file).expanduser()
         if not path.is_file():
@@ -131,7 +124,7 @@ def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
     if key:
         register_secret(key)  # blanked out of every log line and failure reason from now on
         return key
-    if _is_loopback(base_url):
+    if is_loopback(base_url):
         return "sk-no-key-required"
     raise ConfigError(
         f"no API key for {base_url}: set the environment variable {cfg.api_key_env} "

@@ -22,6 +22,22 @@ from .records import CachedAnswer
 logger = logging.getLogger(__name__)
 
 
+_forbidden: str | None = None
+
+
+def forbid(reason: str) -> None:
+    """From now on this process may not open the cache or the limits ledger (SQLite: unsafe when a job on another
+    host opens the same files). Called first thing by coding jobs that run on compute nodes; opening either then
+    fails loudly instead of silently risking the database."""
+    global _forbidden
+    _forbidden = reason
+
+
+def check_allowed(what: str, directory: str | Path) -> None:
+    if _forbidden is not None:
+        raise CacheError(f"{what} {directory} must not be opened here: {_forbidden}")
+
+
 class AnswerCache:
     """Only validated answers go in: a failure is never cached, so a rerun asks again.
 
@@ -30,6 +46,7 @@ class AnswerCache:
     """
 
     def __init__(self, directory: str | Path):
+        check_allowed("cache_dir", directory)
         self.directory = Path(directory)
         db = self.directory / "cache.db"
         if db.is_file() and db.stat().st_size == 0:

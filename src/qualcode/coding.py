@@ -21,7 +21,7 @@ from .client import Client, Endpoint, endpoint, make_client, response_format
 from .config import LimitsConfig, LLMConfig, Price
 from .errors import AnswerError, CacheError, ConfigError, LimitReached, ProviderError, QualcodeError, RequestError
 from .ids import canonical_json, utc_now
-from .journal import Journal, absorb
+from .journal import HandedAnswers, Journal, absorb, hand_over
 from .limits import Ledger
 from .logs import redact
 from .prompts import Prompts
@@ -97,7 +97,7 @@ class Coder:
         self,
         cfg: LLMConfig,
         prompts: Prompts,
-        cache: AnswerCache,
+        cache: AnswerCache | HandedAnswers,
         client_factory: Callable[..., Client] = make_client,
         ledger: Ledger | None = None,
         price: Price | None = None,
@@ -372,3 +372,44 @@ def code_chunks(
     if log is not None:
         log.discard()
     return results
+
+
+# -- coding on compute nodes: the submit host keeps the cache, the compute job keeps its journal ---------------
+
+
+def request_keys(chunks: Sequence[Chunk], cfg: LLMConfig, prompts: Prompts) -> list[str]:
+    build = Requests(cfg, prompts)
+    return [build(c).key() for c in chunks]
+
+
+def hand_over_shard(
+    chunks: Sequence[Chunk],
+    cfg: LLMConfig,
+    prompts: Prompts,
+    cache: AnswerCache,
+    handed: str | Path,
+    journal: str | Path,
+) -> tuple[int, int]:
+    """On the submit host, before a compute job codes this shard: absorb the journals that jobs left (killed ones
+    included) into the cache, then hand the job the cached answers of its requests. Returns (handed, missing)."""
+    absorb(Path(journal).parent, cache)
+    return hand_over(cache, request_keys(chunks, cfg, prompts), handed)
+
+
+def code_handed(
+    chunks: Sequence[Chunk],
+    cfg: LLMConfig,
+    prompts: Prompts,
+    handed: str | Path,
+    journal: str | Path,
+    price: Price | None = None,
+) -> list[ChunkResult]:
+    """Code a shard on a compute node without the cache or the ledger: answers come from the hand-over, then from
+    this job's journal (left by an attempt that was killed), then from the model. The journal is kept: the submit
+    host absorbs it into the cache."""
+    known = HandedAnswers(handed, journal)
+    log = Journal(journal)
+    try:
+        return asyncio.run(Coder(cfg, prompts, known, price=price, journal=log).code_all(chunks))
+    finally:
+        log.close()

@@ -7,10 +7,12 @@ configuration (with defaults filled in) can be recorded next to the results.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -259,6 +261,20 @@ class CodingConfig(_Strict):
     )
 
 
+class ClusterConfig(_Strict):
+    """Where coding runs when the jobs go to a cluster (an executor such as SLURM). On one machine (a laptop, or the
+    whole workflow inside one allocation) everything runs in place, unless `coding` is 'compute'."""
+
+    coding: Literal["auto", "submit_host", "compute"] = Field(
+        "auto",
+        description="'submit_host': coding jobs run where snakemake runs (local rules; for a remote API, which compute "
+        "nodes often cannot reach). 'compute': coding jobs go to the cluster (the embedded model, or a server on the "
+        "compute node); they never open the cache or the limits ledger: the submit host hands each job the cached "
+        "answers of its shard, and absorbs the new ones from the job's journal. 'auto': 'compute' for provider 'local' "
+        "and a base_url on 127.0.0.1 or localhost, else 'submit_host'.",
+    )
+
+
 class LimitsConfig(_Strict):
     """Limits enforced across all coding jobs (they share a ledger in cache_dir). Null means no limit."""
 
@@ -425,6 +441,7 @@ class Config(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Agreement with human coders.")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Export to QDA programs.")
     review: ReviewConfig = Field(default_factory=ReviewConfig, description="Human review and corrections.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where coding runs on a cluster.")
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Price per million tokens by model name (as in llm.model), for the cost columns and totals.",
@@ -452,6 +469,36 @@ class Config(_Strict):
                 "out of the results folder and name the copy"
             )
         return self
+
+    @model_validator(mode="after")
+    def _limits_need_the_ledger(self) -> Config:
+        if self.cluster.coding == "compute" and self.limits.active:
+            raise ValueError(
+                "cluster.coding 'compute' cannot keep limits: jobs on compute nodes never open the limits ledger "
+                "(a SQLite database, unsafe across hosts); set cluster.coding: submit_host, or remove the limits"
+            )
+        return self
+
+    def coding_on_compute(self, cluster: bool) -> bool:
+        """Whether coding jobs are compute jobs that must not open the cache or the ledger. `cluster`: the jobs go to
+        a cluster executor. On one machine everything runs in place unless `cluster.coding` is 'compute'."""
+        mode = self.cluster.coding
+        if mode == "auto":
+            if not cluster or self.limits.active:
+                return False
+            return self.llm.provider == "local" or is_loopback(self.llm.api_base_url)
+        return mode == "compute"
+
+
+def is_loopback(url: str) -> bool:
+    """A server on this machine (127.0.0.1, ::1, localhost): it needs no key; on a cluster it runs beside the job."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def arm_llm(cfg: Config, arm: str | None) -> LLMConfig:
@@ -644,9 +691,9 @@ def load(*paths: str | Path) -> Config:
     return resolve(raw, ", ".join(map(str, paths)), files=paths)
 
 
-# Where things live, not what determines the answers: left out of the config hash so that a replay
-# in another directory yields byte-identical tables.
-LOCATION_SETTINGS = ("results_dir", "cache_dir")
+# Where things live or run, not what determines the answers: left out of the config hash so that a replay
+# in another directory, or a run on a cluster, yields byte-identical tables.
+LOCATION_SETTINGS = ("results_dir", "cache_dir", "cluster")
 # What is done with the codings afterwards, not what they are: left out too, so that adding human codings does not
 # rewrite the coding tables (the validation tables carry their own hashes of these settings and the gold files).
 AFTERWARDS_SETTINGS = ("validation",)

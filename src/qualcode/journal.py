@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -67,9 +67,10 @@ def read(path: str | Path) -> Iterator[tuple[str, CachedAnswer]]:
                 logger.warning("%s, line %d: not a journal entry (%s); skipped", path, lineno, type(exc).__name__)
 
 
-def absorb(directory: str | Path, cache: AnswerCache) -> int:
+def absorb(directory: str | Path, cache: AnswerCache, finished: Iterable[str] = ()) -> int:
     """Put every journalled answer that the cache lacks into it; returns how many. Journals are left in place
-    (only their writer deletes them), so absorbing is safe while other jobs are writing theirs."""
+    (only their writer deletes them), so absorbing is safe while other jobs are writing theirs; except the journals
+    named in `finished` (by shard): their writers, compute jobs that never open the cache, have ended."""
     directory = Path(directory)
     if not directory.is_dir():
         return 0
@@ -81,4 +82,58 @@ def absorb(directory: str | Path, cache: AnswerCache) -> int:
                 added += 1
     if added:
         logger.info("recovered %d answer(s) from journals in %s into the cache", added, directory)
+    for name in finished:
+        (directory / f"{name}.jsonl").unlink(missing_ok=True)
     return added
+
+
+# -- the hand-over to compute jobs, which never open the cache -----------------------------------------------
+
+
+def hand_over(cache: AnswerCache, keys: Iterable[str], path: str | Path) -> tuple[int, int]:
+    """Write the cached answers to these requests to `path` (in the journal's format), for a compute job that must
+    not open the cache: it sends only the requests not in the file. Returns (answers handed, requests missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handed = missing = 0
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for key in dict.fromkeys(keys):
+            answer = cache.get(key)
+            if answer is None:
+                missing += 1
+                continue
+            fh.write(canonical_json({"request_hash": key, "response": answer.model_dump(mode="json")}) + "\n")
+            handed += 1
+    tmp.replace(path)
+    return handed, missing
+
+
+class HandedAnswers:
+    """What a compute job has instead of the cache: the answers handed over by the submit host, and those in the
+    job's own journal from an earlier attempt that was killed. It needs no leases: one job per shard at a time, and
+    a journal has one writer. New answers go to the journal; the submit host absorbs it into the cache."""
+
+    def __init__(self, *files: str | Path):
+        self._answers: dict[str, CachedAnswer] = {}
+        for f in files:
+            if Path(f).is_file():
+                self._answers.update(read(f))
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: str) -> CachedAnswer | None:
+        return self._answers.get(key)
+
+    def put(self, key: str, answer: CachedAnswer) -> None:
+        self._answers[key] = answer
+
+    def claim(self, key: str, owner: str, ttl_s: float, is_stale: object = None) -> bool:
+        return True
+
+    def renew(self, keys: list[str], owner: str, ttl_s: float) -> None:
+        pass
+
+    def release(self, key: str, owner: str) -> None:
+        pass

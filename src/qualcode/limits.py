@@ -17,6 +17,7 @@ from pathlib import Path
 
 import diskcache
 
+from .cache import check_allowed
 from .config import LimitsConfig, Price
 from .errors import LimitReached
 
@@ -47,6 +48,7 @@ class Ledger:
         self.scope = scope
         self.limits = limits
         self.price = price
+        check_allowed("the limits ledger in cache_dir", directory)
         self._db = diskcache.Cache(str(Path(directory) / "ledger"), eviction_policy="none", timeout=120)
 
     @property

@@ -8,6 +8,7 @@ times, cache hits) go only into the manifest.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import re
 import subprocess
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pandas costs most of a second to import, at every Snakemake
 PACKAGES = (
     "qualcode",
     "snakemake",
+    "snakemake-executor-plugin-slurm",
     "openai",
     "pydantic",
     "pandas",
@@ -44,6 +46,28 @@ def jobs_started_at(shard_files: Iterable[str | Path]) -> str | None:
     """When the earliest coding job of the run that last wrote these shards started."""
     times = [(pq.read_schema(p).metadata or {}).get(b"qualcode.job_started_at", b"").decode() for p in shard_files]
     return min((t for t in times if t), default=None)
+
+
+def job_place() -> dict[str, str]:
+    """Where this job runs, for its shard's metadata: the host and, under SLURM, the scheduler's job id."""
+    return {"qualcode.job_host": platform.node(), "qualcode.job_slurm_id": os.environ.get("SLURM_JOB_ID", "")}
+
+
+def coding_jobs(shard_files: Iterable[str | Path]) -> list[dict[str, str]]:
+    """Each shard's coding job: where and when it ran (from the shard's metadata), for the manifest."""
+    jobs = []
+    for path in shard_files:
+        meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+        jobs.append(
+            {
+                "shard": Path(path).stem,
+                "host": meta.get("qualcode.job_host"),
+                "slurm_job_id": meta.get("qualcode.job_slurm_id") or None,
+                "started_at": meta.get("qualcode.job_started_at"),
+                "finished_at": meta.get("qualcode.job_finished_at"),
+            }
+        )
+    return sorted(jobs, key=lambda j: j["shard"])
 
 
 def origin(cfg: Config) -> dict[str, str]:
@@ -239,9 +263,11 @@ def manifest(
     workflow_dir: str | Path,
     started_at: str | None,
     lock_file: str | Path | None = None,
+    execution: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to cite the run and check a replay. Never holds the API key: the config
-    holds only the name of the variable or file where the key lives."""
+    holds only the name of the variable or file where the key lives. `execution`: where the jobs ran (executor,
+    whether coding ran on compute nodes, each coding job's host and scheduler job id)."""
     return {
         "run": {
             "id": uuid.uuid4().hex,
@@ -261,6 +287,7 @@ def manifest(
         "software": versions(),
         "environment": environment(lock_file or Path(workflow_dir) / "uv.lock"),
         "workflow": git_state(workflow_dir),
+        "execution": dict(execution or {}),
         "model": models(tables["llm_calls"]),
         "sampling": {k: cfg.llm.model_dump()[k] for k in ("temperature", "top_p", "max_tokens", "seed")},
         "structured_output": cfg.llm.structured_output,

@@ -2,6 +2,69 @@
 # thousands of chunks. Requests inside a job run concurrently; the llm_requests resource caps the total.
 # The chunks and the shard plan are `ancient`: they are rewritten whenever any document changes, but a shard's
 # name is a hash of its chunks, so a job whose output exists has nothing new to code (only new names run).
+#
+# Two shapes (see CODING_ON_COMPUTE in common.smk). In place: the coding job opens the cache itself. On compute
+# nodes: a local rule on the submit host hands each job the cached answers of its shard (code_handoff), the job codes
+# the rest and keeps them in its journal (one writer per file: safe on a shared file system), and a local rule
+# absorbs the journals into the cache (code_absorb). No job on a compute node opens a SQLite database.
+
+
+# Light, network- or disk-bound work stays on the submit host when jobs go to a cluster.
+localrules:
+    code_handoff,
+    code_absorb,
+    answer_schema,
+    manifest,
+    methods,
+    report_plots,
+
+
+if not CODING_ON_COMPUTE and ON_CLUSTER:
+
+    # a remote API: compute nodes often cannot reach it, and the cache stays on the submit host's disk
+    localrules:
+        code_shard,
+
+
+if ON_CLUSTER:
+
+    # replicates and arms open the cache themselves (they have no hand-over yet): on a cluster they stay on the
+    # submit host, where the cache is, whatever the model
+    localrules:
+        code_variant,
+
+
+# Used only when coding runs on compute nodes.
+rule code_handoff:
+    input:
+        chunks=ancient(f"{RESULTS}/work/chunks.parquet"),
+        plan=ancient(f"{RESULTS}/work/shards.json"),
+        codebook=CFG.codebook,
+        system=CFG.prompts["system"],
+        user=CFG.prompts["user"],
+    output:
+        handed=temp(f"{RESULTS}/work/handed/{{shard}}.jsonl"),
+    log:
+        f"{RESULTS}/logs/code_handoff/{{shard}}.log",
+    params:
+        **SHARD_PARAMS,
+        cache_dir=CACHE_DIR,
+    script:
+        "../scripts/code_handoff.py"
+
+
+rule code_absorb:
+    input:
+        shards=coded_shards,
+    output:
+        absorbed=f"{RESULTS}/work/journal/absorbed.json",
+    log:
+        f"{RESULTS}/logs/code_absorb/code_absorb.log",
+    params:
+        journals=lambda w, output: str(Path(output.absorbed).parent),
+        cache_dir=CACHE_DIR,
+    script:
+        "../scripts/code_absorb.py"
 
 
 rule code_shard:
@@ -11,28 +74,24 @@ rule code_shard:
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
+        handed=(f"{RESULTS}/work/handed/{{shard}}.jsonl" if CODING_ON_COMPUTE else []),
     output:
         results=f"{RESULTS}/work/shards/{{shard}}.parquet",
     log:
         f"{RESULTS}/logs/code_shard/{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/code_shard/{{shard}}.tsv"
+    # on compute nodes, shards go to SLURM a few to a job (group-components in the SLURM profile); a job in a group
+    # is never a local rule, so coding on the submit host has none
+    group:
+        "code" if CODING_ON_COMPUTE else None
     threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
     resources:
         llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
-        llm=CFG.llm.model_dump(mode="json"),
-        # the chunks are `ancient`: a change of what the prompt shows must rerun the shards through this param
-        prompt_context=CFG.prompt_context.model_dump(mode="json"),
-        cache_dir=CFG.cache_dir,
-        # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
-        journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.shard}.jsonl",
+        **SHARD_PARAMS,
+        cache_dir=None if CODING_ON_COMPUTE else CACHE_DIR,
         limits=CFG.limits.model_dump(),
-        price=(
-            CFG.prices[CFG.llm.model].model_dump()
-            if CFG.llm.model in CFG.prices
-            else None
-        ),
     script:
         "../scripts/code_shard.py"
 
@@ -59,7 +118,7 @@ rule code_variant:
     params:
         llm=lambda wildcards: variant_llm(wildcards).model_dump(mode="json"),
         replicate=lambda wildcards: VARIANTS[wildcards.variant][1],
-        cache_dir=CFG.cache_dir,
+        cache_dir=CACHE_DIR,
         journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.variant}-{wildcards.shard}.jsonl",
         limits=CFG.limits.model_dump(),
         price=lambda wildcards: (

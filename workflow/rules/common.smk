@@ -63,6 +63,56 @@ if workflow.is_main_process:
         INPUT_LISTING, Path(CFG.ingest.input_dir), INPUT_FILES
     )
 
+# Jobs go to a cluster: this is a job a cluster executor submitted (it must build the same rules as the process that
+# submitted it), or the main process with a cluster executor. Snakemake names the executor only after it has read
+# this file, but only a cluster run has --jobs (`jobs:` in the SLURM profile): on one machine Snakemake turns --jobs
+# into --cores. final_outputs checks the guess once the executor is known. On one machine (a laptop, or one
+# allocation) everything runs in place.
+ON_CLUSTER = workflow.remote_exec or workflow.resource_settings.nodes is not None
+# Coding jobs on compute nodes never open the cache or the limits ledger (SQLite, unsafe across hosts): local rules
+# on the submit host hand them the cached answers and absorb their journals. Else coding jobs are local rules.
+CODING_ON_COMPUTE = CFG.coding_on_compute(ON_CLUSTER)
+# A placeholder left in the profile would fail every job at sbatch, and Snakemake would delete the failed rule's
+# earlier outputs: stop before any job, naming what to edit.
+_resources = repr(
+    (
+        workflow.resource_settings.default_resources,
+        workflow.resource_settings.overwrite_resources,
+    )
+)
+if ON_CLUSTER and "EDIT-ME" in _resources:
+    raise qualcode.config.ConfigError(
+        "the profile still holds an EDIT-ME placeholder (slurm_partition or slurm_account): put your cluster's "
+        "partition (`sinfo -s` lists them), and account if it needs one, in workflow/profiles/slurm/config.yaml"
+    )
+
+
+def journal_of(wildcards):
+    # not an output: Snakemake deletes a failed job's outputs, and the journal must outlive a failure
+    return f"{RESULTS}/work/journal/{wildcards.shard}.jsonl"
+
+
+SHARD_PARAMS = dict(
+    llm=CFG.llm.model_dump(mode="json"),
+    # the chunks are `ancient`: a change of what the prompt shows must rerun the shards through this param
+    prompt_context=CFG.prompt_context.model_dump(mode="json"),
+    journal=journal_of,
+    price=(
+        CFG.prices[CFG.llm.model].model_dump() if CFG.llm.model in CFG.prices else None
+    ),
+)
+# A Path, not a str: Snakemake does not compare such a parameter between runs, so moving the cache reruns no job.
+CACHE_DIR = Path(CFG.cache_dir)
+
+
+def execution(wildcards):
+    """Where the jobs ran, for the manifest; the executor is known once the jobs are planned, not at parse time."""
+    plugin = workflow.executor_plugin
+    return {
+        "executor": plugin.name if plugin is not None else "local",
+        "coding": "compute" if CODING_ON_COMPUTE else "submit_host",
+    }
+
 
 wildcard_constraints:
     shard=r"[0-9a-f]{12}",
@@ -102,21 +152,33 @@ def variant_shards(wildcards):
 
 
 def final_outputs(wildcards):
-    return [f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)] + [
-        f"{RESULTS}/codings.csv",
-        f"{RESULTS}/excerpts.csv",
-        f"{RESULTS}/codebook/answer.schema.json",
-        f"{RESULTS}/replay/answers.jsonl.gz",
-        f"{RESULTS}/manifest.json",
-        f"{RESULTS}/methods.md",
-        *rules.report_plots.output,
-        *rules.report_validation.output,
-        *expand(
-            f"{RESULTS}/arms/{{arm}}/{{name}}.parquet",
-            arm=list(CFG.validation.arms),
-            name=TABLES,
-        ),
-        *rules.qdpx_export.output,
-        *rules.review_page.output,
-        *(rules.apply_corrections.output if CFG.review.corrections else []),
-    ]
+    plugin = workflow.executor_plugin
+    mismatch = plugin is not None and ON_CLUSTER == workflow.local_exec
+    if mismatch and workflow.is_main_process and not workflow.dryrun:
+        raise qualcode.config.ConfigError(
+            f"executor {plugin.name} with{'' if ON_CLUSTER else 'out'} --jobs: on one machine give --cores only; "
+            "with a cluster executor give --jobs (the SLURM profile does)"
+        )
+    absorbed = [f"{RESULTS}/work/journal/absorbed.json"] if CODING_ON_COMPUTE else []
+    return (
+        [f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)]
+        + absorbed
+        + [
+            f"{RESULTS}/codings.csv",
+            f"{RESULTS}/excerpts.csv",
+            f"{RESULTS}/codebook/answer.schema.json",
+            f"{RESULTS}/replay/answers.jsonl.gz",
+            f"{RESULTS}/manifest.json",
+            f"{RESULTS}/methods.md",
+            *rules.report_plots.output,
+            *rules.report_validation.output,
+            *expand(
+                f"{RESULTS}/arms/{{arm}}/{{name}}.parquet",
+                arm=list(CFG.validation.arms),
+                name=TABLES,
+            ),
+            *rules.qdpx_export.output,
+            *rules.review_page.output,
+            *(rules.apply_corrections.output if CFG.review.corrections else []),
+        ]
+    )

@@ -38,6 +38,7 @@ rule manifest:
         config=CFG.model_dump(mode="json"),
         config_files=CONFIG_FILES,
         workflow_dir=workflow.basedir,
+        execution=execution,
     script:
         "../scripts/manifest.py"
 

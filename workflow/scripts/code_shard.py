@@ -1,6 +1,10 @@
-"""Code one shard of chunks: from the cache where possible, else by the model; every chunk gets a row."""
+"""Code one shard of chunks: from the cache where possible, else by the model; every chunk gets a row.
 
-from qualcode import cache, codebook, coding, config, ids, logs, prompts, shards, tables
+With `cache_dir` (the job runs on the submit host, or on one machine) it opens the cache itself. Without (a compute
+node) it must not open it: it codes from the answers the submit host handed it, and keeps new ones in its journal.
+"""
+
+from qualcode import cache, codebook, coding, config, ids, logs, prompts, provenance, shards, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
@@ -11,11 +15,15 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     templates = prompts.load(inp.system, inp.user, cb, llm.structured_output, label)
     shard = shards.find(inp.plan, snakemake.wildcards.shard)  # noqa: F821
     chunks = tables.read_chunks(inp.chunks, shard.rows)
-    with cache.AnswerCache(params.cache_dir) as answers:
-        limits = config.LimitsConfig.model_validate(params.limits)
-        price = config.Price(**params.price) if params.price else None
-        replicate = params.get("replicate", 1)  # code_variant's; the run's own coding is the first
-        results = coding.code_chunks(chunks, llm, templates, answers, limits, price, params.journal, replicate)
-    times = {"qualcode.job_started_at": started, "qualcode.job_finished_at": ids.utc_now()}
-    tables.write(tables.results_table(results), snakemake.output.results, metadata=times)  # noqa: F821
+    price = config.Price(**params.price) if params.price else None
+    replicate = params.get("replicate", 1)  # code_variant's; the run's own coding is the first
+    if params.cache_dir is None:
+        cache.forbid("this coding job runs on a compute node (cluster.coding: compute)")
+        results = coding.code_handed(chunks, llm, templates, inp.handed, params.journal, price)
+    else:
+        with cache.AnswerCache(params.cache_dir) as answers:
+            limits = config.LimitsConfig.model_validate(params.limits)
+            results = coding.code_chunks(chunks, llm, templates, answers, limits, price, params.journal, replicate)
+    meta = {"qualcode.job_started_at": started, "qualcode.job_finished_at": ids.utc_now(), **provenance.job_place()}
+    tables.write(tables.results_table(results), snakemake.output.results, metadata=meta)  # noqa: F821
     log.info("done: %s", coding.progress(results, len(chunks), price))

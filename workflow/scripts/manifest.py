@@ -17,6 +17,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         tables=provenance.read_counted(inp),
         workflow_dir=params.workflow_dir,
         started_at=provenance.jobs_started_at(inp.shards),
+        execution={**params.execution, "coding_jobs": provenance.coding_jobs(inp.shards)},
     )
     Path(snakemake.output.manifest).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # noqa: F821
     log.info("run %s: %s", manifest["run"]["id"], manifest["counts"])
