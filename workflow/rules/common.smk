@@ -108,8 +108,13 @@ CACHE_DIR = Path(CFG.cache_dir)
 def execution(wildcards):
     """Where the jobs ran, for the manifest; the executor is known once the jobs are planned, not at parse time."""
     plugin = workflow.executor_plugin
+    name = plugin.name if plugin is not None else "local"
+    if name in ("dryrun", "touch"):
+        # a dry run must plan the value the real run records, or `-n` reports the manifest as changed after every
+        # run; the only cluster executor the workflow ships a profile for is SLURM's
+        name = "slurm" if ON_CLUSTER else "local"
     return {
-        "executor": plugin.name if plugin is not None else "local",
+        "executor": name,
         "coding": "compute" if CODING_ON_COMPUTE else "submit_host",
     }
 
