@@ -124,3 +124,23 @@ def test_another_reader_registers_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(gold.READERS, ".fake", read_fake)
     rows, _ = gold.load([_write(tmp_path / "g.fake", "")], CB, TEXTS)
     assert rows.coder.tolist() == ["x"]
+
+
+def test_a_pilot_leaves_out_codings_of_documents_outside_its_sample(tmp_path):
+    """A pilot reads a sample: the human codings of the other documents are not errors there (the full run compares
+    them), but a file none of whose documents is in the corpus still is, and so is a bad row of a sampled one."""
+    others = [f"other_{i}.txt" for i in range(3)]
+    body = "".join(f"ann,{d},{MULTI.name},{MULTI.values[0].name}\n" for d in others)
+    f = _write(tmp_path / "g.csv", f"coder,doc_id,field,value\nann,a.txt,{MULTI.name},{MULTI.values[0].name}\n{body}")
+    with pytest.raises(GoldError, match="unknown document 'other_0.txt'"):
+        gold.load([f], CB, TEXTS)
+    rows, problems = gold.load([f], CB, TEXTS, sample=True)
+    assert list(rows.doc_id) == ["a.txt"]
+    assert problems == [f"{f}: {len(others)} rows about {len(others)} documents outside this pilot's sample left out "
+                        "(the full run compares them)"]  # fmt: skip
+    only_others = _write(tmp_path / "o.csv", f"coder,doc_id,field,value\n{body}")
+    rows, problems = gold.load([only_others], CB, TEXTS, sample=True)  # a sample may miss every coded document
+    assert rows.empty and len(problems) == 1
+    bad = _write(tmp_path / "b.csv", f"coder,doc_id,field,value\nann,a.txt,nonsense,x\n{body}")
+    with pytest.raises(GoldError, match="unknown field 'nonsense'"):
+        gold.load([bad], CB, TEXTS, sample=True)

@@ -86,7 +86,7 @@ def test_the_example_run_writes_agreement_the_plot_and_the_methods_sentences(tmp
 
     from qualcode import tables
 
-    from workflow_helpers import fake_config, run, scratch_copy
+    from workflow_helpers import fake_config, run, scratch_copy, write_config
 
     workdir = scratch_copy(tmp_path / "wf")
     cfg = fake_config(workdir, fake_server)
@@ -107,6 +107,19 @@ def test_the_example_run_writes_agreement_the_plot_and_the_methods_sentences(tmp
     methods = (results / "methods.md").read_text()
     assert f"{len(coders)} human coder(s) ({', '.join(coders)})" in methods
     assert "agreement.parquet" in methods
+
+    # a pilot of the same corpus: the human codings of documents outside its sample are left out, not errors
+    pilot = write_config(workdir, {**yaml.safe_load(cfg.read_text()), "pilot": {"documents": 3},
+                                   "results_dir": "results_pilot"})  # fmt: skip
+    run(workdir, "results_pilot/agreement.parquet", "--configfile", str(pilot), env={"QUALCODE_TEST_KEY": "loopback"})
+    sampled = set(pd.read_parquet(workdir / "results_pilot/documents.parquet").doc_id)
+    log = (workdir / "results_pilot/logs/validate/validate.log").read_text()
+    for path in settings["gold"]:
+        human = pd.read_csv(workdir / path)
+        outside = human[~human.doc_id.isin(sampled)]
+        assert len(outside) > 0  # the example's coders coded more than 3 documents
+        assert f"{path}: {len(outside)} rows about {outside.doc_id.nunique()} documents outside this pilot's " \
+            "sample left out" in log  # fmt: skip
 
 
 def test_replicate_one_keeps_the_keys_of_caches_made_before_replicates():

@@ -192,13 +192,28 @@ def check(
 
 
 def load(
-    paths: Sequence[str | Path], cb: Codebook, texts: Mapping[str, str], unit: str = "document", on_error: str = "fail"
+    paths: Sequence[str | Path],
+    cb: Codebook,
+    texts: Mapping[str, str],
+    unit: str = "document",
+    on_error: str = "fail",
+    sample: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Every file's checked rows, in the tidy columns, and the problems listed (file, row, what is wrong)."""
+    """Every file's checked rows, in the tidy columns, and the problems listed (file, row, what is wrong).
+    `sample`: the run read a sample of the corpus (a pilot), so rows about documents outside it are left out and
+    counted, not errors; the full run checks them."""
     frames, problems = [], []
     for p in paths:
         df = read(p, cb, texts)
         problems += df.attrs.get("problems", [])
+        if sample:
+            outside = df["doc_id"].notna() & ~df["doc_id"].isin(list(texts))
+            if outside.any():
+                # the file's rows (a wide row gives several codes, all with its line number as index)
+                n_rows, n_docs = df.index[outside].nunique(), df.loc[outside, "doc_id"].nunique()
+                problems.append(f"{p}: {n_rows} rows about {n_docs} documents outside this pilot's sample "
+                                "left out (the full run compares them)")  # fmt: skip
+                df = df[~outside]
         named = df["doc_id"].dropna()
         if len(named) and not named.isin(list(texts)).any():
             raise GoldError(

@@ -243,15 +243,17 @@ def write_validation(
     settings: Mapping[str, Any],
     out: Mapping[str, str | Path],
     metadata: Mapping[str, str] | None = None,
+    sample: bool = False,
 ) -> tuple[dict[str, int], list[str]]:
     """Read the human codings and the model's, write the agreement, confusion and stability tables (agreement and
     confusion empty without human codings, stability without replicates); returns their row counts and the human
     coding rows skipped (with `on_error: skip`). `codings`: the coding jobs' result files by (rater, replicate),
-    the rater being "model" for the run's own settings or an arm's name."""
+    the rater being "model" for the run's own settings or an arm's name. `sample`: the documents are a pilot's
+    sample, so human codings of the others are left out rather than errors."""
     docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
     texts = dict(zip(docs["doc_id"], docs["text"], strict=True))
     unit = settings["unit"]
-    human, problems = gold.load(gold_files, cb, texts, unit=unit, on_error=settings["on_error"])
+    human, problems = gold.load(gold_files, cb, texts, unit=unit, on_error=settings["on_error"], sample=sample)
     raters = sorted({rater for rater, _ in codings}, key=lambda r: (r != MODEL, r))
     clash = sorted(set(human["coder"]) & (RESERVED | set(raters)))
     if clash:

@@ -21,5 +21,6 @@ rule validate:
         validation=CFG.validation.model_dump(mode="json"),
         variants=VARIANTS,
         origin=ORIGIN,
+        sample=CFG.pilot.documents is not None,
     script:
         "../scripts/validate.py"

@@ -20,6 +20,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         settings=params.validation,
         out=out,
         metadata=params.origin,
+        sample=params.sample,
     )
     for problem in skipped:
         log.warning("skipped: %s", problem)
