@@ -118,6 +118,7 @@ rule code_variant:
     params:
         llm=lambda wildcards: variant_llm(wildcards).model_dump(mode="json"),
         replicate=lambda wildcards: VARIANTS[wildcards.variant][1],
+        prompt_context=SHARD_PARAMS["prompt_context"],
         cache_dir=CACHE_DIR,
         journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.variant}-{wildcards.shard}.jsonl",
         limits=CFG.limits.model_dump(),

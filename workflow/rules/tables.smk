@@ -34,6 +34,7 @@ rule arm_tables:
     output:
         **{name: f"{RESULTS}/arms/{{arm}}/{name}.parquet" for name in TABLES},
         codings_csv=f"{RESULTS}/arms/{{arm}}/codings.csv",
+        excerpts_csv=f"{RESULTS}/arms/{{arm}}/excerpts.csv",
     log:
         f"{RESULTS}/logs/arm_tables/{{arm}}.log",
     benchmark:
