@@ -17,7 +17,7 @@ from test_reliability import _survey
 from qualcode import config
 from qualcode.cache import AnswerCache
 
-from workflow_helpers import SNAKEMAKE, assert_invariants, fake_config, request_key, run, scratch_copy, tables
+from workflow_helpers import CODING, SNAKEMAKE, assert_invariants, fake_config, request_key, run, scratch_copy, tables
 
 ENV = {"QUALCODE_TEST_KEY": "sk-test-cluster-fake"}
 
@@ -68,6 +68,10 @@ def _journalled(wd) -> set[str]:
     return keys
 
 
+# the coding tables, and the compute jobs' answers absorbed into the cache on the submit host
+TARGETS = (CODING, "results/work/journal/absorbed.json")
+
+
 @pytest.mark.e2e
 def test_compute_jobs_code_without_the_cache_and_a_killed_one_resends_nothing(tmp_path, fake_server):
     """Every coding job runs with the cache forbidden to it (opening the cache or the ledger fails the job). One is
@@ -78,7 +82,7 @@ def test_compute_jobs_code_without_the_cache_and_a_killed_one_resends_nothing(tm
     fake_server.latency = (0.05, 0.2)
     cfg = fake_config(wd, fake_server, llm={"concurrency": 2}, coding={"shard_size": 30}, cluster={"coding": "compute"})
     proc = subprocess.Popen(
-        [SNAKEMAKE, "--cores", "4", "--configfile", str(cfg)],
+        [SNAKEMAKE, "--cores", "4", *TARGETS, "--configfile", str(cfg)],
         cwd=wd, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
@@ -93,7 +97,7 @@ def test_compute_jobs_code_without_the_cache_and_a_killed_one_resends_nothing(tm
 
     sent_before = fake_server.count()
     run(wd, "--configfile", str(cfg), "--unlock")
-    run(wd, "--configfile", str(cfg), env=ENV)
+    run(wd, *TARGETS, "--configfile", str(cfg), env=ENV)
     asked_again = {request_key(b, fake_server.base_url) for b in fake_server.requests[sent_before:]}
     assert not asked_again & received, "an answer received before the kill was requested again"
     assert len(asked_again) == n - len(received)

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from qualcode import config
 from qualcode.provenance import git_state
 
-from workflow_helpers import fake_config, run, scratch_copy, tables
+from workflow_helpers import CODING, fake_config, run, scratch_copy, tables
 
 KEY = "sk-test-FAKE-provenance-key-77"
 CODING_TABLES = ("documents", "chunks", "codings", "codes", "failures")
@@ -37,32 +37,37 @@ def _config(workdir, server, cache):
     return fake_config(workdir, server, {"max_reasks": 0}, cache, prices=prices)
 
 
-@pytest.fixture
-def first_run(tmp_path, fake_server):
-    from fakeserver import Fault
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One whole run with one failed chunk, shared by the tests that read it: its folder, config and server."""
+    from conftest import _quote_the_passage
+    from fakeserver import FakeServer, Fault
 
-    wd = scratch_copy(tmp_path / "first")
-    cfg = _config(wd, fake_server, tmp_path / "cache1")
-    fake_server.script = [Fault("schema_invalid")]  # one failure, so the failures table is not empty
-    run(wd, "--configfile", str(cfg), "--cores", "1", env={"QUALCODE_TEST_KEY": KEY})
-    return wd, cfg
+    tmp = tmp_path_factory.mktemp("provenance")
+    wd = scratch_copy(tmp / "first")
+    with FakeServer(seed=1) as server:
+        server.answer_fn = _quote_the_passage
+        cfg = _config(wd, server, tmp / "cache1")
+        server.script = [Fault("schema_invalid")]  # one failure, so the failures table is not empty
+        run(wd, "--configfile", str(cfg), "--cores", "1", env={"QUALCODE_TEST_KEY": KEY})
+        yield wd, cfg, server
 
 
 @pytest.mark.e2e
 def test_deleting_results_and_rerunning_gives_identical_tables(tmp_path, fake_server):
     wd = scratch_copy(tmp_path / "wf")
     cfg = _config(wd, fake_server, tmp_path / "cache")
-    run(wd, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    run(wd, CODING, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
     before, sent = _sha(wd), fake_server.count()
     shutil.rmtree(wd / "results")
-    run(wd, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    run(wd, CODING, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
     assert _sha(wd) == before
     assert fake_server.count() == sent
 
 
 @pytest.mark.e2e
-def test_replay_archive_rebuilds_identical_tables_offline(first_run, fake_server, tmp_path):
-    wd, _ = first_run
+def test_replay_archive_rebuilds_identical_tables_offline(first_run, tmp_path):
+    wd, _, fake_server = first_run
     first = _sha(wd)
     archive = wd / "results/replay/answers.jsonl.gz"
     n_coded = int((tables(wd)["codings"].status == "coded").sum())
@@ -82,7 +87,7 @@ def test_replay_archive_rebuilds_identical_tables_offline(first_run, fake_server
         text=True,
     )
     assert imp.returncode == 0, imp.stderr
-    run(fresh, "--configfile", str(cfg), "--cores", "1")
+    run(fresh, CODING, "--configfile", str(cfg), "--cores", "1")
     replayed = _sha(fresh)
     # the chunk that failed first time cannot be answered offline: it fails again, for a new reason
     assert {k: v for k, v in replayed.items() if k != "failures"} == {k: v for k, v in first.items() if k != "failures"}
@@ -96,7 +101,7 @@ def test_replay_archive_rebuilds_identical_tables_offline(first_run, fake_server
 def test_replay_of_a_clean_run_is_byte_identical(tmp_path, fake_server):
     wd = scratch_copy(tmp_path / "clean")
     cfg = _config(wd, fake_server, tmp_path / "cacheA")
-    run(wd, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
+    run(wd, CODING, "results/replay/answers.jsonl.gz", "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": KEY})
     first = _sha(wd)
     fake_server.stop()
     fresh = scratch_copy(tmp_path / "clean-reviewer")
@@ -115,7 +120,7 @@ def test_replay_of_a_clean_run_is_byte_identical(tmp_path, fake_server):
         text=True,
     )
     assert imp.returncode == 0, imp.stderr
-    run(fresh, "--configfile", str(cfg2))
+    run(fresh, CODING, "--configfile", str(cfg2))
     assert _sha(fresh) == first
     assert tables(fresh)["llm_calls"].cache_hit.all()
 
@@ -168,7 +173,7 @@ def _installed(package: str) -> str | None:
 
 @pytest.mark.e2e
 def test_manifest_and_methods_hold_every_item(first_run, monkeypatch):
-    wd, cfg = first_run
+    wd, cfg, _ = first_run
     m = json.loads((wd / "results/manifest.json").read_text())
     assert set(m["run"]) == {"id", "started_at", "finished_at"} and m["run"]["started_at"]
     # the config the run resolved from the shipped file and the test's override, whatever they hold

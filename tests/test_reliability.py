@@ -20,12 +20,13 @@ import pytest
 
 from qualcode.cache import AnswerCache
 
-from workflow_helpers import SNAKEMAKE, assert_invariants, fake_config, request_key, run, scratch_copy, tables
+from workflow_helpers import CODING, SNAKEMAKE, assert_invariants, fake_config, request_key, run, scratch_copy, tables
 
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-test-FAKE-reliability-key-99"
 ENV = {"QUALCODE_TEST_KEY": KEY}
+ARCHIVE = "results/replay/answers.jsonl.gz"
 
 
 def _config(wd, server, *, llm=None, **top):
@@ -53,7 +54,7 @@ def _survey(wd, n: int) -> None:
 def test_daily_quota_stops_cleanly_and_the_next_run_resends_nothing(tmp_path, fake_server):
     wd = scratch_copy(tmp_path / "wf")
     cfg = _config(wd, fake_server, llm={"concurrency": 2}, limits={"requests_per_day": 10})
-    proc = run(wd, "--configfile", str(cfg), env=ENV, check=False)
+    proc = run(wd, CODING, "--configfile", str(cfg), env=ENV, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "limits.requests_per_day" in out and "resets at" in out and "pending" in out
@@ -61,11 +62,11 @@ def test_daily_quota_stops_cleanly_and_the_next_run_resends_nothing(tmp_path, fa
     logs = "".join(p.read_text() for p in (wd / "results/logs/code_shard").glob("*.log"))
     assert "pending, not sent:" in logs
 
-    proc = run(wd, "--configfile", str(cfg), env=ENV, check=False)  # same day: still stopped, nothing sent
+    proc = run(wd, CODING, "--configfile", str(cfg), env=ENV, check=False)  # same day: still stopped, nothing sent
     assert proc.returncode != 0 and fake_server.count() == 10
 
     cfg = _config(wd, fake_server, llm={"concurrency": 2}, limits={"requests_per_day": 1000})
-    run(wd, "--configfile", str(cfg), env=ENV)
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
     n_chunks = len(tables(wd)["chunks"])
     assert fake_server.count() == n_chunks  # the 10 answers of the first run were not asked again
     assert max(fake_server.ok_counts_by_hash().values()) == 1
@@ -75,7 +76,7 @@ def test_budget_stops_before_it_is_passed(tmp_path, fake_server):
     wd = scratch_copy(tmp_path / "wf")
     prices = {"fake-model": {"input": 1.0, "output": 1.0}}  # per million tokens
     cfg = _config(wd, fake_server, llm={"concurrency": 3, "max_tokens": 1000}, prices=prices, limits={"budget": 0.01})
-    proc = run(wd, "--configfile", str(cfg), env=ENV, check=False)
+    proc = run(wd, CODING, "--configfile", str(cfg), env=ENV, check=False)
     assert proc.returncode != 0 and "limits.budget" in proc.stdout + proc.stderr
     sent = fake_server.count()
     n_chunks = pq.read_metadata(wd / "results/work/chunks.parquet").num_rows
@@ -88,7 +89,7 @@ def test_budget_stops_before_it_is_passed(tmp_path, fake_server):
     ledger.close()
 
     cfg = _config(wd, fake_server, llm={"concurrency": 3, "max_tokens": 1000}, prices=prices, limits={"budget": 5})
-    run(wd, "--configfile", str(cfg), env=ENV)
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
     assert fake_server.count() == len(tables(wd)["chunks"])
     assert tables(wd)["llm_calls"].cost.notna().all()
 
@@ -112,7 +113,7 @@ def test_estimate_counts_what_is_left_to_send(tmp_path, fake_server):
     n = int(before["chunks"])
     assert n > 0 and before["requests to send"] == str(n)
     assert before["cost for fake-model"].endswith("(every answer at llm.max_tokens)")
-    run(wd, "--configfile", str(cfg), env=ENV)
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
     assert len(tables(wd)["chunks"]) == n and fake_server.count() == n
     after = estimate()
     assert after["already answered (cache)"] == str(n) and after["requests to send"] == "0"
@@ -159,7 +160,7 @@ def test_chaos_every_chunk_coded_or_listed_and_no_answer_paid_twice(tmp_path, fa
         coding={"shard_size": 130},
     )  # fmt: skip
     started = time.monotonic()
-    run(wd, "--configfile", str(cfg), env=ENV)
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
     elapsed = time.monotonic() - started
     t = tables(wd)
     assert_invariants(t)
@@ -193,7 +194,7 @@ def test_sigkill_at_random_moments_never_repeats_an_answer_received(tmp_path, fa
         with AnswerCache(wd / "cache") as c:
             before = set(c.keys())
         proc = subprocess.Popen(
-            [SNAKEMAKE, "--cores", "4", "--configfile", str(cfg)],
+            [SNAKEMAKE, "--cores", "4", CODING, "--configfile", str(cfg)],
             cwd=wd,
             env={**os.environ, **ENV},
             stdout=subprocess.DEVNULL,
@@ -215,7 +216,7 @@ def test_sigkill_at_random_moments_never_repeats_an_answer_received(tmp_path, fa
         sent_before = fake_server.count()
 
         run(wd, "--configfile", str(cfg), "--unlock")  # as Snakemake's message after a kill says
-        run(wd, "--configfile", str(cfg), env=ENV)  # incomplete outputs are redone
+        run(wd, CODING, "--configfile", str(cfg), env=ENV)  # incomplete outputs are redone
         asked_again = {_key_of(b, fake_server.base_url) for b in fake_server.requests[sent_before:]}
         assert not asked_again & received, "an answer received before the kill was requested again"
         assert len(asked_again) == n - len(received)
@@ -243,7 +244,7 @@ def test_chaos_two_runs_sharing_a_cache_killed_three_times_pay_once_and_archive_
 
     def start(wd, cfg):
         return subprocess.Popen(
-            [SNAKEMAKE, "--cores", "4", "--configfile", str(cfg)], cwd=wd, env={**os.environ, **ENV},
+            [SNAKEMAKE, "--cores", "4", CODING, ARCHIVE, "--configfile", str(cfg)], cwd=wd, env={**os.environ, **ENV},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
 

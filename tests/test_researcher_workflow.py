@@ -62,7 +62,7 @@ def test_pilot_codes_a_reproducible_sample_and_the_full_run_reuses_its_answers(t
     import yaml
     from researcher_data import SURVEY_ANSWERS
 
-    from workflow_helpers import tables
+    from workflow_helpers import CODING, tables
 
     workdir = _workdir(tmp_path, {"survey.csv": survey_cp1252_csv()})
     readable = [f"survey.csv#P{i:02d}" for i, a in enumerate(SURVEY_ANSWERS, start=1) if a]
@@ -89,10 +89,10 @@ def test_pilot_codes_a_reproducible_sample_and_the_full_run_reuses_its_answers(t
     # the same seed samples the same documents; the full run sends only what the pilot did not
     again = workdir / "again.yaml"
     again.write_text(yaml.safe_dump({**yaml.safe_load(full.read_text()), "results_dir": "results_again"}))
-    run(workdir, "--configfile", str(again), str(pilot), env=KEY_ENV)
+    run(workdir, CODING, "--configfile", str(again), str(pilot), env=KEY_ENV)
     assert list(tables(workdir, "results_again")["documents"].doc_id) == sampled
     sent = fake_server.count()
-    run(workdir, "--configfile", str(full), env=KEY_ENV)
+    run(workdir, CODING, "--configfile", str(full), env=KEY_ENV)
     second = tables(workdir)
     assert list(second["documents"].doc_id) == readable
     calls = second["llm_calls"].set_index("chunk_id")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from qualcode import shards
 
-from workflow_helpers import fake_config, run, scratch_copy, tables
+from workflow_helpers import CODING, fake_config, run, scratch_copy, tables
 
 
 def _ids(rng: random.Random, n: int) -> list[str]:
@@ -69,14 +69,14 @@ def test_a_new_document_sends_only_its_chunks_and_reruns_only_its_shard(tmp_path
         (raw / f"answer_{i:03d}.txt").write_text(f"R{i}: " + " ".join(rng.choice(words) for _ in range(30)))
     cfg = fake_config(wd, fake_server, coding={"shard_size": 8})
     env = {"QUALCODE_TEST_KEY": "sk-test-shards"}
-    run(wd, "--configfile", str(cfg), env=env)
+    run(wd, CODING, "--configfile", str(cfg), env=env)
     shard_dir = wd / "results/work/shards"
     mtimes = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
     sent = fake_server.count()
     time.sleep(1.1)  # mtimes of a rerun must differ from the first run's at coarse file-system resolution
 
     (raw / "answer_030a.txt").write_text("R30a: a new answer about masks, the night bus and the union rep.")
-    run(wd, "--configfile", str(cfg), env=env)
+    run(wd, CODING, "--configfile", str(cfg), env=env)
     t = tables(wd)
     new_chunks = t["chunks"][t["chunks"].doc_id == "answer_030a.txt"]
     assert len(new_chunks) == 1 and fake_server.count() - sent == len(new_chunks)  # only its chunks were sent

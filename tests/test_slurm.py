@@ -21,7 +21,17 @@ import pytest
 
 from qualcode.client import SMOLLM2, local_model_path
 
-from workflow_helpers import REPO, SNAKEMAKE, assert_invariants, fake_config, run, scratch_copy, tables, write_config
+from workflow_helpers import (
+    CODING,
+    REPO,
+    SNAKEMAKE,
+    assert_invariants,
+    fake_config,
+    run,
+    scratch_copy,
+    tables,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,10 +66,11 @@ def _profile(wd: Path) -> None:
     prof.write_text(text.replace('slurm_partition: "EDIT-ME"', 'slurm_partition: "debug"'))
 
 
-def _executor_run(wd: Path, cfg: Path, *args: str) -> subprocess.CompletedProcess:
+def _executor_run(wd: Path, cfg: Path, *args: str, targets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     # the test cluster keeps no accounting database: job states come from squeue (the profile's note says so)
     return run(
         wd,
+        *targets,
         "--workflow-profile", "workflow/profiles/slurm", "--configfile", str(cfg),
         "--slurm-status-command", "squeue", *args, env=ENV,
     )  # fmt: skip
@@ -104,7 +115,7 @@ def server():
 def laptop_run(tmp_path_factory, server):
     """The example run on one machine, no scheduler: the tables every cluster run must reproduce byte for byte."""
     wd = scratch_copy(tmp_path_factory.mktemp("laptop") / "wf")
-    run(wd, "--configfile", str(fake_config(wd, server)), env=ENV)
+    run(wd, CODING, "--configfile", str(fake_config(wd, server)), env=ENV)
     return wd
 
 
@@ -143,7 +154,7 @@ def test_the_example_through_the_slurm_executor(tmp_path, slurm, server, laptop_
 
     # the coding jobs again: every answer is handed over from the cache, none is sent
     sent = server.count()
-    proc = _executor_run(wd, cfg, "--forcerun", "code_shard")
+    proc = _executor_run(wd, cfg, "--forcerun", "code_shard", targets=(CODING,))
     assert _submissions(proc)
     assert server.count() == sent
     assert tables(wd)["llm_calls"].cache_hit.all()
@@ -159,7 +170,7 @@ def test_a_remote_api_is_called_from_the_submit_host(tmp_path, slurm, fake_serve
         (wd / f"data/raw/note{i}.txt").write_text(f"Note {i}: we covered the night shift for each other.\n")
     _profile(wd)
     cfg = fake_config(wd, fake_server, cluster={"coding": "submit_host"})
-    proc = _executor_run(wd, cfg)
+    proc = _executor_run(wd, cfg, targets=(CODING,))
     assert re.search(r"localrule code_shard:", proc.stdout + proc.stderr)
     meta = _shard_meta(wd)
     assert meta and all(m["qualcode.job_slurm_id"] == "" for m in meta)

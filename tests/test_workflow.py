@@ -9,7 +9,7 @@ import pytest
 from qualcode import codebook
 from qualcode import tables as tables_mod
 
-from workflow_helpers import TABLES, assert_invariants, fake_config, run, scratch_copy, tables
+from workflow_helpers import CODING, TABLES, assert_invariants, fake_config, run, scratch_copy, tables
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):
     inputs = [p for p in (workdir / "data/raw").rglob("*") if p.is_file()]
     assert set(t["documents"].format) == {p.suffix.lstrip(".") for p in inputs}  # every format of the examples
 
-    run(workdir, "--configfile", str(cfg), "--forceall", env=env)
+    run(workdir, CODING, "--configfile", str(cfg), "--forceall", env=env)
     assert fake_server.count() == n_chunks  # nothing sent again
     assert tables(workdir)["llm_calls"].cache_hit.all()
 
@@ -47,7 +47,7 @@ def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):
     (workdir / "data/raw/new_interview.txt").write_text(
         "Interviewer: How were the night shifts?\n\nR: Long. We ran out of gowns twice and nobody came to help.\n"
     )
-    run(workdir, "--configfile", str(cfg), env=env)
+    run(workdir, CODING, "--configfile", str(cfg), env=env)
     t2 = tables(workdir)
     new = t2["chunks"][t2["chunks"].doc_id == "new_interview.txt"]
     assert len(new) == 1
@@ -56,7 +56,7 @@ def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):
 
     # another model re-sends everything
     cfg2 = _config(workdir, fake_server, model="fake-model-2")
-    run(workdir, "--configfile", str(cfg2), env=env)
+    run(workdir, CODING, "--configfile", str(cfg2), env=env)
     assert fake_server.count() == 2 * n_chunks + 2
 
 
@@ -67,7 +67,7 @@ def test_codebook_edit_resends_and_failures_are_kept(workdir, fake_server):
     env = {"QUALCODE_TEST_KEY": KEY}
     # the first chunk's answers are invalid twice (one ask + one re-ask): it must land in failures
     fake_server.script = [Fault("invalid_json"), Fault("schema_invalid")]
-    run(workdir, "--configfile", str(cfg), "--cores", "1", env=env)
+    run(workdir, CODING, "--configfile", str(cfg), "--cores", "1", env=env)
     t = tables(workdir)
     assert_invariants(t)
     n_chunks = len(t["chunks"])
@@ -77,14 +77,14 @@ def test_codebook_edit_resends_and_failures_are_kept(workdir, fake_server):
     assert "does not match the schema" in failures.reason.iloc[0]
 
     # the failure was not cached: a rerun asks for that chunk alone
-    run(workdir, "--configfile", str(cfg), "--forceall", env=env)
+    run(workdir, CODING, "--configfile", str(cfg), "--forceall", env=env)
     assert fake_server.count() == n_chunks + 2
     assert (tables(workdir)["codings"].status == "coded").all()
 
     # editing one definition changes the prompt of every chunk
     cb = workdir / "config/codebook.yaml"
     cb.write_text(cb.read_text().replace("values:", "values:", 1).replace("definition:", "definition: Clearly,", 1))
-    run(workdir, "--configfile", str(cfg), env=env)
+    run(workdir, CODING, "--configfile", str(cfg), env=env)
     assert fake_server.count() == 2 * n_chunks + 2
 
 
