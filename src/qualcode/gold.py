@@ -206,16 +206,17 @@ def load(
     for p in paths:
         df = read(p, cb, texts)
         problems += df.attrs.get("problems", [])
+        read_here = df["doc_id"].isin(list(texts))
         if sample:
-            outside = df["doc_id"].notna() & ~df["doc_id"].isin(list(texts))
+            outside = df["doc_id"].notna() & ~read_here
             if outside.any():
                 # the file's rows (a wide row gives several codes, all with its line number as index)
                 n_rows, n_docs = df.index[outside].nunique(), df.loc[outside, "doc_id"].nunique()
                 problems.append(f"{p}: {n_rows} rows about {n_docs} documents outside this pilot's sample "
                                 "left out (the full run compares them)")  # fmt: skip
-                df = df[~outside]
+                df, read_here = df[~outside], read_here[~outside]
         named = df["doc_id"].dropna()
-        if len(named) and not named.isin(list(texts)).any():
+        if len(named) and not read_here.any():
             raise GoldError(
                 f"{p}: none of the documents it codes (e.g. {named.iloc[0]!r}) is among the {len(texts)} documents "
                 "read from the input: are these human codings of another corpus? Point validation.gold at this "
