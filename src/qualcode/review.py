@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,12 +154,29 @@ def page(
     model: str,
 ) -> str:
     """The review page as HTML text."""
+    return "".join(page_parts(codebook, documents, chunks, codings, codes, failures, model))
+
+
+def page_parts(
+    codebook: Codebook,
+    documents: pd.DataFrame,
+    chunks: pd.DataFrame,
+    codings: pd.DataFrame,
+    codes: pd.DataFrame,
+    failures: pd.DataFrame,
+    model: str,
+) -> Iterator[str]:
+    """The review page, a document at a time, so that writing it never holds the whole page. Every table is walked
+    once (no per-document selection: at thousands of documents that cost seconds)."""
     colour = {f.name: PALETTE[i % len(PALETTE)] for i, f in enumerate(coded_fields(codebook))}
     answers = _answers(codings, codebook)
     reasons = {f.chunk_id: f.reason for f in failures.itertuples() if f.chunk_id is not None}
     by_chunk: dict[str, list[Any]] = defaultdict(list)
     for c in codes.itertuples():
         by_chunk[c.chunk_id].append(c)
+    chunks_of: dict[str, list[Any]] = defaultdict(list)
+    for ch in chunks.itertuples():
+        chunks_of[ch.doc_id].append(ch)
     n_ungrounded = int((codes.grounding == "ungrounded").sum())
     n_failed = sum(1 for a in answers.values() if a["status"] != "coded")
     options = "".join(
@@ -168,8 +185,8 @@ def page(
         for v in ([x.name for x in f.values] or ["true", "false"])
     )
     legend = "".join(f'<span style="--c:{c}"></span>{_e(name)}' for name, c in colour.items())
-    docs = documents.sort_values("doc_id").reset_index(drop=True)
-    out = [
+    docs = sorted(zip(documents["doc_id"], documents["text"], strict=True))
+    yield (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>Review: {_e(codebook.name)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<header>\n"
@@ -180,14 +197,13 @@ def page(
         f'<p><label>Code: <select id="code-filter"><option value="">all codes</option>{options}</select></label> '
         '<label><input type="checkbox" id="flagged-only"> only chunks with a quote not found or a failure</label> '
         f'· <span id="shown"></span></p>\n<p class="legend">{legend}</p>\n</header>\n<main>\n<nav>'
-        + "".join(f'<a href="#doc-{i}">{_e(d)}</a>' for i, d in enumerate(docs.doc_id))
+        + "".join(f'<a href="#doc-{i}">{_e(doc_id)}</a>' for i, (doc_id, _) in enumerate(docs))
         + "</nav>\n"
-    ]
-    chunks_of = {doc_id: g.sort_values("chunk_index") for doc_id, g in chunks.groupby("doc_id")}
-    for i, d in enumerate(docs.itertuples()):
-        out.append(f'<section class="doc" id="doc-{i}">\n<h2>{_e(d.doc_id)}</h2>\n')
-        doc_chunks = chunks_of.get(d.doc_id, chunks.iloc[0:0])
-        doc_codes = [c for cid in doc_chunks.chunk_id for c in by_chunk.get(cid, [])]
+    )
+    for i, (doc_id, text) in enumerate(docs):
+        out = [f'<section class="doc" id="doc-{i}">\n<h2>{_e(doc_id)}</h2>\n']
+        doc_chunks = sorted(chunks_of.get(doc_id, []), key=lambda ch: ch.chunk_index)
+        doc_codes = [c for ch in doc_chunks for c in by_chunk.get(ch.chunk_id, [])]
         span_codes: dict[tuple[int, int], list[str]] = defaultdict(list)
         for c in doc_codes:
             if c.grounded and c.field in colour:
@@ -197,10 +213,10 @@ def page(
         spans = sorted(span_codes)
         field_of = {k: v[0].split(": ", 1)[0] for k, v in span_codes.items()}
         pieces_of, shown = [], 0  # each chunk's display range: from where the previous one ended
-        for ch in doc_chunks.itertuples():
+        for ch in doc_chunks:
             pieces_of.append((ch, max(ch.start, shown), ch.end))
             shown = max(shown, ch.end)
-        segments = _segments(d.text, [p for _, lo, hi in pieces_of for p in (lo, hi)], spans)
+        segments = _segments(text, [p for _, lo, hi in pieces_of for p in (lo, hi)], spans)
         k = 0
         for ch, lo, hi in pieces_of:
             pieces = []
@@ -209,7 +225,7 @@ def page(
                 k += 1
                 if a < lo:
                     continue
-                piece = _e(d.text[a:b])
+                piece = _e(text[a:b])
                 if covering:
                     ids = " ".join(quote_id(i, *spans[n]) for n in covering)
                     names = "|".join(dict.fromkeys(name for n in covering for name in span_codes[spans[n]]))
@@ -220,8 +236,8 @@ def page(
             out.append(_chunk_html(ch, answers.get(ch.chunk_id), by_chunk.get(ch.chunk_id, []), reasons, codebook,
                                    "".join(pieces)))  # fmt: skip
         out.append("</section>\n")
-    out.append(f"</main>\n<script>{SCRIPT}</script>\n</body>\n</html>\n")
-    return "".join(out)
+        yield "".join(out)
+    yield f"</main>\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
 
 
 def _chunk_html(ch: Any, answer: Mapping[str, Any] | None, codes: list[Any], reasons: Mapping[str, str],
@@ -274,7 +290,8 @@ def write_review(
     code_table = tables.read(codes, "codes").to_pandas()
     fail = tables.read(failures, "failures", ["chunk_id", "reason"]).to_pandas()
     Path(page_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(page_out).write_text(page(codebook, docs, chunk_table, wide, code_table, fail, model), encoding="utf-8")
+    with open(page_out, "w", encoding="utf-8") as fh:
+        fh.writelines(page_parts(codebook, docs, chunk_table, wide, code_table, fail, model))
     rows = review_rows(codebook, chunk_table, wide, code_table)
     with tables.open_csv(csv_out) as fh:
         tables.write_csv(rows, fh)

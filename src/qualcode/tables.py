@@ -250,11 +250,20 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
     return got == want or pa.types.is_null(got) or _kind(got) == _kind(want)
 
 
-def read(path: str | Path, name: str, columns: Sequence[str] | None = None, **kw) -> pa.Table:
+def read(
+    path: str | Path, name: str, columns: Sequence[str] | None = None, read_dictionary: Sequence[str] | None = None
+) -> pa.Table:
     """Read a published or intermediate table (`PUBLISHED`, or "results" for a coding job's output) through the
-    registry: only `columns`, after `check`. Extra keywords go to pyarrow (e.g. read_dictionary)."""
-    check(path, name, columns)
-    return pq.read_table(path, columns=list(columns) if columns is not None else None, **kw)
+    registry: only `columns`, after `check`; `read_dictionary` columns come dictionary-encoded.
+
+    One file through ParquetFile, not pq.read_table: that goes through pyarrow.dataset, whose import pulls in
+    pandas, half a second of every job's start-up."""
+    pf = check(path, name, columns)
+    if read_dictionary:
+        pf.close()
+        pf = pq.ParquetFile(path, read_dictionary=read_dictionary)
+    with pf:
+        return pf.read(columns=list(columns) if columns is not None else None)
 
 
 _VALUE_TYPES = {
@@ -312,7 +321,7 @@ def documents_table(docs: Sequence[Document]) -> pa.Table:
 
 def read_documents(path: str | Path) -> list[Document]:
     docs = []
-    for r in pq.read_table(path).to_pylist():
+    for r in read(path, "documents").to_pylist():
         meta = {k[5:]: v for k, v in r.items() if k.startswith("meta_") and v is not None}
         turns = tuple(Turn(t["speaker"], t["start"], t["end"]) for t in r["turns"])
         docs.append(Document(r["doc_id"], r["source_file"], r["format"], r["encoding"], r["text"], turns, meta))

@@ -14,6 +14,7 @@ field as a whole; a boolean is true if any place says true).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,18 @@ def write_validation(
     coding rows skipped (with `on_error: skip`). `codings`: the coding jobs' result files by (rater, replicate),
     the rater being "model" for the run's own settings or an arm's name. `sample`: the documents are a pilot's
     sample, so human codings of the others are left out rather than errors."""
+    stamp = {
+        **(metadata or {}),
+        "qualcode.validation": canonical_json(dict(settings)),
+        "qualcode.gold_sha256": json.dumps({str(p): file_sha256(p) for p in gold_files}, sort_keys=True),
+    }
+    replicates = Counter(rater for rater, _ in codings)
+    if not gold_files and max(replicates.values(), default=0) < 2:
+        # nothing to compare: the tables are empty, and reading every answer to find that out cost seconds per
+        # thousand chunks at the end of every run
+        for name in tables.VALIDATION:
+            tables.write(tables.schema(name).empty_table(), out[name], stamp)
+        return dict.fromkeys(tables.VALIDATION, 0), []
     docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
     texts = dict(zip(docs["doc_id"], docs["text"], strict=True))
     unit = settings["unit"]
@@ -271,11 +284,6 @@ def write_validation(
     by_rater = {r: [coded[key] for key in sorted(coded) if key[0] == r] for r in raters}
     built["stability"] = stability_table(cb, all_chunks["chunk_id"].tolist(), by_rater, settings["bootstrap"],
                                          settings["seed"])  # fmt: skip
-    stamp = {
-        **(metadata or {}),
-        "qualcode.validation": canonical_json(dict(settings)),
-        "qualcode.gold_sha256": json.dumps({str(p): file_sha256(p) for p in gold_files}, sort_keys=True),
-    }
     for name, table in built.items():
         tables.write(table, out[name], stamp)
     return {name: t.num_rows for name, t in built.items()}, problems
