@@ -15,7 +15,6 @@ localrules:
     code_absorb,
     answer_schema,
     manifest,
-    methods,
     report_plots,
 
 

@@ -176,7 +176,6 @@ def final_outputs(wildcards):
             f"{RESULTS}/manifest.json",
             f"{RESULTS}/methods.md",
             *rules.report_plots.output,
-            *rules.report_validation.output,
             *expand(
                 f"{RESULTS}/arms/{{arm}}/{{name}}.parquet",
                 arm=list(CFG.validation.arms),

@@ -20,6 +20,8 @@ rule replay_archive:
         "../scripts/replay_archive.py"
 
 
+# The manifest and the methods paragraph written from it: one job, as the paragraph needs nothing the manifest job
+# has not read (a job costs a Python start and its imports, about a second of CPU, at the end of every run).
 rule manifest:
     input:
         **{name: f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)},
@@ -32,6 +34,7 @@ rule manifest:
         user=CFG.prompts["user"],
     output:
         manifest=f"{RESULTS}/manifest.json",
+        methods=f"{RESULTS}/methods.md",
     log:
         f"{RESULTS}/logs/manifest/manifest.log",
     params:
@@ -39,23 +42,6 @@ rule manifest:
         config_files=CONFIG_FILES,
         workflow_dir=workflow.basedir,
         execution=execution,
-    script:
-        "../scripts/manifest.py"
-
-
-rule methods:
-    input:
-        manifest=f"{RESULTS}/manifest.json",
-        agreement=f"{RESULTS}/agreement.parquet",
-        stability=f"{RESULTS}/stability.parquet",
-        codebook=CFG.codebook,
-        system=CFG.prompts["system"],
-        user=CFG.prompts["user"],
-    output:
-        methods=f"{RESULTS}/methods.md",
-    log:
-        f"{RESULTS}/logs/methods/methods.log",
-    params:
         validation=CFG.validation.model_dump(mode="json"),
     script:
-        "../scripts/methods.py"
+        "../scripts/manifest.py"

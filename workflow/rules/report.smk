@@ -1,5 +1,6 @@
 # Figures and pages for `snakemake --report report.html`; each output is one entry of the report, with the
-# caption under workflow/report/ saying how to read it.
+# caption under workflow/report/ saying how to read it. One job draws them all, agreement with human coders
+# included: each job costs a Python start and its imports at the end of every run.
 
 
 rule report_plots:
@@ -9,6 +10,8 @@ rule report_plots:
         llm_calls=f"{RESULTS}/llm_calls.parquet",
         failures=f"{RESULTS}/failures.parquet",
         methods=f"{RESULTS}/methods.md",
+        agreement=f"{RESULTS}/agreement.parquet",
+        confusion=f"{RESULTS}/confusion.parquet",
         codebook=CFG.codebook,
     output:
         frequencies=report(
@@ -46,25 +49,6 @@ rule report_plots:
             caption="../report/methods.rst",
             category="Methods",
         ),
-    log:
-        f"{RESULTS}/logs/report_plots/report_plots.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/report_plots/report_plots.tsv"
-    params:
-        # read by the captions, which warn when the codes come from the embedded demo model
-        model=CFG.llm.model,
-        # caps that keep the figures and pages the same size at any corpus size; the captions quote them
-        documents_shown=30,
-        failures_shown=200,
-    script:
-        "../scripts/report_plots.py"
-
-
-rule report_validation:
-    input:
-        agreement=f"{RESULTS}/agreement.parquet",
-        confusion=f"{RESULTS}/confusion.parquet",
-    output:
         agreement_plot=report(
             f"{RESULTS}/report/agreement.png",
             caption="../report/agreement.rst",
@@ -76,10 +60,17 @@ rule report_validation:
             category="Validity",
         ),
     log:
-        f"{RESULTS}/logs/report_validation/report_validation.log",
+        f"{RESULTS}/logs/report_plots/report_plots.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_plots/report_plots.tsv"
     params:
+        # read by the captions, which warn when the codes come from the embedded demo model
+        model=CFG.llm.model,
+        # caps that keep the figures and pages the same size at any corpus size; the captions quote them
+        documents_shown=30,
+        failures_shown=200,
         reference=CFG.validation.reference,
         models=qualcode.config.model_raters(CFG),
-        model=CFG.llm.model,
     script:
-        "../scripts/report_validation.py"
+        "../scripts/report_plots.py"
+

@@ -1,12 +1,13 @@
-"""Write results/manifest.json: hashes, versions, settings, models served and counts of this run."""
+"""Write results/manifest.json (hashes, versions, settings, models served and counts of this run) and, from it,
+results/methods.md (a paragraph for the methods section, the parameters, the full prompts and codebook)."""
 
 import json
 from pathlib import Path
 
-from qualcode import config, ingest, logs, provenance, tables
+from qualcode import codebook, config, ingest, logs, methods, provenance, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    inp, params = snakemake.input, snakemake.params  # noqa: F821
+    inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
     names = (*tables.PUBLISHED, *tables.VALIDATION)
     manifest = provenance.manifest(
         cfg=config.resolve(params.config),
@@ -19,5 +20,19 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         started_at=provenance.jobs_started_at(inp.shards),
         execution={**params.execution, "coding_jobs": provenance.coding_jobs(inp.shards)},
     )
-    Path(snakemake.output.manifest).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # noqa: F821
+    Path(out.manifest).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log.info("run %s: %s", manifest["run"]["id"], manifest["counts"])
+
+    cb = codebook.load(inp.codebook)
+    appendix = {
+        f"System prompt template ({inp.system})": Path(inp.system).read_text(encoding="utf-8"),
+        f"User prompt template ({inp.user})": Path(inp.user).read_text(encoding="utf-8"),
+        f"Codebook ({inp.codebook})": Path(inp.codebook).read_text(encoding="utf-8"),
+    }
+    validation = methods.validation_paragraph(
+        tables.read(inp.agreement, "agreement").to_pandas(),
+        params.validation,
+        tables.read(inp.stability, "stability").to_pandas(),
+    )
+    Path(out.methods).write_text(methods.document(manifest, cb.name, cb.version, appendix, validation), encoding="utf-8")
+    log.info("methods paragraph written")

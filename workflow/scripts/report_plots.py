@@ -1,6 +1,6 @@
 """Write the figures and pages that `snakemake --report` embeds: codes, quote grounding, failures, model
-calls and the methods paragraph. Only the columns each needs are read, and every figure and page has a size
-bounded by the codebook and the `*_shown` caps, whatever the number of chunks."""
+calls, the methods paragraph, and agreement with human coders. Only the columns each needs are read, and every
+figure and page has a size bounded by the codebook and the `*_shown` caps, whatever the number of chunks."""
 
 from qualcode import codebook, logs, report
 
@@ -17,4 +17,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         documents_shown=params.documents_shown,
         failures_shown=params.failures_shown,
     )
-    log.info("report: %d figures and pages for %d coded chunks", len(out), n_coded)
+    log.info("report: %d figures and pages for %d coded chunks", len(report.OUTPUTS), n_coded)
+    outputs = {name: out[name] for name in report.VALIDATION_OUTPUTS}
+    n = report.write_validation_report(inp.agreement, inp.confusion, params.reference, outputs, params.models)
+    log.info("agreement: %d rows drawn and listed", n)
