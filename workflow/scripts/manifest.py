@@ -34,5 +34,6 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         params.validation,
         tables.read(inp.stability, "stability").to_pandas(),
     )
-    Path(out.methods).write_text(methods.document(manifest, cb.name, cb.version, appendix, validation), encoding="utf-8")
+    text = methods.document(manifest, cb.name, cb.version, appendix, validation)
+    Path(out.methods).write_text(text, encoding="utf-8")
     log.info("methods paragraph written")
