@@ -300,3 +300,26 @@ def test_characters_xml_cannot_hold_are_replaced(codebook, tmp_path):
     assert "north\ufffd" in [v.text for v in root.iter(f"{{{qdpx.PROJECT_NS}}}TextValue")]
     gold, report = qdpx.read_codings(path, codebook, dict(zip(docs.doc_id, docs.text, strict=True)))
     assert report.lines() == [] and len(gold) > 0
+
+
+def test_a_project_streamed_from_many_documents_is_checked_as_it_is_read_back(codebook, tmp_path):
+    """The project is written a source at a time and validated while read back: a project that breaks the schema
+    anywhere, even after thousands of sources, is refused with its name; a valid one passes and counts match."""
+    docs, chunks, codes = _documents(), _chunks(), _codes()
+    with open(tmp_path / "p.qdpx", "w+b") as fh:
+        counts = qdpx.write_project(fh, codebook, docs, chunks, codes, "m-1", "qualcode test")
+    root = _qde(tmp_path / "p.qdpx")
+    assert counts == {
+        "sources": len(docs),
+        "selections": len(list(root.iter(f"{{{qdpx.PROJECT_NS}}}PlainTextSelection"))),
+        "codings": len(list(root.iter(f"{{{qdpx.PROJECT_NS}}}Coding"))),
+    }
+    source = '<TextSource guid="{g}" name="d{i}" plainTextPath="internal://d{i}.txt"/>'
+    ok = [source.format(g=qdpx.guid("s", i), i=i) for i in range(3000)]
+    users = '<Users><User guid="{g}" name="u"/></Users>'.format(g=qdpx.guid("u"))
+    head = f'<?xml version="1.0" encoding="UTF-8"?>\n<Project xmlns="{qdpx.PROJECT_NS}" name="p">{users}<Sources>'
+    tail = "</Sources></Project>\n"
+    qdpx.check_stream(io.BytesIO((head + "".join(ok) + tail).encode()), "big.qde")
+    broken = [*ok, '<TextSource name="no guid"/>']
+    with pytest.raises(qdpx.QdpxError, match="big.qde: does not match the REFI-QDA schema"):
+        qdpx.check_stream(io.BytesIO((head + "".join(broken) + tail).encode()), "big.qde")

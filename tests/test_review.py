@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from lxml import html as lhtml
 
-from qualcode import review
+from qualcode import review, tables
 
 from browser import chromium, console_errors, highlights, needs_chromium, open_file
 
@@ -175,3 +175,16 @@ def test_a_run_where_every_chunk_failed(codebook, tmp_path):
     project.write_bytes(qdpx.project_qdpx(codebook, docs, CHUNKS, no_codes, "m-1", "qualcode test"))
     gold, report = qdpx.read_codings(project, codebook, dict(zip(docs.doc_id, docs.text, strict=True)))
     assert gold.empty and report.lines() == []
+
+
+def test_review_csv_written_in_batches_reads_back_as_one_table(codebook, tmp_path):
+    """review.csv is written a batch of chunks at a time (bounded memory at any corpus size): one header, every
+    row once, in the chunks' order."""
+    path = tmp_path / "review.csv"
+    with tables.open_csv(path) as fh:
+        for i, rows in enumerate(review.review_row_batches(codebook, CHUNKS, CODINGS, CODES, batch=1)):
+            tables.write_csv(rows, fh, header=i == 0)
+    back = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False, dtype=str)
+    assert len(back) == len(CHUNKS) * len(codebook.fields)
+    assert back.chunk_id.tolist() == [c for c in CHUNKS.chunk_id for _ in codebook.fields]
+    assert back.field.tolist() == [f.name for _ in CHUNKS.chunk_id for f in codebook.fields]

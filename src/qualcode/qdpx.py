@@ -31,10 +31,10 @@ import re
 import uuid
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lxml import etree
 
@@ -186,16 +186,22 @@ def source_path(doc_id: str) -> str:
     return f"{guid('source', doc_id)}.txt"
 
 
-def project_qde(
+_SOURCES_MARK = "qualcode: the sources go here"
+
+
+def _project_parts(
     codebook: Codebook,
     documents: pd.DataFrame,
     chunks: pd.DataFrame,
     codes: pd.DataFrame,
     model: str,
     origin: str,
-    ungrounded: str = "chunk",
-) -> bytes:
-    """The project XML (project.qde). `documents`, `chunks` and `codes` are the published tables."""
+    ungrounded: str,
+    counts: dict[str, int],
+) -> Iterator[bytes]:
+    """project.qde's bytes, a source at a time: the XML of a project with 100,000 documents is far bigger than the
+    documents, so no tree of it is ever whole in memory. The bytes are those of the whole tree pretty-printed.
+    `counts` receives the numbers of sources, selections and codings written."""
     ns = PROJECT_NS
     root = etree.Element(f"{{{ns}}}Project", nsmap={None: ns}, name=xml_text(codebook.name), origin=origin)
     user = guid("user", user_name(model))
@@ -209,49 +215,95 @@ def project_qde(
         for col in meta:
             etree.SubElement(variables, f"{{{ns}}}Variable", guid=guid("variable", col[5:]), name=xml_text(col[5:]),
                              typeOfVariable="Text")  # fmt: skip
-    coded = {f.name for f in coded_fields(codebook)}
-    selections = _selections(documents, chunks, codes[codes.field.isin(coded)], ungrounded)
     # The schema wants at least one source in Sources: with no document read, there is no Sources element.
-    sources = etree.SubElement(root, f"{{{ns}}}Sources") if len(documents) else None
-    for d in documents.sort_values("doc_id").itertuples():
-        src = etree.SubElement(sources, f"{{{ns}}}TextSource", guid=guid("source", d.doc_id), name=xml_text(d.doc_id),
-                               plainTextPath=f"internal://{source_path(d.doc_id)}")  # fmt: skip
-        etree.SubElement(src, f"{{{ns}}}Description").text = xml_text(f"{d.source_file} ({d.format})")
-        for (start, end), (span, pairs) in sorted(selections.get(d.doc_id, {}).items()):
-            sel_guid = guid("selection", d.doc_id, start, end)
-            sel = etree.SubElement(src, f"{{{ns}}}PlainTextSelection", guid=sel_guid, name=xml_text(span.name),
-                                   startPosition=str(start), endPosition=str(end), creatingUser=user)  # fmt: skip
-            if span.description:
-                etree.SubElement(sel, f"{{{ns}}}Description").text = xml_text(span.description)
-            for fname, value in pairs:
-                target = code_guid(fname, value)
-                coding = etree.SubElement(sel, f"{{{ns}}}Coding", guid=guid("coding", sel_guid, target, user),
-                                          creatingUser=user)  # fmt: skip
-                etree.SubElement(coding, f"{{{ns}}}CodeRef", targetGUID=target)
-        for col in meta:
-            value = getattr(d, col)
-            if value is None or value != value:  # None or NaN: the document has no such metadata
-                continue
-            vv = etree.SubElement(src, f"{{{ns}}}VariableValue")
-            etree.SubElement(vv, f"{{{ns}}}VariableRef", targetGUID=guid("variable", col[5:]))
-            etree.SubElement(vv, f"{{{ns}}}TextValue").text = xml_text(value)
+    if len(documents):
+        etree.SubElement(root, f"{{{ns}}}Sources").append(etree.Comment(_SOURCES_MARK))
     if codebook.description:
         etree.SubElement(root, f"{{{ns}}}Description").text = xml_text(
             f"{codebook.description} (codebook {codebook.version})"
         )
-    return _serialise(root)
+    head, _, tail = _serialise(root).partition(f"    <!--{_SOURCES_MARK}-->\n".encode())
+    yield head
+    coded = {f.name for f in coded_fields(codebook)}
+    selections = _selections(documents, chunks, codes[codes.field.isin(coded)], ungrounded)
+    counts.update(sources=len(documents), selections=0, codings=0)
+    # Each source is built on its own, without the namespace (the default namespace of the root it is written
+    # under), indented as it would be at its depth in the whole tree.
+    for d in documents.sort_values("doc_id").itertuples():
+        src = etree.Element("TextSource", guid=guid("source", d.doc_id), name=xml_text(d.doc_id),
+                            plainTextPath=f"internal://{source_path(d.doc_id)}")  # fmt: skip
+        etree.SubElement(src, "Description").text = xml_text(f"{d.source_file} ({d.format})")
+        for (start, end), (span, pairs) in sorted(selections.pop(d.doc_id, {}).items()):
+            sel_guid = guid("selection", d.doc_id, start, end)
+            sel = etree.SubElement(src, "PlainTextSelection", guid=sel_guid, name=xml_text(span.name),
+                                   startPosition=str(start), endPosition=str(end), creatingUser=user)  # fmt: skip
+            counts["selections"] += 1
+            if span.description:
+                etree.SubElement(sel, "Description").text = xml_text(span.description)
+            for fname, value in pairs:
+                target = code_guid(fname, value)
+                coding = etree.SubElement(sel, "Coding", guid=guid("coding", sel_guid, target, user), creatingUser=user)
+                etree.SubElement(coding, "CodeRef", targetGUID=target)
+                counts["codings"] += 1
+        for col in meta:
+            value = getattr(d, col)
+            if value is None or value != value:  # None or NaN: the document has no such metadata
+                continue
+            vv = etree.SubElement(src, "VariableValue")
+            etree.SubElement(vv, "VariableRef", targetGUID=guid("variable", col[5:]))
+            etree.SubElement(vv, "TextValue").text = xml_text(value)
+        etree.indent(src, space="  ", level=2)
+        yield b"    " + etree.tostring(src, encoding="utf-8", with_tail=False) + b"\n"
+    yield tail
 
 
-def zip_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
-    """A zip whose bytes depend only on the members: fixed times and permissions, in the order given."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data, compresslevel=6)
-    return buf.getvalue()
+def project_qde(
+    codebook: Codebook,
+    documents: pd.DataFrame,
+    chunks: pd.DataFrame,
+    codes: pd.DataFrame,
+    model: str,
+    origin: str,
+    ungrounded: str = "chunk",
+) -> bytes:
+    """The project XML (project.qde). `documents`, `chunks` and `codes` are the published tables."""
+    return b"".join(_project_parts(codebook, documents, chunks, codes, model, origin, ungrounded, {}))
+
+
+def _zip_info(name: str) -> zipfile.ZipInfo:
+    """A member whose bytes depend only on its content: fixed time and permissions."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    info._compresslevel = 6  # what writestr(compresslevel=6) sets; zipfile.open has no argument for it
+    return info
+
+
+def write_project(
+    out: BinaryIO,
+    codebook: Codebook,
+    documents: pd.DataFrame,
+    chunks: pd.DataFrame,
+    codes: pd.DataFrame,
+    model: str,
+    origin: str,
+    ungrounded: str = "chunk",
+) -> dict[str, int]:
+    """Write the whole .qdpx to `out` (a binary file open for writing and reading): project.qde, streamed into
+    the zip and then checked against the schema as it is read back, and each document's normalised text as UTF-8
+    under sources/. Returns the numbers of sources, selections and codings."""
+    counts: dict[str, int] = {}
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(_zip_info("project.qde"), "w") as member:
+            for part in _project_parts(codebook, documents, chunks, codes, model, origin, ungrounded, counts):
+                member.write(part)
+        with zf.open("project.qde") as member:
+            check_stream(member, "project.qde as written")
+        paths = sorted((source_path(doc_id), i) for i, doc_id in enumerate(documents.doc_id))
+        texts = documents.text
+        for path, i in paths:
+            zf.writestr(_zip_info(f"sources/{path}"), texts.iat[i].encode("utf-8"))
+    return counts
 
 
 def project_qdpx(
@@ -263,13 +315,10 @@ def project_qdpx(
     origin: str,
     ungrounded: str = "chunk",
 ) -> bytes:
-    """The whole .qdpx: project.qde (checked against the schema) and each document's normalised text as UTF-8
-    under sources/."""
-    qde = project_qde(codebook, documents, chunks, codes, model, origin, ungrounded)
-    check_xml(qde, "project.qde as written")
-    pairs = zip(documents.doc_id, documents.text, strict=True)
-    texts = sorted((f"sources/{source_path(doc_id)}", text.encode("utf-8")) for doc_id, text in pairs)
-    return zip_bytes([("project.qde", qde), *texts])
+    """The whole .qdpx as bytes (see `write_project`)."""
+    buf = io.BytesIO()
+    write_project(buf, codebook, documents, chunks, codes, model, origin, ungrounded)
+    return buf.getvalue()
 
 
 def write_exports(
@@ -289,19 +338,13 @@ def write_exports(
     chunk_table = tables.read(chunks, "chunks", ["chunk_id", "chunk_index", "start", "end"]).to_pandas()
     code_table = tables.read(codes, "codes").to_pandas()
     origin = f"qualcode {version}"
-    data = project_qdpx(codebook, docs, chunk_table, code_table, model, origin, ungrounded)
     qdc = codebook_qdc(codebook, origin)
     check_xml(qdc, f"{qdc_out} as written", CODEBOOK_XSD)
     Path(qdpx_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(qdpx_out).write_bytes(data)
+    with open(qdpx_out, "w+b") as fh:  # read back for the check
+        counts = write_project(fh, codebook, docs, chunk_table, code_table, model, origin, ungrounded)
     Path(qdc_out).write_bytes(qdc)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        root = etree.fromstring(zf.read("project.qde"))
-    return {
-        "sources": len(docs),
-        "selections": sum(1 for _ in root.iter(f"{{{PROJECT_NS}}}PlainTextSelection")),
-        "codings": sum(1 for _ in root.iter(f"{{{PROJECT_NS}}}Coding")),
-    }
+    return counts
 
 
 # -- validation ----------------------------------------------------------------------------------------------------
@@ -322,6 +365,22 @@ def check_xml(data: bytes, what: str, xsd: str = PROJECT_XSD) -> etree._Element:
         errors = "; ".join(f"line {e.line}: {e.message}" for e in list(schema.error_log)[:3])
         raise QdpxError(f"{what}: does not match the REFI-QDA schema ({xsd}): {errors}")
     return root
+
+
+def check_stream(source: BinaryIO, what: str, xsd: str = PROJECT_XSD) -> None:
+    """`check_xml` for XML too big to hold as a tree: validated while it is parsed, each source dropped once
+    read, so memory stays that of one source."""
+    tag = f"{{{PROJECT_NS}}}TextSource"
+    try:
+        for _, el in etree.iterparse(source, events=("end",), schema=_schema(xsd), huge_tree=True,
+                                     resolve_entities=False, no_network=True):  # fmt: skip
+            if el.tag == tag:
+                el.clear(keep_tail=True)
+                while el.getprevious() is not None:
+                    del el.getparent()[0]
+    except etree.XMLSyntaxError as exc:
+        problem = f"does not match the REFI-QDA schema ({xsd}) or is not well-formed XML"
+        raise QdpxError(f"{what}: {problem}: {exc}") from None
 
 
 # -- import --------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ The spreadsheet (results/review/review.csv) has one row per chunk and field: the
 from __future__ import annotations
 
 import html
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,18 @@ def quote_id(doc_index: int, start: int, end: int) -> str:
     return f"q{doc_index}-{start}-{end}"
 
 
-def _answers(codings: pd.DataFrame, codebook: Codebook) -> dict[str, dict[str, Any]]:
-    """Each chunk's row of the wide codings table, by chunk id."""
-    return {r["chunk_id"]: r for r in codings.to_dict("records")}
+class _Answers:
+    """Each chunk's row of the wide codings table, by chunk id, read from the table's columns when asked for: a
+    dict per chunk would cost about a kilobyte each."""
+
+    def __init__(self, codings: pd.DataFrame):
+        self._columns = {name: codings[name].tolist() for name in codings.columns}
+        self._row = {chunk_id: i for i, chunk_id in enumerate(self._columns["chunk_id"])}
+        self.n_failed = sum(1 for status in self._columns["status"] if status != "coded")
+
+    def get(self, chunk_id: str) -> dict[str, Any] | None:
+        i = self._row.get(chunk_id)
+        return None if i is None else {name: values[i] for name, values in self._columns.items()}
 
 
 def _value_text(value: Any) -> str:
@@ -111,11 +120,19 @@ def _value_text(value: Any) -> str:
 
 def review_rows(codebook: Codebook, chunks: pd.DataFrame, codings: pd.DataFrame, codes: pd.DataFrame) -> pd.DataFrame:
     """review.csv: one row per chunk and field, with the model's answer and empty decision columns."""
-    answers = _answers(codings, codebook)
+    return pd.concat(list(review_row_batches(codebook, chunks, codings, codes)), ignore_index=True)
+
+
+def review_row_batches(
+    codebook: Codebook, chunks: pd.DataFrame, codings: pd.DataFrame, codes: pd.DataFrame, batch: int = 10_000
+) -> Iterator[pd.DataFrame]:
+    """The rows of review.csv, `batch` chunks at a time (a row per field of 100,000 chunks would be most of a
+    gigabyte as Python objects)."""
+    answers = _Answers(codings)
     grounding = {(c.chunk_id, c.field): c.grounding for c in codes.itertuples()}
-    rows = []
-    for c in chunks.itertuples():
-        answer = answers.get(c.chunk_id, {})
+    rows: list[dict[str, Any]] = []
+    for n, c in enumerate(chunks.itertuples(), start=1):
+        answer = answers.get(c.chunk_id) or {}
         status = answer.get("status", "failed")
         for f in codebook.fields:
             coded = status == "coded"
@@ -127,7 +144,11 @@ def review_rows(codebook: Codebook, chunks: pd.DataFrame, codings: pd.DataFrame,
                 "grounding": grounding.get((c.chunk_id, f.name), "" if f.quote else "not_asked") if coded else "",
                 "decision": "", "corrected_value": "", "reviewer": "", "note": "",
             })  # fmt: skip
-    return pd.DataFrame(rows, columns=REVIEW_COLUMNS)
+        if n % batch == 0 or n == len(chunks):
+            yield pd.DataFrame(rows, columns=REVIEW_COLUMNS)
+            rows = []
+    if not len(chunks):
+        yield pd.DataFrame(rows, columns=REVIEW_COLUMNS)
 
 
 def _segments(text: str, cuts: Sequence[int], spans: Sequence[tuple[int, int]]) -> list[tuple[int, int, list[int]]]:
@@ -142,6 +163,28 @@ def _segments(text: str, cuts: Sequence[int], spans: Sequence[tuple[int, int]]) 
         open_ = [i for i in open_ if spans[i][1] > a]
         out.append((a, b, [i for i in open_ if spans[i][1] >= b]))
     return out
+
+
+_Code = namedtuple("_Code", "field value grounding grounded quote_start quote_end quote")
+
+
+def _codes_by_chunk(codes: pd.DataFrame) -> dict[str, list[_Code]]:
+    """Each chunk's codes, keeping only what the page shows: a quote's text only where it was not found, and one
+    string object per distinct field, value and grounding (at 100,000 chunks a row object per code with all its
+    columns was a third of a gigabyte)."""
+    shared: dict[Any, Any] = {}
+
+    def column(name: str) -> list[Any]:
+        return [shared.setdefault(v, v) if isinstance(v, str) else v for v in codes[name].tolist()]
+
+    grounding = column("grounding")
+    quotes = [q if g == "ungrounded" else None for q, g in zip(codes["quote"].tolist(), grounding, strict=True)]
+    rows = zip(column("field"), column("value"), grounding, codes["grounded"].tolist(), codes["quote_start"].tolist(),
+               codes["quote_end"].tolist(), quotes, strict=True)  # fmt: skip
+    by_chunk: dict[str, list[_Code]] = defaultdict(list)
+    for chunk_id, row in zip(codes["chunk_id"].tolist(), rows, strict=True):
+        by_chunk[chunk_id].append(_Code(*row))
+    return by_chunk
 
 
 def page(
@@ -169,16 +212,14 @@ def page_parts(
     """The review page, a document at a time, so that writing it never holds the whole page. Every table is walked
     once (no per-document selection: at thousands of documents that cost seconds)."""
     colour = {f.name: PALETTE[i % len(PALETTE)] for i, f in enumerate(coded_fields(codebook))}
-    answers = _answers(codings, codebook)
+    answers = _Answers(codings)
     reasons = {f.chunk_id: f.reason for f in failures.itertuples() if f.chunk_id is not None}
-    by_chunk: dict[str, list[Any]] = defaultdict(list)
-    for c in codes.itertuples():
-        by_chunk[c.chunk_id].append(c)
+    by_chunk = _codes_by_chunk(codes)
     chunks_of: dict[str, list[Any]] = defaultdict(list)
-    for ch in chunks.itertuples():
+    for ch in chunks.itertuples(index=False):
         chunks_of[ch.doc_id].append(ch)
     n_ungrounded = int((codes.grounding == "ungrounded").sum())
-    n_failed = sum(1 for a in answers.values() if a["status"] != "coded")
+    n_failed = answers.n_failed
     options = "".join(
         f'<option value="{_e(code_name(f.name, v))}">{_e(code_name(f.name, v))}</option>'
         for f in coded_fields(codebook)
@@ -287,12 +328,15 @@ def write_review(
     docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
     chunk_table = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "chunk_index", "start", "end"]).to_pandas()
     wide = tables.read(codings, "codings").to_pandas()
-    code_table = tables.read(codes, "codes").to_pandas()
+    code_columns = ["chunk_id", "field", "value", "quote", "quote_start", "quote_end", "grounding", "grounded"]
+    code_table = tables.read(codes, "codes", code_columns).to_pandas()
     fail = tables.read(failures, "failures", ["chunk_id", "reason"]).to_pandas()
     Path(page_out).parent.mkdir(parents=True, exist_ok=True)
     with open(page_out, "w", encoding="utf-8") as fh:
         fh.writelines(page_parts(codebook, docs, chunk_table, wide, code_table, fail, model))
-    rows = review_rows(codebook, chunk_table, wide, code_table)
+    n_rows = 0
     with tables.open_csv(csv_out) as fh:
-        tables.write_csv(rows, fh)
-    return {"documents": len(docs), "chunks": len(chunk_table), "rows": len(rows)}
+        for rows in review_row_batches(codebook, chunk_table, wide, code_table):
+            tables.write_csv(rows, fh, header=n_rows == 0)
+            n_rows += len(rows)
+    return {"documents": len(docs), "chunks": len(chunk_table), "rows": n_rows}
