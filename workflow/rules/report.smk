@@ -73,4 +73,3 @@ rule report_plots:
         models=qualcode.config.model_raters(CFG),
     script:
         "../scripts/report_plots.py"
-
