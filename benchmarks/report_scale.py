@@ -52,7 +52,6 @@ OUTPUTS = {
     "grounding": "quote_grounding.png",
     "failures": "failures.html",
     "usage": "model_calls.html",
-    "methods": "methods.html",
 }
 
 
@@ -64,7 +63,7 @@ def _strings(indices: np.ndarray, values: list[str]) -> pa.Array:
 
 
 def build_tables(cb: codebook_mod.Codebook, n: int, chunks_per_doc: int, failed_share: float, out: Path) -> dict:
-    """Write the four tables and methods.md for `n` chunks into `out`; returns their row counts."""
+    """Write the four tables for `n` chunks into `out`; returns their row counts."""
     rng = np.random.default_rng(n)
     n_docs = -(-n // chunks_per_doc)
     doc = np.arange(n) // chunks_per_doc
@@ -189,7 +188,6 @@ def build_tables(cb: codebook_mod.Codebook, n: int, chunks_per_doc: int, failed_
 
     for name, table in {"codes": codes, "codings": codings, "llm_calls": calls, "failures": failures}.items():
         tables.write(table, out / f"{name}.parquet")
-    (out / "methods.md").write_text("# Methods\n\nTexts were coded with the language model `gpt-4o-mini`.\n")
     return {"chunks": n, "documents": n_docs, "codes_rows": codes.num_rows, "failures": failures.num_rows}
 
 
@@ -215,7 +213,6 @@ def measure(tables_dir: Path, codebook_path: Path) -> None:
         codings=tables_dir / "codings.parquet",
         llm_calls=tables_dir / "llm_calls.parquet",
         failures=tables_dir / "failures.parquet",
-        methods=tables_dir / "methods.md",
         cb=codebook_mod.load(codebook_path),
         out={k: out / v for k, v in OUTPUTS.items()},
     )

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "qualcode"
 # imports `api` at the first cache miss, which is downward.
 LAYERS = [
     {"errors", "ids"},
-    {"logs", "records", "config"},
+    {"logs", "records", "config", "pages"},
     {"codebook", "ingest", "chunking", "validate", "shards", "prompts", "agreement"},
     {"tables", "limits", "cache", "gold", "qdpx"},
     {"journal", "api"},

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from qualcode import report
+from qualcode import pages, report
 
 from workflow_helpers import run, scratch_copy, write_config
 
@@ -148,7 +148,7 @@ def test_markdown_html_renders_the_methods_subset():
         "# Methods\n\nTexts were coded with `m` <b>.\nSecond line.\n\n## Parameters\n\n"
         "| Parameter | Value |\n|---|---|\n| Seed | 42 |\n\n```\n{{ codebook.name }} <x>\n```\n"
     )
-    out = report.markdown_html(md)
+    out = pages.markdown_html(md)
     assert "<h1>Methods</h1>" in out and "<h2>Parameters</h2>" in out
     assert "<p>Texts were coded with <code>m</code> &lt;b&gt;. Second line.</p>" in out
     assert "<tr><th>Parameter</th><th>Value</th></tr>" in out and "<tr><td>Seed</td><td>42</td></tr>" in out
@@ -295,8 +295,7 @@ def _tables(codes: pd.DataFrame, directory, row_group_size: int = 1000) -> dict:
     for name, df in {"codes": codes, "codings": codings, "llm_calls": calls, "failures": _failures(500)}.items():
         paths[name] = directory / f"{name}.parquet"
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), paths[name], row_group_size=row_group_size)
-    (directory / "methods.md").write_text("# Methods\n\nText.\n")
-    return {**paths, "methods": directory / "methods.md"}
+    return paths
 
 
 def test_write_report_from_parquet_draws_what_the_counting_functions_give(codebook, tmp_path):

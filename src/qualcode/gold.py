@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import qdpx
 from .codebook import Codebook
 from .errors import QualcodeError
 from .validate import ground_quote
@@ -113,10 +112,17 @@ def read_parquet(path: Path, cb: Codebook | None = None, texts: Mapping[str, str
     return _layout(df.astype({c: "string" for c in df.columns if c not in ("start", "end")}), path)
 
 
+def read_qdpx(path: Path, cb: Codebook | None = None, texts: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A REFI-QDA project coded in a QDA program (see qdpx.read_gold)."""
+    from . import qdpx  # lxml and the XML Schemas: loaded by the jobs that are given a .qdpx, not by every job
+
+    return qdpx.read_gold(path, cb, texts)
+
+
 READERS: dict[str, Callable[[Path, Codebook | None, Mapping[str, str] | None], pd.DataFrame]] = {
     ".csv": read_csv,
     ".parquet": read_parquet,
-    ".qdpx": qdpx.read_gold,
+    ".qdpx": read_qdpx,
 }
 
 

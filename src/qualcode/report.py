@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from . import tables
+from . import pages, tables
 from .codebook import Codebook, CodeField
 from .validity import human_raters, reference_used
 
@@ -61,7 +61,7 @@ LABEL_MAX = 40
 TOP_DOCUMENTS = 30  # rows of the documents heatmap
 FAILURES_SHOWN = 200  # rows of the failures page
 REASON_KINDS_SHOWN = 50  # rows of the failures page's count by reason
-OUTPUTS = ("frequencies", "cooccurrence", "documents", "grounding", "failures", "usage", "methods")
+OUTPUTS = ("frequencies", "cooccurrence", "documents", "grounding", "failures", "usage")
 CODE_COLUMNS = ["doc_id", "chunk_id", "field", "value", "grounding"]
 FAILURE_COLUMNS = ["stage", "source_file", "doc_id", "chunk_id", "reason", "attempts", "raw_answer"]
 USAGE_COLUMNS = [
@@ -76,12 +76,6 @@ USAGE_COLUMNS = [
     "latency_s",
     "cost",
 ]
-CSS = (
-    "body{font:14px/1.45 system-ui,sans-serif;margin:1.5em;max-width:75em}"
-    "table{border-collapse:collapse;margin:1em 0}"
-    "th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}"
-    "pre{white-space:pre-wrap;background:#f6f6f6;padding:.75em}"
-)
 
 INTEGERS = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}  # nullable, for pages
 
@@ -482,18 +476,6 @@ def plot_grounding(table: pd.DataFrame, path: str | Path) -> None:
 # -- pages -------------------------------------------------------------------------------------------
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-        f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
-def _write(path: str | Path, text: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text, encoding="utf-8")
-
-
 def reason_kind(reason: str) -> str:
     """A failure reason without its particulars, to count failures by: addresses and numbers masked, and
     cut at the first colon, parenthesis or semicolon (`not valid JSON: Expecting value at character 5` is
@@ -558,7 +540,7 @@ def failures_html(
     total = len(everything)
     if not total:
         body = "<h1>Failures</h1>\n<p>No failures: every input file was read and every chunk was coded.</p>"
-        _write(path, _page("Failures", body))
+        pages.write(path, pages.page("Failures", body))
         return
     kinds = failure_reasons(everything)
     per_stage = kinds.groupby("stage").failures.sum()
@@ -586,7 +568,7 @@ def failures_html(
         + f"<h2>Failures, in table order ({listed})</h2>\n"
         + head.to_html(index=False, na_rep="", border=0)
     )
-    _write(path, _page("Failures", body))
+    pages.write(path, pages.page("Failures", body))
 
 
 def usage_html(usage: pd.DataFrame, path: str | Path) -> None:
@@ -596,62 +578,7 @@ def usage_html(usage: pd.DataFrame, path: str | Path) -> None:
         df[col] = df[col].map(lambda x: "" if pd.isna(x) else f"{x:.2f}")
     df["cost"] = df.cost.map(lambda x: "no price set" if pd.isna(x) else f"{x:.4f}")
     body = "<h1>Model calls</h1>\n" + df.to_html(index=False, na_rep="", border=0)
-    _write(path, _page("Model calls", body))
-
-
-def _inline(text: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
-
-
-def markdown_html(text: str) -> str:
-    """The Markdown that methods.md uses (headings, paragraphs, pipe tables, fenced code, `code`) as HTML.
-
-    Not a general Markdown parser: it keeps the report free of one more dependency for one known file."""
-    out: list[str] = []
-    para: list[str] = []
-    table: list[list[str]] = []
-
-    def flush() -> None:
-        if para:
-            out.append(f"<p>{_inline(' '.join(para))}</p>")
-            para.clear()
-        if table:
-            head, *body = table
-            out.append("<table>\n<tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>")
-            out.extend("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in body)
-            out.append("</table>")
-            table.clear()
-
-    lines = iter(text.splitlines())
-    for line in lines:
-        heading = re.match(r"(#{1,6}) (.*)", line)
-        if line.startswith("```"):
-            flush()
-            code = []
-            for inner in lines:
-                if inner.startswith("```"):
-                    break
-                code.append(inner)
-            out.append(f"<pre>{html.escape(chr(10).join(code))}</pre>")
-        elif heading:
-            flush()
-            n = len(heading.group(1))
-            out.append(f"<h{n}>{_inline(heading.group(2))}</h{n}>")
-        elif line.startswith("|"):
-            if para:
-                flush()
-            if not re.fullmatch(r"\|[\s:|-]+\|", line):  # the |---|---| rule under the header
-                table.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif not line.strip():
-            flush()
-        else:
-            para.append(line)
-    flush()
-    return "\n".join(out)
-
-
-def methods_html(markdown: str, path: str | Path) -> None:
-    _write(path, _page("Methods", markdown_html(markdown)))
+    pages.write(path, pages.page("Model calls", body))
 
 
 # -- the whole report --------------------------------------------------------------------------------
@@ -662,7 +589,6 @@ def write_report(
     codings: str | Path,
     llm_calls: str | Path,
     failures: str | Path,
-    methods: str | Path,
     cb: Codebook,
     out: Mapping[str, str | Path],
     documents_shown: int = TOP_DOCUMENTS,
@@ -681,7 +607,6 @@ def write_report(
     plot_grounding(grounding(coded, cb), out["grounding"])
     failures_html(failures, out["failures"], shown=failures_shown)
     usage_html(llm_usage(tables.read(llm_calls, "llm_calls", USAGE_COLUMNS)), out["usage"])
-    methods_html(Path(methods).read_text(encoding="utf-8"), out["methods"])
     return n_coded
 
 
@@ -769,7 +694,7 @@ def agreement_html(
         body = (
             "<h1>Agreement with human coders</h1>\n<p>No human codings were given (<code>validation.gold</code>).</p>"
         )
-        _write(path, _page("Agreement", body))
+        pages.write(path, pages.page("Agreement", body))
         return
     df = agreement[agreement.rater_b.notna() & agreement.metric.isin(["krippendorff_alpha", "cohen_kappa", "gwet_ac1",
                                                                          "f1"])].copy()  # fmt: skip
@@ -800,7 +725,7 @@ def agreement_html(
         for field, part in confusion.groupby("field", sort=False):
             table = part.pivot_table(index="reference_value", columns="rater_value", values="n_units", aggfunc="sum")
             body += f"<h3>{html.escape(str(field))}</h3>\n" + table.to_html(border=0)
-    _write(path, _page("Agreement", body))
+    pages.write(path, pages.page("Agreement", body))
 
 
 def write_validation_report(

@@ -20,8 +20,9 @@ rule replay_archive:
         "../scripts/replay_archive.py"
 
 
-# The manifest and the methods paragraph written from it: one job, as the paragraph needs nothing the manifest job
-# has not read (a job costs a Python start and its imports, about a second of CPU, at the end of every run).
+# The manifest and the methods paragraph written from it (and its page in the report): one job, as the paragraph
+# needs nothing the manifest job has not read (a job costs a Python start and its imports, about a second of CPU, at
+# the end of every run), and the report's figures need not wait for it.
 rule manifest:
     input:
         **{name: f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)},
@@ -35,6 +36,11 @@ rule manifest:
     output:
         manifest=f"{RESULTS}/manifest.json",
         methods=f"{RESULTS}/methods.md",
+        methods_page=report(
+            f"{RESULTS}/report/methods.html",
+            caption="../report/methods.rst",
+            category="Methods",
+        ),
     log:
         f"{RESULTS}/logs/manifest/manifest.log",
     params:

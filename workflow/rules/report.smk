@@ -9,7 +9,6 @@ rule report_plots:
         codings=f"{RESULTS}/codings.parquet",
         llm_calls=f"{RESULTS}/llm_calls.parquet",
         failures=f"{RESULTS}/failures.parquet",
-        methods=f"{RESULTS}/methods.md",
         agreement=f"{RESULTS}/agreement.parquet",
         confusion=f"{RESULTS}/confusion.parquet",
         codebook=CFG.codebook,
@@ -43,11 +42,6 @@ rule report_plots:
             f"{RESULTS}/report/model_calls.html",
             caption="../report/model_calls.rst",
             category="Quality",
-        ),
-        methods=report(
-            f"{RESULTS}/report/methods.html",
-            caption="../report/methods.rst",
-            category="Methods",
         ),
         agreement_plot=report(
             f"{RESULTS}/report/agreement.png",

@@ -1,10 +1,11 @@
 """Write results/manifest.json (hashes, versions, settings, models served and counts of this run) and, from it,
-results/methods.md (a paragraph for the methods section, the parameters, the full prompts and codebook)."""
+results/methods.md (a paragraph for the methods section, the parameters, the full prompts and codebook) with its
+report page."""
 
 import json
 from pathlib import Path
 
-from qualcode import codebook, config, ingest, logs, methods, provenance, tables
+from qualcode import codebook, config, ingest, logs, methods, pages, provenance, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -36,4 +37,5 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     )
     text = methods.document(manifest, cb.name, cb.version, appendix, validation)
     Path(out.methods).write_text(text, encoding="utf-8")
+    pages.methods_html(text, out.methods_page)
     log.info("methods paragraph written")

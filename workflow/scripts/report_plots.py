@@ -1,5 +1,5 @@
 """Write the figures and pages that `snakemake --report` embeds: codes, quote grounding, failures, model
-calls, the methods paragraph, and agreement with human coders. Only the columns each needs are read, and every
+calls, and agreement with human coders. Only the columns each needs are read, and every
 figure and page has a size bounded by the codebook and the `*_shown` caps, whatever the number of chunks."""
 
 from qualcode import codebook, logs, report
@@ -11,7 +11,6 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         codings=inp.codings,
         llm_calls=inp.llm_calls,
         failures=inp.failures,
-        methods=inp.methods,
         cb=codebook.load(inp.codebook),
         out={name: out[name] for name in report.OUTPUTS},
         documents_shown=params.documents_shown,
