@@ -74,7 +74,7 @@ def main(n_chunks: int) -> None:
         gold, _ = qdpx.read_codings(path, cb, dict(zip(docs.doc_id, docs.text, strict=True)))
         import_s = time.perf_counter() - t
         t = time.perf_counter()
-        page = review.page(cb, docs, chunks, codings, codes, failures, "model")
+        page = "".join(review.page(cb, docs, chunks, codings, codes, failures, "model"))
         page_s = time.perf_counter() - t
     print(f"{len(chunks)} chunks, {len(codes)} codes, {len(docs)} documents")
     print(f"export (with schema check): {export_s:.2f} s, {len(data) / 1e6:.1f} MB")

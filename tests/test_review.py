@@ -71,7 +71,7 @@ FAILURES = pd.DataFrame({"chunk_id": ["c3"], "reason": ["does not match the sche
 
 
 def _page(codebook) -> str:
-    return review.page(codebook, DOCUMENTS, CHUNKS, CODINGS, CODES, FAILURES, "m-1")
+    return "".join(review.page(codebook, DOCUMENTS, CHUNKS, CODINGS, CODES, FAILURES, "m-1"))
 
 
 def _highlights(tree) -> dict[str, str]:
@@ -155,7 +155,7 @@ def test_text_is_escaped(codebook, bad):
     docs = DOCUMENTS.assign(doc_id=[bad, "b.txt"])
     chunks = CHUNKS.assign(doc_id=[bad, bad, "b.txt"])
     codes = CODES.assign(doc_id=bad)
-    tree = lhtml.fromstring(review.page(codebook, docs, chunks, CODINGS, codes, FAILURES, "m-1"))
+    tree = lhtml.fromstring("".join(review.page(codebook, docs, chunks, CODINGS, codes, FAILURES, "m-1")))
     assert not [s for s in tree.iter("script") if "alert" in (s.text or "")]
     assert tree.xpath("//h2")[0].text_content() == bad
 
@@ -168,7 +168,7 @@ def test_a_run_where_every_chunk_failed(codebook, tmp_path):
     for col in failed.columns[4:]:
         failed[col] = None
     no_codes = CODES.iloc[0:0]
-    tree = lhtml.fromstring(review.page(codebook, DOCUMENTS, CHUNKS, failed, no_codes, FAILURES, "m-1"))
+    tree = lhtml.fromstring("".join(review.page(codebook, DOCUMENTS, CHUNKS, failed, no_codes, FAILURES, "m-1")))
     assert len(tree.find_class("failed")) == len(CHUNKS) and not list(tree.iter("mark"))
     docs = DOCUMENTS.assign(source_file="a", format="txt")
     project = tmp_path / "empty.qdpx"

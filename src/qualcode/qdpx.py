@@ -257,19 +257,6 @@ def _project_parts(
     yield tail
 
 
-def project_qde(
-    codebook: Codebook,
-    documents: pd.DataFrame,
-    chunks: pd.DataFrame,
-    codes: pd.DataFrame,
-    model: str,
-    origin: str,
-    ungrounded: str = "chunk",
-) -> bytes:
-    """The project XML (project.qde). `documents`, `chunks` and `codes` are the published tables."""
-    return b"".join(_project_parts(codebook, documents, chunks, codes, model, origin, ungrounded, {}))
-
-
 def _zip_info(name: str) -> zipfile.ZipInfo:
     """A member whose bytes depend only on its content: fixed time and permissions."""
     info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
@@ -306,18 +293,10 @@ def write_project(
     return counts
 
 
-def project_qdpx(
-    codebook: Codebook,
-    documents: pd.DataFrame,
-    chunks: pd.DataFrame,
-    codes: pd.DataFrame,
-    model: str,
-    origin: str,
-    ungrounded: str = "chunk",
-) -> bytes:
-    """The whole .qdpx as bytes (see `write_project`)."""
+def project_qdpx(*args: Any, **kwargs: Any) -> bytes:
+    """The whole .qdpx as bytes: `write_project`'s arguments, without `out`."""
     buf = io.BytesIO()
-    write_project(buf, codebook, documents, chunks, codes, model, origin, ungrounded)
+    write_project(buf, *args, **kwargs)
     return buf.getvalue()
 
 

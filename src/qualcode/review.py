@@ -195,22 +195,9 @@ def page(
     codes: pd.DataFrame,
     failures: pd.DataFrame,
     model: str,
-) -> str:
-    """The review page as HTML text."""
-    return "".join(page_parts(codebook, documents, chunks, codings, codes, failures, model))
-
-
-def page_parts(
-    codebook: Codebook,
-    documents: pd.DataFrame,
-    chunks: pd.DataFrame,
-    codings: pd.DataFrame,
-    codes: pd.DataFrame,
-    failures: pd.DataFrame,
-    model: str,
 ) -> Iterator[str]:
-    """The review page, a document at a time, so that writing it never holds the whole page. Every table is walked
-    once (no per-document selection: at thousands of documents that cost seconds)."""
+    """The review page's HTML, a document at a time, so that writing it never holds the whole page. Every table is
+    walked once (no per-document selection: at thousands of documents that cost seconds)."""
     colour = {f.name: PALETTE[i % len(PALETTE)] for i, f in enumerate(coded_fields(codebook))}
     answers = _Answers(codings)
     reasons = {f.chunk_id: f.reason for f in failures.itertuples() if f.chunk_id is not None}
@@ -333,7 +320,7 @@ def write_review(
     fail = tables.read(failures, "failures", ["chunk_id", "reason"]).to_pandas()
     Path(page_out).parent.mkdir(parents=True, exist_ok=True)
     with open(page_out, "w", encoding="utf-8") as fh:
-        fh.writelines(page_parts(codebook, docs, chunk_table, wide, code_table, fail, model))
+        fh.writelines(page(codebook, docs, chunk_table, wide, code_table, fail, model))
     n_rows = 0
     with tables.open_csv(csv_out) as fh:
         for rows in review_row_batches(codebook, chunk_table, wide, code_table):
