@@ -4,6 +4,7 @@ inputs, a round trip that keeps every code, and clear messages for files that ca
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
 
 import pandas as pd
@@ -323,3 +324,9 @@ def test_a_project_streamed_from_many_documents_is_checked_as_it_is_read_back(co
     broken = [*ok, '<TextSource name="no guid"/>']
     with pytest.raises(qdpx.QdpxError, match="big.qde: does not match the REFI-QDA schema"):
         qdpx.check_stream(io.BytesIO((head + "".join(broken) + tail).encode()), "big.qde")
+
+
+@pytest.mark.parametrize("parts", [("source", "a.txt"), ("coding", "G-1", "G-2", "qualcode: m"), ("x", 3, "é🙁")])
+def test_guids_are_rfc_4122_version_5_uuids(parts):
+    """A GUID is what uuid.uuid5 gives for what it identifies, so another program can recompute it."""
+    assert qdpx.guid(*parts) == str(uuid.uuid5(qdpx.NAMESPACE, "\x1f".join(map(str, parts)))).upper()

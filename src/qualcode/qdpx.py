@@ -25,6 +25,7 @@ GUIDs are uuid5 of what they identify, and the zip has fixed timestamps, so iden
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 import logging
 import re
@@ -53,6 +54,7 @@ PROJECT_XSD = "Project-mrt2019.xsd"
 CODEBOOK_XSD = "Codebook.xsd"
 # Any fixed namespace: GUIDs are uuid5(NAMESPACE, what they identify).
 NAMESPACE = uuid.UUID("6f0c1d2e-5a7b-4c3d-9e8f-1a2b3c4d5e6f")
+_NAMESPACE_BYTES = NAMESPACE.bytes
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can hold: no run's clock in the bytes
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 CODED_TYPES = ("single_choice", "multiple_choice", "boolean")
@@ -75,7 +77,13 @@ def xml_text(text: object) -> str:
 
 
 def guid(*parts: object) -> str:
-    return str(uuid.uuid5(NAMESPACE, "\x1f".join(map(str, parts)))).upper()
+    """uuid5(NAMESPACE, the parts joined), upper case, as RFC 4122 computes it; without uuid.UUID objects, which
+    cost most of the export's time at 100,000 documents (several GUIDs per coding)."""
+    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(map(str, parts)).encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    x = h.hex().upper()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def code_name(field_name: str, value: str) -> str:
