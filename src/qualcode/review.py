@@ -13,6 +13,7 @@ The spreadsheet (results/review/review.csv) has one row per chunk and field: the
 from __future__ import annotations
 
 import html
+import sys
 from collections import defaultdict, namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -172,10 +173,9 @@ def _codes_by_chunk(codes: pd.DataFrame) -> dict[str, list[_Code]]:
     """Each chunk's codes, keeping only what the page shows: a quote's text only where it was not found, and one
     string object per distinct field, value and grounding (at 100,000 chunks a row object per code with all its
     columns was a third of a gigabyte)."""
-    shared: dict[Any, Any] = {}
 
     def column(name: str) -> list[Any]:
-        return [shared.setdefault(v, v) if isinstance(v, str) else v for v in codes[name].tolist()]
+        return [sys.intern(v) if isinstance(v, str) else v for v in codes[name].tolist()]
 
     grounding = column("grounding")
     quotes = [q if g == "ungrounded" else None for q, g in zip(codes["quote"].tolist(), grounding, strict=True)]

@@ -217,10 +217,13 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
     }[name]  # fmt: skip
 
 
-def check(path: str | Path, name: str, columns: Iterable[str] | None = None) -> pq.ParquetFile:
+def check(
+    path: str | Path, name: str, columns: Iterable[str] | None = None, read_dictionary: Sequence[str] | None = None
+) -> pq.ParquetFile:
     """Open a table written by this pipeline, checking that the columns to be read are there with the registry's
-    types; a file from another version or another program gets a message naming it, not a KeyError."""
-    pf = pq.ParquetFile(path)
+    types; a file from another version or another program gets a message naming it, not a KeyError.
+    `read_dictionary` columns will be read dictionary-encoded."""
+    pf = pq.ParquetFile(path, read_dictionary=read_dictionary)
     found = pf.schema_arrow
     expected = schema(name) if name != "codings" else pa.schema(CODINGS_FIXED)
     for col in columns if columns is not None else expected.names:
@@ -258,11 +261,7 @@ def read(
 
     One file through ParquetFile, not pq.read_table: that goes through pyarrow.dataset, whose import pulls in
     pandas, half a second of every job's start-up."""
-    pf = check(path, name, columns)
-    if read_dictionary:
-        pf.close()
-        pf = pq.ParquetFile(path, read_dictionary=read_dictionary)
-    with pf:
+    with check(path, name, columns, read_dictionary) as pf:
         return pf.read(columns=list(columns) if columns is not None else None)
 
 
