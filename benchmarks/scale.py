@@ -67,7 +67,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fakeserver import FakeServer, generate_instance, request_schema  # noqa: E402
-from workflow_helpers import REPO, SNAKEMAKE, fake_config, scratch_copy  # noqa: E402
+from workflow_helpers import REPO, SNAKEMAKE, fake_config, scratch_copy, without_gold  # noqa: E402
 
 ENV = {"QUALCODE_TEST_KEY": "sk-test-benchmark"}
 RUNS = ("cold", "bare", "cached", "forceall", "noop", "incremental")
@@ -428,6 +428,7 @@ def revision_copy(ref: str, dest: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
         archive.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     (dest / "profiles").symlink_to("workflow/profiles")
+    without_gold(dest)  # the corpus is synthetic, as with scratch_copy(data=False)
     ENV["PYTHONPATH"] = os.pathsep.join([str(dest / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     return dest
 

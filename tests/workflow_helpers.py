@@ -36,12 +36,17 @@ def scratch_copy(dest: Path, data: bool = True) -> Path:
         shutil.copy2(REPO / "uv.lock", dest / "uv.lock")  # the manifest cites the lock beside the Snakefile
     if data:
         shutil.copytree(REPO / "data" / "raw", dest / "data" / "raw")
-    else:  # the example's human codings are of the example corpus: without it, no validation
-        path = dest / "config" / "config.yaml"
-        cfg = yaml.safe_load(path.read_text())
-        cfg["validation"]["gold"] = []
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    else:
+        without_gold(dest)
     return dest
+
+
+def without_gold(workdir: Path) -> None:
+    """The example's human codings are of the example corpus: for another corpus, no validation against them."""
+    path = workdir / "config" / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["validation"]["gold"] = []
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def fake_config(workdir: Path, server, llm: dict | None = None, cache: Path | None = None, **top) -> Path:
