@@ -87,7 +87,10 @@ def _wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def _layout(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if "doc_id" not in df.columns:
-        raise GoldError(f"{path}: no doc_id column (found: {', '.join(map(str, df.columns)) or 'none'})")
+        raise GoldError(
+            f"{path}: no doc_id column (found: {', '.join(map(str, df.columns)) or 'none'}); human codings "
+            "(validation.gold) name each document in a doc_id column: rename the column of document ids to doc_id"
+        )
     return _tidy(df, path) if {"field", "value"} <= set(df.columns) else _wide(df, path)
 
 
@@ -197,6 +200,30 @@ def check(
     return df[problems.isna()], listed
 
 
+def _another_corpus(path: str | Path, example: str, where: str) -> GoldError:
+    return GoldError(
+        f"{path}: none of the documents it codes (e.g. {example!r}) is among {where}: are these human codings of "
+        "another corpus? Point validation.gold at this corpus's codings, or remove validation.gold from your "
+        "config (or set it to []) to skip validation"
+    )
+
+
+def preflight(
+    paths: Sequence[str | Path], cb: Codebook, listed: Callable[[str], bool], where: str
+) -> dict[str, pd.DataFrame]:
+    """What `load` stops on that is known before any document is read (at the workflow's parse, before the first
+    request): a file that cannot be read, and a file none of whose documents can come from the input listing
+    (`listed`: whether a doc_id can be a listed file's; `where` names those files). A REFI-QDA project is only read:
+    a QDA program's source may match a document by its text, which is not read yet. Returns each file's rows."""
+    found = {}
+    for p in paths:
+        df = found[str(p)] = read(p, cb, None)
+        named = df["doc_id"].dropna()
+        if Path(p).suffix.lower() != ".qdpx" and len(named) and not named.map(listed).any():
+            raise _another_corpus(p, named.iloc[0], where)
+    return found
+
+
 def load(
     paths: Sequence[str | Path],
     cb: Codebook,
@@ -223,11 +250,7 @@ def load(
                 df, read_here = df[~outside], read_here[~outside]
         named = df["doc_id"].dropna()
         if len(named) and not read_here.any():
-            raise GoldError(
-                f"{p}: none of the documents it codes (e.g. {named.iloc[0]!r}) is among the {len(texts)} documents "
-                "read from the input: are these human codings of another corpus? Point validation.gold at this "
-                "corpus's codings, or set it to [] to skip validation"
-            )
+            raise _another_corpus(p, named.iloc[0], f"the {len(texts)} documents read from the input")
         rows, listed = check(df, p, cb, texts, unit, on_error)
         frames.append(rows)
         problems += listed
