@@ -205,3 +205,20 @@ def test_the_report_describes_the_run_from_its_manifest_not_the_config_it_is_giv
     assert "data/raw" not in said and "smollm2" not in said
     # nor do the captions warn that the codes come from the embedded demo model
     assert "demo model" not in text
+
+
+def test_the_workflows_parse_stops_on_human_codings_that_do_not_fit_the_codebook(tmp_path):
+    """The parse-time half (what common.smk runs) catches, before any document is read, a value the codebook does
+    not have and a document no listed file holds, naming the file, the row and the setting."""
+    from qualcode import codebook, preflight
+
+    study = _folder(tmp_path / "study", TEXTS)
+    gold = tmp_path / "gold.csv"
+    gold.write_text("coder,doc_id,field,value\nann,ward_night.txt,emotions,no-such-value\n", encoding="utf-8")
+    cfg = config.load(EXAMPLE, _own_config(tmp_path / "mine.yaml", study, validation={"gold": [str(gold)]}))
+    cb = codebook.load(REPO / cfg.codebook)
+    with pytest.raises(QualcodeError, match=r"gold\.csv, row 2: value 'no-such-value' is not allowed .*validation\."):
+        preflight.before_reading(cfg, cb)
+    gold.write_text("coder,doc_id,field,value\nann,ward_night.txt,,\nann,elsewhere.txt,,\n", encoding="utf-8")
+    with pytest.raises(QualcodeError, match=r"row 3: unknown document 'elsewhere.txt' \(not among the files listed"):
+        preflight.before_reading(cfg, cb)

@@ -43,9 +43,13 @@ def human_codings(cfg: Config, cb: Codebook, files: list[InputFile]) -> None:
         return
     names = {f.name for f in files}
     where = f"the {len(files)} files listed from ingest.input_dir ({cfg.ingest.input_dir})"
-    read = gold.preflight(cfg.validation.gold, cb, lambda doc_id: ingest.from_listed(doc_id, names), where)
+    v = cfg.validation
+    sample = cfg.pilot.documents is not None
+    read = gold.preflight(
+        v.gold, cb, lambda doc_id: ingest.from_listed(doc_id, names), where, v.unit, v.on_error, sample
+    )
     coders = {c for df in read.values() for c in df["coder"].dropna()}
-    validity.check_coders(coders, model_raters(cfg), cfg.validation.reference)
+    validity.check_coders(coders, model_raters(cfg), v.reference)
 
 
 def before_reading(cfg: Config, cb: Codebook) -> tuple[list[InputFile], list[str]]:

@@ -181,21 +181,29 @@ class RunDescription(Mapping[str, Any]):
         self._given = cfg.model_dump(mode="json")
         self._facts: dict[str, Any] | None = None
 
+    @staticmethod
+    def _facts_of(used: dict[str, Any]) -> dict[str, Any]:
+        llm = used["llm"]
+        return {
+            "model": llm["model"],
+            "input_dir": used["ingest"]["input_dir"],
+            "codebook": used["codebook"],
+            "results_dir": used["results_dir"],
+            "demo_model": llm["provider"] == "local" and llm["model"] == LOCAL_DEMO_MODEL,
+        }
+
     def _load(self) -> dict[str, Any]:
         if self._facts is None:
             try:
-                used = json.loads(Path(self._path).read_text(encoding="utf-8"))["config"]
+                self._facts = self._facts_of(json.loads(Path(self._path).read_text(encoding="utf-8"))["config"])
             except (OSError, ValueError, KeyError, TypeError):
-                used = self._given
-            llm = used["llm"]
-            self._facts = {
-                "model": llm["model"],
-                "input_dir": used["ingest"]["input_dir"],
-                "codebook": used["codebook"],
-                "results_dir": used["results_dir"],
-                "demo_model": llm["provider"] == "local" and llm["model"] == LOCAL_DEMO_MODEL,
-            }
+                self._facts = self._facts_of(self._given)
         return self._facts
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        # Snakemake pickles the config into every script job: a plain dict of the settings given, so that a job
+        # neither reads the manifest nor imports this module to unpickle it (no job reads these values)
+        return dict, (self._facts_of(self._given),)
 
     def __getitem__(self, key: str) -> Any:
         return self._load()[key]

@@ -27,7 +27,7 @@ validate(config, "../../schemas/config.schema.json")
 CFG, _left_out = qualcode.config.without_example_gold(
     CFG,
     [(str(p), qualcode.config.read_yaml(p, "config file") or {}) for p in CONFIG_FILES]
-    + [("--config", dict(workflow.config_settings.config))],
+    + [("--config", dict(getattr(workflow.config_settings, "config", None) or {}))],
 )
 if _left_out and workflow.is_main_process:
     logger.warning(_left_out)
