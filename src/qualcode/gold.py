@@ -69,7 +69,7 @@ def _wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     fields = [c for c in df.columns if c not in ("coder", "doc_id")]
     df = _strings(df)
     rows = []
-    for line, r in df.iterrows():
+    for line, r in zip(df.index, df.to_dict("records"), strict=True):  # iterrows builds a Series a row
         found = False
         for f in fields:
             if pd.isna(r[f]):
@@ -152,7 +152,7 @@ def _problem(
     )
     problems = pd.Series(pd.NA, index=df.index, dtype="object")
     values = df["value"].copy()
-    for i, r in df.iterrows():
+    for i, r in zip(df.index, df.to_dict("records"), strict=True):  # iterrows builds a Series a row
         doc, field, value = r["doc_id"], r["field"], r["value"]
         if pd.isna(r["coder"]):
             problems[i] = "no coder"
