@@ -94,6 +94,10 @@ def test_check_reads_the_inputs_as_the_ingest_job_does(tmp_path):
     fixed = _own_config(tmp_path / "fixed.yaml", study, ingest={"input_dir": str(study), "table": {
         "text_column": "response"}})  # fmt: skip
     assert "1 input files in" in _check(fixed) and ": 1 documents" in _check(fixed)
+    # beside readable files the run skips the table and goes on: the check says so rather than a bare "ok"
+    _folder(study, TEXTS)
+    said = _check(_own_config(tmp_path / "mixed.yaml", study))
+    assert "3 input files in" in said and ": 2 documents, 1 unreadable file(s)" in said
 
 
 @pytest.mark.parametrize(

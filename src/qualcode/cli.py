@@ -67,14 +67,16 @@ def check(config_files: list[str]) -> str:
     files, notes = preflight.before_reading(cfg, cb)
     for note in notes:
         logging.getLogger(__name__).warning("%s", note)
-    n_docs, skipped = preflight.after_reading(cfg, cb, files)
+    n_docs, unreadable, skipped = preflight.after_reading(cfg, cb, files)
     where = "in-process" if cfg.llm.provider == "local" else f"at {cfg.llm.api_base_url}"
     gold = f"{len(cfg.validation.gold)} human coding files" if cfg.validation.gold else "no human codings"
     return (
         f"ok: {', '.join(config_files)}\n"
         f"codebook {cb.name!r} version {cb.version}: {len(cb.fields)} fields\n"
         f"model {cfg.llm.model} ({cfg.llm.provider}, {where})\n"
-        f"{len(files)} input files in {cfg.ingest.input_dir}: {n_docs} documents\n"
+        f"{len(files)} input files in {cfg.ingest.input_dir}: {n_docs} documents"
+        + (f", {unreadable} unreadable file(s) (listed above; the run skips them)" if unreadable else "")
+        + "\n"
         f"{gold}" + (f", {len(skipped)} rows skipped (validation.on_error: skip)" if skipped else "")
     )
 

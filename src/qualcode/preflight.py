@@ -62,21 +62,22 @@ def before_reading(cfg: Config, cb: Codebook) -> tuple[list[InputFile], list[str
     return files, notes
 
 
-def after_reading(cfg: Config, cb: Codebook, files: list[InputFile]) -> tuple[int, list[str]]:
+def after_reading(cfg: Config, cb: Codebook, files: list[InputFile]) -> tuple[int, int, list[str]]:
     """What the ingest and validate jobs stop on, found by doing their reading (nothing is sent): the documents
     read as the ingest job reads them, then the human codings checked against their texts. Returns the number of
-    documents and the human coding rows that would be skipped."""
+    documents, of input files that would be skipped as unreadable, and the human coding rows that would be."""
     root = Path(cfg.ingest.input_dir)
     docs, problems = ingest.ingest(files, root, cfg.ingest)
     ingest.check_enough(docs, problems, len(files), cfg.ingest.max_skipped_share)
     if cfg.pilot.documents is not None:
         docs = ingest.pilot_sample(docs, cfg.pilot.documents, cfg.pilot.seed)
+    unreadable = len({p.source_file for p in problems})
     if not cfg.validation.gold:
-        return len(docs), []
+        return len(docs), unreadable, []
     texts = {d.doc_id: d.text for d in docs}
     v = cfg.validation
     human, skipped = gold.load(
         v.gold, cb, texts, unit=v.unit, on_error=v.on_error, sample=cfg.pilot.documents is not None
     )
     validity.check_coders(set(human["coder"]), model_raters(cfg), v.reference if not human.empty else None)
-    return len(docs), skipped
+    return len(docs), unreadable, skipped
