@@ -52,13 +52,15 @@ def human_codings(cfg: Config, cb: Codebook, files: list[InputFile]) -> None:
     validity.check_coders(coders, model_raters(cfg), v.reference)
 
 
-def before_reading(cfg: Config, cb: Codebook) -> tuple[list[InputFile], list[str]]:
+def before_reading(cfg: Config, cb: Codebook, gold_too: bool = True) -> tuple[list[InputFile], list[str]]:
     """What the workflow checks when it is parsed, before any job runs: the model file for the provider, the
-    inputs, the human codings. Returns the input listing and warnings to show."""
+    inputs, the human codings. Returns the input listing and warnings to show. `gold_too=False` skips reading the
+    human codings: each job parses the workflow again, and once, in the main process, is enough."""
     if cfg.llm.provider == "local":
         client.local_model_path(cfg.llm.model)
     files, notes = inputs(cfg)
-    human_codings(cfg, cb, files)
+    if gold_too:
+        human_codings(cfg, cb, files)
     return files, notes
 
 

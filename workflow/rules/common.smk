@@ -46,7 +46,9 @@ ORIGIN = qualcode.provenance.origin(CFG)
 # only as a listing (names, sizes, times; nothing is read or hashed), never as file names of its own: braces in a
 # name would be wildcards, and a name that is not UTF-8 would crash it. The main process rewrites the listing only
 # when it changed, so its time tells Snakemake to ingest again.
-INPUT_FILES, _notes = qualcode.preflight.before_reading(CFG, CODEBOOK)
+INPUT_FILES, _notes = qualcode.preflight.before_reading(
+    CFG, CODEBOOK, gold_too=workflow.is_main_process
+)
 INPUT_LISTING = f"{RESULTS}/work/inputs.json"
 if workflow.is_main_process:
     for _note in _notes:
