@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from qualcode import api, logs
 from qualcode.cache import AnswerCache
@@ -270,12 +271,12 @@ def secret_run(tmp_path_factory):
             },
         )
         proc = run(workdir, "--configfile", str(config), env=env)
-        yield workdir, server, proc
+        yield workdir, server, proc, config
 
 
 @pytest.mark.e2e
 def test_no_file_of_the_run_holds_a_secret(secret_run):
-    workdir, server, proc = secret_run
+    workdir, server, proc, _ = secret_run
     assert server.count() > 0
     leaks = {}
     for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
@@ -288,7 +289,7 @@ def test_no_file_of_the_run_holds_a_secret(secret_run):
 
 @pytest.mark.e2e
 def test_the_run_records_the_url_without_credentials_and_the_echo_redacted(secret_run):
-    workdir, server, _ = secret_run
+    workdir, server, _, _ = secret_run
     manifest = json.loads((workdir / "results/manifest.json").read_text())
     assert manifest["config"]["llm"]["base_url"] == server.base_url
     assert manifest["config"]["llm"]["api_key_env"] is None
@@ -297,3 +298,16 @@ def test_the_run_records_the_url_without_credentials_and_the_echo_redacted(secre
     codings = pq.read_table(workdir / "results/codings.parquet").to_pylist()
     assert codings and all(row["status"] == "coded" for row in codings)
     assert all(row["summary"] == "echo [REDACTED] [REDACTED]" for row in codings)
+
+
+@pytest.mark.e2e
+def test_a_new_key_reruns_no_coding_job(secret_run):
+    workdir, server, _, config = secret_run
+    raw = yaml.safe_load(config.read_text())
+    raw["llm"]["base_url"] = raw["llm"]["base_url"].replace("Fake", "Newk")  # new password, new query key
+    raw["llm"]["api_key_env"] = "QUALCODE_TEST_KEY"
+    raw["llm"]["api_key_file"] = None
+    rotated = config.with_name("rotated.yaml")
+    rotated.write_text(yaml.safe_dump(raw))
+    proc = run(workdir, "-n", "--configfile", str(rotated), env={"QUALCODE_TEST_KEY": API_KEY})
+    assert "code_shard" not in proc.stdout + proc.stderr
