@@ -115,7 +115,7 @@ rule code_variant:
     resources:
         llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
-        llm=lambda wildcards: variant_llm(wildcards).model_dump(mode="json"),
+        llm=lambda wildcards: qualcode.config.job_llm(variant_llm(wildcards)),
         replicate=lambda wildcards: VARIANTS[wildcards.variant][1],
         prompt_context=SHARD_PARAMS["prompt_context"],
         cache_dir=CACHE_DIR,

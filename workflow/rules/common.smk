@@ -90,7 +90,8 @@ def journal_of(wildcards):
 
 
 SHARD_PARAMS = dict(
-    llm=CFG.llm.model_dump(mode="json"),
+    # without credentials or where the key lives: the coding job takes those from the config (config.connectable)
+    llm=qualcode.config.job_llm(CFG.llm),
     # the chunks are `ancient`: a change of what the prompt shows must rerun the shards through this param
     prompt_context=CFG.prompt_context.model_dump(mode="json"),
     journal=journal_of,
