@@ -64,12 +64,12 @@ class Journal:
 
 
 def read(path: str | Path) -> Iterator[tuple[str, CachedAnswer]]:
-    """The answers in a journal. A line cut short by a kill (the last one) or otherwise unreadable is skipped
+    """The answers in a journal. A line cut short by a kill or a full disk, or otherwise unreadable, is skipped
     with a warning: it never stops the run."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.endswith("\n"):
-                logger.warning("%s, line %d: incomplete (the job was killed, or its disk full, while writing it); skipped", path, lineno)
+                logger.warning("%s, line %d: incomplete (killed or disk full while writing?); skipped", path, lineno)
                 continue
             try:
                 entry = json.loads(line)
