@@ -187,3 +187,39 @@ def test_a_null_content_is_reasked(llm, prompts, fake_server, tmp_path):
     fake_server.script = [Fault("content_null")]
     [r] = _code(llm(max_reasks=1), prompts, tmp_path / "cache", [_chunk(1)])
     assert r.status == "coded" and r.reasks == 1 and fake_server.count() == 2
+
+
+# -- end to end: one run of the coding tables against a server sending all of it --------------------------------
+
+
+@pytest.fixture(scope="module")
+def odd_run(tmp_path_factory):
+    """The example corpus coded by a server that sends lone surrogates, content parts and gzip bombs (drawn per
+    request under a fixed seed), up to the `tables` target."""
+    from conftest import _quote_the_passage
+    from fakeserver import FakeServer
+    from workflow_helpers import CODING, fake_config, run, scratch_copy, tables
+
+    wd = scratch_copy(tmp_path_factory.mktemp("odd") / "wf")
+    with FakeServer(seed=3) as server:
+        server.answer_fn = _quote_the_passage
+        server.fault_rates = {"lone_surrogate": 0.4, "content_parts": 0.3, "gzip_bomb": 0.1}
+        cfg = fake_config(wd, server, llm={"max_response_bytes": MIB, "max_attempts": 1})
+        run(wd, CODING, "--configfile", str(cfg), env={"QUALCODE_TEST_KEY": "sk-odd-run-not-a-real-key"})
+        outcomes = [kind for _, kind in server.outcomes]
+    return tables(wd), outcomes
+
+
+@pytest.mark.e2e
+def test_a_server_sending_surrogates_parts_and_bombs_gives_a_finished_run(odd_run):
+    """Before: the coding jobs stopped with UnicodeEncodeError and AttributeError (exit 1)."""
+    t, outcomes = odd_run
+    assert {"lone_surrogate", "content_parts", "gzip_bomb"} <= set(outcomes)  # the seed draws every kind
+    calls, failures = t["llm_calls"], t["failures"]
+    coded = calls[calls.model_served.notna()]
+    assert len(calls) == len(t["chunks"]) == len(outcomes)  # every chunk asked once, none lost
+    assert (coded.model_served == "fake-model-1\ufffd").sum() == outcomes.count("lone_surrogate")
+    bombs = failures[failures.reason.str.contains("llm.max_response_bytes", regex=False)]
+    assert len(bombs) == outcomes.count("gzip_bomb") == len(failures)
+    replaced = t["codes"][t["codes"].quote.str.contains("\ufffd", regex=False)]
+    assert len(replaced) and set(replaced.grounding) == {"ungrounded"}  # written, and flagged for a person to check
