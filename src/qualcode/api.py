@@ -7,6 +7,7 @@ layers never stack. Imported only when a request must actually be sent (see `cli
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -16,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 from tenacity import (
     AsyncRetrying,
@@ -33,6 +33,11 @@ from .logs import redact, register_secret
 from .records import Completion, LLMRequest, encodable
 
 logger = logging.getLogger(__name__)
+
+# The HTTP library the installed openai client is built on: httpx2 from openai 3, httpx before (conda-forge's
+# openai may be either); both have the same API, which the bounded reading of responses below extends.
+_AsyncClient = next(c for c in openai.DefaultAsyncHttpxClient.__mro__ if c.__name__ == "AsyncClient")
+httpx = importlib.import_module(_AsyncClient.__module__.partition(".")[0])
 
 
 # -- retries -------------------------------------------------------------------------------------
@@ -188,11 +193,11 @@ class _Inflate:
                 return
 
 
-class _BoundedBody(httpx2.AsyncByteStream):
-    """A response body decompressed here, not by httpx2, so its size is counted as it grows and reading stops at
-    `llm.max_response_bytes`: a small gzip body that expands to gigabytes never reaches memory."""
+class _BoundedBody(httpx.AsyncByteStream):
+    """A response body decompressed here, not by the HTTP library, so its size is counted as it grows and reading
+    stops at `llm.max_response_bytes`: a small gzip body that expands to gigabytes never reaches memory."""
 
-    def __init__(self, raw: httpx2.AsyncByteStream, encoding: str, limit: int):
+    def __init__(self, raw: httpx.AsyncByteStream, encoding: str, limit: int):
         self.raw, self.limit = raw, limit
         self.inflate = _Inflate(encoding) if encoding in _ENCODINGS else None
 
@@ -213,12 +218,12 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):
     """The openai client's own HTTP client, whose responses are read within `llm.max_response_bytes`."""
 
     def __init__(self, limit: int, **kwargs: Any):
-        # Only the encodings decompressed here are asked for (httpx2 would add br or zstd if their packages are
+        # Only the encodings decompressed here are asked for (httpx would add br or zstd if their packages are
         # installed, and decompress those without a bound).
         super().__init__(headers={"Accept-Encoding": "gzip, deflate"}, **kwargs)
         self.limit = limit
 
-    async def send(self, request: httpx2.Request, *, stream: bool = False, **kwargs: Any) -> httpx2.Response:
+    async def send(self, request: httpx.Request, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
         response = await super().send(request, stream=True, **kwargs)
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity", *_ENCODINGS):
@@ -226,7 +231,7 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):
             raise BadResponse(f"the response is in Content-Encoding {encoding!r}; qualcode reads gzip and deflate")
         response.stream = _BoundedBody(response.stream, encoding, self.limit)
         if "content-encoding" in response.headers:
-            del response.headers["content-encoding"]  # decompressed by _BoundedBody: httpx2 must not decode again
+            del response.headers["content-encoding"]  # decompressed by _BoundedBody: not to be decoded again
         if not stream:
             try:
                 await response.aread()
@@ -307,7 +312,7 @@ class OpenAIClient:
                 retries=sent - 1,
             ) from None
         except openai.APIConnectionError as exc:
-            refused = isinstance(exc.__cause__, httpx2.ConnectError)
+            refused = isinstance(exc.__cause__, httpx.ConnectError)
             raise RequestError(
                 f"{_connection_problem(self.base_url, exc.__cause__)} (after {sent} attempts)",
                 retries=sent - 1,
@@ -344,16 +349,16 @@ class OpenAIClient:
 
 def _connection_problem(base_url: str, cause: BaseException | None) -> str:
     """What went wrong on the connection, in words: only a refused connection or an unknown host is "cannot reach"."""
-    if isinstance(cause, httpx2.ConnectError):
+    if isinstance(cause, httpx.ConnectError):
         return f"cannot reach {base_url} (llm.base_url): connection refused or host unknown"
-    if isinstance(cause, httpx2.RemoteProtocolError):
+    if isinstance(cause, httpx.RemoteProtocolError):
         if "too long" in str(cause):  # h11's words for headers past its bound
             return (
                 f"{base_url} answered with response headers too large to read (more than the HTTP client's 100 KiB): "
                 "check that llm.base_url is the API itself and not a proxy or web page in front of it"
             )
         return f"{base_url} sent a response that is not valid HTTP ({encodable(str(cause))[:200] or 'no detail'})"
-    if isinstance(cause, (httpx2.ReadError, httpx2.WriteError)):
+    if isinstance(cause, (httpx.ReadError, httpx.WriteError)):
         return f"{base_url} closed the connection before the answer was complete"
     return f"{base_url}: the connection failed ({type(cause).__name__ if cause else 'no detail'})"
 
