@@ -223,3 +223,23 @@ def test_a_server_sending_surrogates_parts_and_bombs_gives_a_finished_run(odd_ru
     assert len(bombs) == outcomes.count("gzip_bomb") == len(failures)
     replaced = t["codes"][t["codes"].quote.str.contains("\ufffd", regex=False)]
     assert len(replaced) and set(replaced.grounding) == {"ungrounded"}  # written, and flagged for a person to check
+
+
+@pytest.mark.parametrize("wbits", [31, 15, -15], ids=["gzip", "deflate", "raw-deflate"])
+def test_compressed_bodies_decompress_exactly_whatever_the_pieces(wbits):
+    import random
+    import zlib
+
+    from qualcode.api import _Inflate
+
+    rng = random.Random(wbits)
+    plain = bytes(rng.choice(b"ab ") for _ in range(300_000)) + b" " * 200_000  # past several 64 KiB steps
+    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    packed = packer.compress(plain) + packer.flush()
+    if wbits == 31:  # two gzip members in a row are one valid body
+        packed += zlib.compress(b"tail", wbits=31)
+        plain += b"tail"
+    inflate = _Inflate("gzip" if wbits == 31 else "deflate")
+    cuts = [0, 1, 7, 4096, len(packed) // 2, len(packed)]
+    out = b"".join(piece for a, b in zip(cuts, cuts[1:], strict=False) for piece in inflate.feed(packed[a:b]))
+    assert out == plain

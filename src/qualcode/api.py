@@ -174,8 +174,11 @@ class _Inflate:
         self._d: Any = None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        while data:
-            if self._d is None:  # deflate: zlib-wrapped as the standard says, or raw as some servers send it
+        while True:
+            if self._d is None:
+                if not data:
+                    return
+                # deflate: zlib-wrapped as the standard says, or raw as some servers send it
                 raw_deflate = not self.gzip and (data[0] & 0x0F) != 8
                 self._d = zlib.decompressobj(31 if self.gzip else -15 if raw_deflate else 15)
             try:
@@ -189,7 +192,7 @@ class _Inflate:
                 data, self._d = self._d.unused_data, None
                 if not self.gzip:
                     return
-            elif not data and len(out) < _STEP:
+            elif not data and len(out) < _STEP:  # a full step may leave output inside zlib: drain it first
                 return
 
 
