@@ -243,3 +243,20 @@ def test_compressed_bodies_decompress_exactly_whatever_the_pieces(wbits):
     cuts = [0, 1, 7, 4096, len(packed) // 2, len(packed)]
     out = b"".join(piece for a, b in zip(cuts, cuts[1:], strict=False) for piece in inflate.feed(packed[a:b]))
     assert out == plain
+
+
+def test_an_archive_entry_holding_a_lone_surrogate_is_refused_by_name(llm, prompts, tmp_path):
+    """Before: UnicodeEncodeError out of `qualcode import` (reported as a bug in qualcode)."""
+    import gzip
+
+    from qualcode.archive import entry, import_
+    from qualcode.coding import Requests
+    from qualcode.records import CachedAnswer
+
+    req = Requests(llm(), prompts)(_chunk(1))
+    good = entry(req.canonical(), req.key(), CachedAnswer(answer={"summary": {"value": "x"}}, raw="{}"))
+    path = tmp_path / "answers.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write(good.replace('"raw":"{}"', '"raw":"{\\udc80}"') + "\n")
+    with AnswerCache(tmp_path / "cache") as cache, pytest.raises(ConfigError, match="line 1: not a qualcode archive"):
+        import_(path, cache)
