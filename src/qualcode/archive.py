@@ -101,7 +101,8 @@ def import_(path: str | Path, cache: AnswerCache) -> int:
                     entry = json.loads(line)
                     req = LLMRequest.model_validate(entry["request"])
                     answer = CachedAnswer.model_validate(entry["response"])
-                except (json.JSONDecodeError, KeyError, ValidationError) as exc:
+                    canonical_json(entry).encode("utf-8")  # a `\udc80` escape gives text no cache can store
+                except (json.JSONDecodeError, KeyError, ValidationError, UnicodeEncodeError) as exc:
                     raise ConfigError(f"{path}, line {lineno}: not a qualcode archive entry ({exc})") from None
                 if req.key() != entry.get("request_hash"):
                     raise ConfigError(f"{path}, line {lineno}: the request does not match its hash; file altered?")

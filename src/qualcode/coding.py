@@ -213,7 +213,7 @@ class Coder:
             retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
-            finish, last_raw = done.finish_reason, redact(done.content)
+            finish, last_raw = done.finish_reason, redact(done.content) if done.content is not None else None
             if done.refusal:  # a refusal is the model's considered answer: asking again would pay for it again
                 last_error = f"the model refused: {done.refusal[:500]}"
                 break
@@ -225,7 +225,7 @@ class Coder:
                     break
                 reasks += 1
                 logger.info("chunk %s: invalid answer (%s); re-asking", chunk.chunk_id, exc)
-                messages = [*req.messages, *reask_messages(done.content, str(exc))]
+                messages = [*req.messages, *reask_messages(done.content or "", str(exc))]
                 continue
             # An echoed key is kept out of every file and table, however the answer escaped it: redacted again once
             # decoded (`\u0073k-...` in the raw text is `sk-...` in the answer).

@@ -249,6 +249,13 @@ class LLMConfig(_Strict):
     timeout_s: float = Field(
         300.0, gt=0, description="Seconds one HTTP request may take in all (wall clock, not per read)."
     )
+    max_response_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024**3,
+        description="Most bytes one response may hold once decompressed (16 MiB); reading stops there and the chunk "
+        "fails with a reason naming this setting, so a decompression bomb never fills memory.",
+    )
     max_attempts: int = Field(
         4, ge=1, le=20, description="Tries per request on transient errors (timeouts, 429, 5xx, dropped connections)."
     )
