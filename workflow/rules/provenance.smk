@@ -1,14 +1,40 @@
 # What a methods section needs: the manifest, a methods paragraph, and the replay archive.
 
 
+def variant_codings(wildcards):
+    """Each further coding (replicates and arms) by name: what it asked with and its outputs in the shards' order,
+    so the replay archive rebuilds its requests, which differ from the run's own by the replicate number and by
+    an arm's llm and prompt templates."""
+    return {
+        name: {
+            "llm": qualcode.config.arm_llm(CFG, arm).model_dump(mode="json"),
+            "prompts": qualcode.config.arm_prompts(CFG, arm),
+            "replicate": replicate,
+            "shards": expand(
+                f"{RESULTS}/work/variants/{name}/{{shard}}.parquet", shard=shard_ids()
+            ),
+        }
+        for name, (arm, replicate) in VARIANTS.items()
+    }
+
+
+# Every answer a table is built from: the run's own coding, its replicates and its arms.
 rule replay_archive:
     input:
         chunks=f"{RESULTS}/work/chunks.parquet",
         plan=f"{RESULTS}/work/shards.json",
         shards=coded_shards,
+        variants=variant_shards,
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
+        variant_templates=sorted(
+            {
+                path
+                for arm, _ in VARIANTS.values()
+                for path in qualcode.config.arm_prompts(CFG, arm).values()
+            }
+        ),
     output:
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
     log:
@@ -16,6 +42,7 @@ rule replay_archive:
     params:
         llm=CFG.llm.model_dump(mode="json"),
         prompt_context=CFG.prompt_context.model_dump(mode="json"),
+        variants=variant_codings,
     script:
         "../scripts/replay_archive.py"
 
