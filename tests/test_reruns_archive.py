@@ -10,13 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from test_slurm import foreign_cluster
 
-from workflow_helpers import fake_config, run, scratch_copy, write_config
+from qualcode import shards
+
+from workflow_helpers import CODING, fake_config, run, scratch_copy, tables, write_config
 
 ARCHIVE = "results/replay/answers.jsonl.gz"
 ENV = {"QUALCODE_TEST_KEY": "sk-test-reruns"}
@@ -112,3 +115,60 @@ def test_a_replay_of_a_run_with_replicates_and_an_arm_sends_nothing(tmp_path, fa
         run(wd, *targets, "--configfile", config(tmp_path / "empty-cache"), env=ENV)
         assert fake_server.count() + other.count() == sent  # the replay sent nothing
         assert (wd / ARCHIVE).read_bytes() == first
+
+
+def test_a_plan_keeps_its_number_of_shards_until_the_corpus_grows_or_shrinks_a_lot(tmp_path):
+    ids = [f"{i:016x}" for i in range(32)]  # the example's 32 chunks: a boundary of `auto`
+    path = tmp_path / "shards.json"
+    first = shards.plan(ids, "auto")
+    shards.write(first, path, "auto", shards.number_of_shards("auto", len(ids)))
+    previous = shards.previous_buckets(path, "auto")
+    assert previous == 4 and shards.number_of_shards("auto", 31) == 2  # planned anew, 31 chunks would get 2
+    # one chunk fewer: every shard but the one that held it keeps its chunks, and so its name
+    after = shards.plan(ids[1:], "auto", previous)
+    assert len({s.name for s in after} - {s.name for s in first}) == 1
+    assert shards.number_of_shards("auto", 16, previous) == 4 and shards.number_of_shards("auto", 15, previous) == 1
+    assert shards.number_of_shards("auto", 127, previous) == 4 and shards.number_of_shards("auto", 128, previous) == 16
+    # another setting plans anew, and so does a missing or unreadable plan
+    assert shards.previous_buckets(path, 8) is None
+    path.write_text("not json")
+    assert shards.previous_buckets(path, "auto") is None and shards.previous_buckets(tmp_path / "none", "auto") is None
+
+
+@pytest.mark.e2e
+def test_deleting_a_document_reruns_only_the_shard_that_held_it(tmp_path, fake_server):
+    """Six one-chunk documents in shards of about one chunk: 8 shards, and 5 documents would be planned in 4 afresh.
+    After one is deleted, only the shard that held it (if it held another chunk) runs again, from the cache."""
+    wd = scratch_copy(tmp_path / "wf", data=False)
+    raw = wd / "data" / "raw"
+    raw.mkdir(parents=True)
+    words = "masks shifts bus night patients fear proud tired gloves union neighbours rent".split()
+    for i in range(6):
+        (raw / f"answer_{i}.txt").write_text(f"R{i}: " + " ".join(words[i:] + words[:i]))
+    cfg = fake_config(wd, fake_server, coding={"shard_size": 1})
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
+    chunk_doc = dict(zip(tables(wd)["chunks"].chunk_id, tables(wd)["chunks"].doc_id, strict=True))
+    before = shards.read(wd / "results/work/shards.json")
+    assert len(before) >= 4 and shards.number_of_shards(1, 5) == 4  # deleting one crosses a boundary
+    docs_of = {s.name: {list(chunk_doc.values())[r] for r in s.rows} for s in before}
+    # the document to delete: one sharing its shard with another, so that exactly one shard must run again
+    shared = [s for s in before if len(docs_of[s.name]) > 1]
+    held = shared[0] if shared else before[0]
+    gone = sorted(docs_of[held.name])[0]
+    shard_dir = wd / "results/work/shards"
+    mtimes = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
+    sent = fake_server.count()
+    time.sleep(1.1)  # mtimes of a rerun must differ from the first run's at coarse file-system resolution
+
+    (raw / gone).unlink()
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
+    after = shards.read(wd / "results/work/shards.json")
+    rerun = [s.name for s in after if f"{s.name}.parquet" not in mtimes]
+    assert rerun == ([] if len(docs_of[held.name]) == 1 else [s.name for s in after if s.name not in docs_of])
+    assert len(rerun) == (len(docs_of[held.name]) > 1)
+    kept = [s.name for s in after if s.name not in rerun]
+    assert all((shard_dir / f"{n}.parquet").stat().st_mtime_ns == mtimes[f"{n}.parquet"] for n in kept)
+    assert {s.name for s in before} - {s.name for s in after} == {held.name}  # only its shard changed
+    assert fake_server.count() == sent  # and nothing was sent
+    t = tables(wd)
+    assert gone not in set(t["documents"].doc_id) and (t["codings"].status == "coded").all()
