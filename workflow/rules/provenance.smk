@@ -1,23 +1,6 @@
 # What a methods section needs: the manifest, a methods paragraph, and the replay archive.
 
 
-def variant_codings(wildcards):
-    """Each further coding (replicates and arms) by name: what it asked with and its outputs in the shards' order,
-    so the replay archive rebuilds its requests, which differ from the run's own by the replicate number and by
-    an arm's llm and prompt templates."""
-    return {
-        name: {
-            "llm": qualcode.config.arm_llm(CFG, arm).model_dump(mode="json"),
-            "prompts": qualcode.config.arm_prompts(CFG, arm),
-            "replicate": replicate,
-            "shards": expand(
-                f"{RESULTS}/work/variants/{name}/{{shard}}.parquet", shard=shard_ids()
-            ),
-        }
-        for name, (arm, replicate) in VARIANTS.items()
-    }
-
-
 # Every answer a table is built from: the run's own coding, its replicates and its arms.
 rule replay_archive:
     input:
