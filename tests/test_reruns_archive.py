@@ -172,3 +172,5 @@ def test_deleting_a_document_reruns_only_the_shard_that_held_it(tmp_path, fake_s
     assert fake_server.count() == sent  # and nothing was sent
     t = tables(wd)
     assert gone not in set(t["documents"].doc_id) and (t["codings"].status == "coded").all()
+    # the plan kept by update() is not a reason to run the chunking again
+    assert "Nothing to be done" in run(wd, CODING, "-n", "--configfile", str(cfg), env=ENV).stdout
