@@ -137,8 +137,8 @@ def test_a_plan_keeps_its_number_of_shards_until_the_corpus_grows_or_shrinks_a_l
 
 @pytest.mark.e2e
 def test_deleting_a_document_reruns_only_the_shard_that_held_it(tmp_path, fake_server):
-    """Six one-chunk documents in shards of about one chunk: 8 shards, and 5 documents would be planned in 4 afresh.
-    After one is deleted, only the shard that held it (if it held another chunk) runs again, from the cache."""
+    """Six one-chunk documents in shards of about one chunk: 8 shards, where 5 documents would be planned in 4 afresh.
+    After one is deleted, only the shard that held it runs again (it holds another document), from the cache."""
     wd = scratch_copy(tmp_path / "wf", data=False)
     raw = wd / "data" / "raw"
     raw.mkdir(parents=True)
@@ -147,14 +147,13 @@ def test_deleting_a_document_reruns_only_the_shard_that_held_it(tmp_path, fake_s
         (raw / f"answer_{i}.txt").write_text(f"R{i}: " + " ".join(words[i:] + words[:i]))
     cfg = fake_config(wd, fake_server, coding={"shard_size": 1})
     run(wd, CODING, "--configfile", str(cfg), env=ENV)
-    chunk_doc = dict(zip(tables(wd)["chunks"].chunk_id, tables(wd)["chunks"].doc_id, strict=True))
+    docs = list(tables(wd)["chunks"].doc_id)  # by row of the chunks table, as the plan names chunks
     before = shards.read(wd / "results/work/shards.json")
     assert len(before) >= 4 and shards.number_of_shards(1, 5) == 4  # deleting one crosses a boundary
-    docs_of = {s.name: {list(chunk_doc.values())[r] for r in s.rows} for s in before}
-    # the document to delete: one sharing its shard with another, so that exactly one shard must run again
+    docs_of = {s.name: {docs[r] for r in s.rows} for s in before}
     shared = [s for s in before if len(docs_of[s.name]) > 1]
-    held = shared[0] if shared else before[0]
-    gone = sorted(docs_of[held.name])[0]
+    assert shared  # a shard of two documents: deleting one of them must rerun it, and nothing else
+    held, gone = shared[0], sorted(docs_of[shared[0].name])[0]
     shard_dir = wd / "results/work/shards"
     mtimes = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.parquet")}
     sent = fake_server.count()
@@ -163,14 +162,13 @@ def test_deleting_a_document_reruns_only_the_shard_that_held_it(tmp_path, fake_s
     (raw / gone).unlink()
     run(wd, CODING, "--configfile", str(cfg), env=ENV)
     after = shards.read(wd / "results/work/shards.json")
-    rerun = [s.name for s in after if f"{s.name}.parquet" not in mtimes]
-    assert rerun == ([] if len(docs_of[held.name]) == 1 else [s.name for s in after if s.name not in docs_of])
-    assert len(rerun) == (len(docs_of[held.name]) > 1)
-    kept = [s.name for s in after if s.name not in rerun]
-    assert all((shard_dir / f"{n}.parquet").stat().st_mtime_ns == mtimes[f"{n}.parquet"] for n in kept)
-    assert {s.name for s in before} - {s.name for s in after} == {held.name}  # only its shard changed
-    assert fake_server.count() == sent  # and nothing was sent
+    assert {s.name for s in before} - {s.name for s in after} == {held.name}  # only its shard changed ...
     t = tables(wd)
+    rerun = [s for s in after if f"{s.name}.parquet" not in mtimes]  # ... and only it ran again: its rest
+    assert len(rerun) == 1 and {t["chunks"].doc_id.iloc[r] for r in rerun[0].rows} == docs_of[held.name] - {gone}
+    kept = [s.name for s in after if s is not rerun[0]]
+    assert all((shard_dir / f"{n}.parquet").stat().st_mtime_ns == mtimes[f"{n}.parquet"] for n in kept)
+    assert fake_server.count() == sent  # and nothing was sent
     assert gone not in set(t["documents"].doc_id) and (t["codings"].status == "coded").all()
     # the plan kept by update() is not a reason to run the chunking again
     assert "Nothing to be done" in run(wd, CODING, "-n", "--configfile", str(cfg), env=ENV).stdout
