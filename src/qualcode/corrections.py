@@ -75,6 +75,9 @@ def read_review_csv(
         rows = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise CorrectionError(f"{path}: cannot be read as review.csv: {exc}") from None
+    # review.csv was written for spreadsheets, with a ' before any cell a spreadsheet would run as a formula
+    rows = rows.map(tables.from_spreadsheet_text)
+    rows.columns = [tables.from_spreadsheet_text(str(c)) for c in rows.columns]
     missing = [c for c in ("chunk_id", "field", "decision", "corrected_value") if c not in rows.columns]
     if missing:
         raise CorrectionError(f"{path}: no column {missing[0]!r}; is it the review.csv qualcode wrote?")
