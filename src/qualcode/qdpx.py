@@ -237,12 +237,14 @@ def _project_parts(
     counts.update(sources=len(documents), selections=0, codings=0)
     # Each source is built on its own, without the namespace (the default namespace of the root it is written
     # under), indented as it would be at its depth in the whole tree.
-    for d in documents.sort_values("doc_id").itertuples():
-        src = etree.Element("TextSource", guid=guid("source", d.doc_id), name=xml_text(d.doc_id),
-                            plainTextPath=f"internal://{source_path(d.doc_id)}")  # fmt: skip
-        etree.SubElement(src, "Description").text = xml_text(f"{d.source_file} ({d.format})")
-        for (start, end), (span, pairs) in sorted(selections.pop(d.doc_id, {}).items()):
-            sel_guid = guid("selection", d.doc_id, start, end)
+    # Rows as records, not itertuples: a metadata header such as `age group` or `Q3 (open)` is no attribute name.
+    for d in documents.sort_values("doc_id")[["doc_id", "source_file", "format", *meta]].to_dict("records"):
+        doc_id = d["doc_id"]
+        src = etree.Element("TextSource", guid=guid("source", doc_id), name=xml_text(doc_id),
+                            plainTextPath=f"internal://{source_path(doc_id)}")  # fmt: skip
+        etree.SubElement(src, "Description").text = xml_text(f"{d['source_file']} ({d['format']})")
+        for (start, end), (span, pairs) in sorted(selections.pop(doc_id, {}).items()):
+            sel_guid = guid("selection", doc_id, start, end)
             sel = etree.SubElement(src, "PlainTextSelection", guid=sel_guid, name=xml_text(span.name),
                                    startPosition=str(start), endPosition=str(end), creatingUser=user)  # fmt: skip
             counts["selections"] += 1
@@ -254,7 +256,7 @@ def _project_parts(
                 etree.SubElement(coding, "CodeRef", targetGUID=target)
                 counts["codings"] += 1
         for col in meta:
-            value = getattr(d, col)
+            value = d[col]
             if value is None or value != value:  # None or NaN: the document has no such metadata
                 continue
             vv = etree.SubElement(src, "VariableValue")
