@@ -90,8 +90,11 @@ def code_name(field_name: str, value: str) -> str:
     return f"{field_name}: {value}"
 
 
+MODEL_USER = "qualcode: "  # the start of the name of the user whose codings are a model's
+
+
 def user_name(model: str) -> str:
-    return f"qualcode: {model}"
+    return f"{MODEL_USER}{model}"
 
 
 def field_values(f: CodeField) -> list[tuple[str, str]]:
@@ -575,12 +578,22 @@ def read_codings(
 def read_gold(
     path: str | Path, codebook: Codebook | None = None, documents: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """A .qdpx as the validation stage reads human codings (`gold.READERS[".qdpx"]`): rows indexed from 1; what
-    could not be used (codes not in the codebook, sources whose text differs) is in `df.attrs["problems"]`, each
-    naming the file, for the validation stage to list."""
+    """A .qdpx as the validation stage reads human codings (`gold.READERS[".qdpx"]`): rows indexed from 1, without
+    the codings of qualcode's model users (`qualcode: MODEL`); what was left out or could not be used (those
+    codings, codes not in the codebook, sources whose text differs) is in `df.attrs["problems"]`, each naming the
+    file, for the validation stage to list."""
     df, report = read_codings(path, codebook, documents)
     df.index = df.index + 1
-    df.attrs["problems"] = [f"{path}: {line}" for line in report.lines()]
+    problems = [f"{path}: {line}" for line in report.lines()]
+    # A project qualcode exported and a reviewer then coded holds the model's own codings too: counted as a human
+    # coder's, they would join the majority the model is scored against.
+    model = df["coder"].str.startswith(MODEL_USER)
+    if model.any():
+        users = ", ".join(map(repr, sorted(set(df.coder[model]))))
+        problems.append(f"{path}: {int(model.sum())} codings by {users} left out: that user is the model "
+                        "(qualcode's export), not a human coder")  # fmt: skip
+        df = df[~model]
+    df.attrs["problems"] = problems
     for line in df.attrs["problems"]:
         logger.warning("%s", line)
     return df
