@@ -414,6 +414,7 @@ def open_csv(path: str | Path) -> TextIO:
 # `'` before it, as OWASP recommends; so that the escaping can be undone exactly, a cell that already starts with
 # `'`s before one of them gets one more. A number (-3, +1.5e3) is left as it is: no spreadsheet runs it.
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_FIRST = frozenset("=+-@\t\r'")  # the characters such a cell can start with: a cheap test before the pattern
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -435,9 +436,8 @@ def write_csv(df: pd.DataFrame, fh: TextIO, header: bool = True) -> None:
         if df[name].dtype.kind != "O":
             continue  # numbers and booleans: never text (pandas' string dtypes are kind "O" too)
         values = df[name].tolist()
-        cells = [spreadsheet_text(v) if isinstance(v, str) else v for v in values]
-        if any(c is not v for c, v in zip(cells, values, strict=True)):
-            escaped[name] = cells
+        if any(isinstance(v, str) and v[:1] in _FIRST and spreadsheet_text(v) != v for v in values):
+            escaped[name] = [spreadsheet_text(v) if isinstance(v, str) else v for v in values]
     names = [spreadsheet_text(str(name)) for name in df.columns]
     # CRLF, as RFC 4180 has it: Python's csv quotes a cell holding a character of the line end, so a lone CR in a
     # cell (a model's answer, a metadata value) is quoted too, where with LF line ends it would split the row.
