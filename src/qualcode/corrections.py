@@ -75,6 +75,9 @@ def read_review_csv(
         rows = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise CorrectionError(f"{path}: cannot be read as review.csv: {exc}") from None
+    # review.csv was written for spreadsheets, with a ' before any cell a spreadsheet would run as a formula
+    rows = rows.map(tables.from_spreadsheet_text)
+    rows.columns = [tables.from_spreadsheet_text(str(c)) for c in rows.columns]
     missing = [c for c in ("chunk_id", "field", "decision", "corrected_value") if c not in rows.columns]
     if missing:
         raise CorrectionError(f"{path}: no column {missing[0]!r}; is it the review.csv qualcode wrote?")
@@ -162,9 +165,11 @@ def _chunks_of(doc_chunks: pd.DataFrame, start: int | None, end: int | None) -> 
 
 
 def apply_qdpx(
-    codes: pd.DataFrame, chunks: pd.DataFrame, gold: pd.DataFrame, model: str, ungrounded: str
-) -> list[dict[str, Any]]:
-    """codes_reviewed rows from the model's codes and the codings of a .qdpx the reviewer worked on."""
+    codes: pd.DataFrame, chunks: pd.DataFrame, gold: pd.DataFrame, model: str, ungrounded: str,
+    notes: list[str] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """codes_reviewed rows from the model's codes and the codings of a .qdpx the reviewer worked on. `notes`
+    receives a line for each chunk and field where the reviewer's codes replaced other codes of the model's."""
     me = user_name(model)
     doc_chunks = {d: g for d, g in chunks.groupby("doc_id")}
     span = {c.chunk_id: (c.start, c.end) for c in chunks.itertuples()}
@@ -179,12 +184,13 @@ def apply_qdpx(
                 first.update(doc_id=g.doc_id, chunk_id=ch.chunk_id, chunk_index=ch.chunk_index, field=g.field,
                              value=g.value, quote=_none(g.quote), quote_start=start, quote_end=end)  # fmt: skip
     out = []
-    model_keys = set()
+    replaced: dict[tuple[str, str], list[str]] = defaultdict(list)
     for c in codes.to_dict("records"):
         c = {k: _none(v) for k, v in c.items()}
         key = (c["chunk_id"], c["field"])
-        model_keys.add(key)
         if key in human:
+            if c["value"] not in human[key] and c["value"] not in replaced[key]:
+                replaced[key].append(c["value"])
             continue
         if c["grounded"]:
             exported = (c["doc_id"], c["field"], c["value"], c["quote_start"], c["quote_end"])
@@ -201,6 +207,15 @@ def apply_qdpx(
             decision = "corrected" if (chunk_id, field, value) in had else "added"
             out.append(_row(row, decision, "; ".join(sorted(who))))
     order = {c.chunk_id: (c.doc_id, c.chunk_index) for c in chunks.itertuples()}
+    if notes is not None:
+        for key in sorted((k for k, v in replaced.items() if v), key=lambda k: (*order[k[0]], k[1])):
+            doc_id, index = order[key[0]]
+            given = human[key]
+            who = "; ".join(sorted(set().union(*(w for w, _ in given.values()))))
+            new, old = ", ".join(map(repr, given)), ", ".join(map(repr, replaced[key]))
+            notes.append(
+                f"{doc_id}, chunk {index} ({key[0]}), field {key[1]}: {who}'s {new} replaced the model's {old}"
+            )
     return sorted(out, key=lambda r: (*order[r["chunk_id"]], r["field"], r["value"]))
 
 
@@ -251,7 +266,9 @@ def write_reviewed(
         docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
         gold, report = read_codings(corrections, codebook, dict(zip(docs.doc_id, docs.text, strict=True)))
         notes = [f"{corrections}: {line}" for line in report.lines()]
-        rows = apply_qdpx(code_table, chunk_table, gold, model, ungrounded)
+        replaced: list[str] = []
+        rows = apply_qdpx(code_table, chunk_table, gold, model, ungrounded, replaced)
+        notes += [f"{corrections}: {line}" for line in replaced]
     else:
         decisions = read_review_csv(corrections, codebook, chunk_table, reviewer)
         rows = apply_review_csv(code_table, chunk_table, decisions, model)

@@ -90,8 +90,11 @@ def code_name(field_name: str, value: str) -> str:
     return f"{field_name}: {value}"
 
 
+MODEL_USER = "qualcode: "  # the start of the name of the user whose codings are a model's
+
+
 def user_name(model: str) -> str:
-    return f"qualcode: {model}"
+    return f"{MODEL_USER}{model}"
 
 
 def field_values(f: CodeField) -> list[tuple[str, str]]:
@@ -237,12 +240,14 @@ def _project_parts(
     counts.update(sources=len(documents), selections=0, codings=0)
     # Each source is built on its own, without the namespace (the default namespace of the root it is written
     # under), indented as it would be at its depth in the whole tree.
-    for d in documents.sort_values("doc_id").itertuples():
-        src = etree.Element("TextSource", guid=guid("source", d.doc_id), name=xml_text(d.doc_id),
-                            plainTextPath=f"internal://{source_path(d.doc_id)}")  # fmt: skip
-        etree.SubElement(src, "Description").text = xml_text(f"{d.source_file} ({d.format})")
-        for (start, end), (span, pairs) in sorted(selections.pop(d.doc_id, {}).items()):
-            sel_guid = guid("selection", d.doc_id, start, end)
+    # Rows as records, not itertuples: a metadata header such as `age group` or `Q3 (open)` is no attribute name.
+    for d in documents.sort_values("doc_id")[["doc_id", "source_file", "format", *meta]].to_dict("records"):
+        doc_id = d["doc_id"]
+        src = etree.Element("TextSource", guid=guid("source", doc_id), name=xml_text(doc_id),
+                            plainTextPath=f"internal://{source_path(doc_id)}")  # fmt: skip
+        etree.SubElement(src, "Description").text = xml_text(f"{d['source_file']} ({d['format']})")
+        for (start, end), (span, pairs) in sorted(selections.pop(doc_id, {}).items()):
+            sel_guid = guid("selection", doc_id, start, end)
             sel = etree.SubElement(src, "PlainTextSelection", guid=sel_guid, name=xml_text(span.name),
                                    startPosition=str(start), endPosition=str(end), creatingUser=user)  # fmt: skip
             counts["selections"] += 1
@@ -254,7 +259,7 @@ def _project_parts(
                 etree.SubElement(coding, "CodeRef", targetGUID=target)
                 counts["codings"] += 1
         for col in meta:
-            value = getattr(d, col)
+            value = d[col]
             if value is None or value != value:  # None or NaN: the document has no such metadata
                 continue
             vv = etree.SubElement(src, "VariableValue")
@@ -573,12 +578,22 @@ def read_codings(
 def read_gold(
     path: str | Path, codebook: Codebook | None = None, documents: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """A .qdpx as the validation stage reads human codings (`gold.READERS[".qdpx"]`): rows indexed from 1; what
-    could not be used (codes not in the codebook, sources whose text differs) is in `df.attrs["problems"]`, each
-    naming the file, for the validation stage to list."""
+    """A .qdpx as the validation stage reads human codings (`gold.READERS[".qdpx"]`): rows indexed from 1, without
+    the codings of qualcode's model users (`qualcode: MODEL`); what was left out or could not be used (those
+    codings, codes not in the codebook, sources whose text differs) is in `df.attrs["problems"]`, each naming the
+    file, for the validation stage to list."""
     df, report = read_codings(path, codebook, documents)
     df.index = df.index + 1
-    df.attrs["problems"] = [f"{path}: {line}" for line in report.lines()]
+    problems = [f"{path}: {line}" for line in report.lines()]
+    # A project qualcode exported and a reviewer then coded holds the model's own codings too: counted as a human
+    # coder's, they would join the majority the model is scored against.
+    model = df["coder"].str.startswith(MODEL_USER)
+    if model.any():
+        users = ", ".join(map(repr, sorted(set(df.coder[model]))))
+        problems.append(f"{path}: {int(model.sum())} codings by {users} left out: that user is the model "
+                        "(qualcode's export), not a human coder")  # fmt: skip
+        df = df[~model]
+    df.attrs["problems"] = problems
     for line in df.attrs["problems"]:
         logger.warning("%s", line)
     return df

@@ -4,7 +4,10 @@ applied to the model's codes.
 The page (results/review/index.html) is one self-contained file, no server, no network: each document's
 normalised text, cut where its chunks start (chunks overlap; each piece of text is shown once, beside the codes of
 the chunk that ends there), every grounded quote highlighted at its offsets, and beside each chunk its codes, its
-quotes that were not found and its failure. A menu filters by code. The same run gives the same bytes.
+quotes that were not found and its failure. Documents come in the order read (files, then rows), listed at the top
+in a list that folds away when long. A menu filters by code: it shows the chunks with that code and those whose
+text shows a quote of it (a quote in the overlap with the previous chunk is shown there). The same run gives the
+same bytes.
 
 The spreadsheet (results/review/review.csv) has one row per chunk and field: the model's answer, and empty
 `decision` (accept, reject or correct), `corrected_value`, `reviewer` and `note` columns.
@@ -31,6 +34,7 @@ REVIEW_COLUMNS = [
 ]  # fmt: skip
 DECISIONS = ("accept", "reject", "correct")
 LIST_SEPARATOR = "; "
+NAV_OPEN_MAX = 12  # documents listed open at the top of the page; more are behind a click, so the text shows first
 
 CSS = """
 body{font:15px/1.5 system-ui,sans-serif;margin:0;color:#212529}
@@ -38,7 +42,9 @@ header{position:sticky;top:0;background:#f8f9fa;border-bottom:1px solid #dee2e6;
 header h1{font-size:1.15em;margin:0 0 .2em}
 header p{margin:.2em 0;color:#495057}
 main{padding:0 1.2em 3em}
-nav{margin:.8em 0;font-size:.9em;display:flex;flex-wrap:wrap;gap:.2em .9em}
+details.docs{margin:.8em 0;font-size:.9em}
+details.docs summary{cursor:pointer;color:#495057}
+nav{display:flex;flex-wrap:wrap;gap:.2em .9em;max-height:7.5em;overflow:auto;margin-top:.3em}
 
 h2{font-size:1.05em;margin:1.6em 0 .4em;border-bottom:2px solid #adb5bd}
 .chunk{display:grid;grid-template-columns:minmax(0,3fr) minmax(14em,2fr);gap:1em;border-top:1px solid #e9ecef;
@@ -66,7 +72,9 @@ SCRIPT = """
     var chunks = document.querySelectorAll('.chunk');
     for (var i = 0; i < chunks.length; i++) {
       var c = chunks[i];
-      var codes = (c.getAttribute('data-codes') || '').split('|');
+      // a chunk's codes, and those of the quotes shown in its text: a quote in the overlap with the previous
+      // chunk is shown there
+      var codes = ((c.getAttribute('data-codes') || '') + '|' + (c.getAttribute('data-marks') || '')).split('|');
       var show = (!code || codes.indexOf(code) >= 0) && (!flagged.checked || c.hasAttribute('data-flagged'));
       c.classList.toggle('hidden', !show);
     }
@@ -213,7 +221,9 @@ def page(
         for v in ([x.name for x in f.values] or ["true", "false"])
     )
     legend = "".join(f'<span style="--c:{c}"></span>{_e(name)}' for name, c in colour.items())
-    docs = sorted(zip(documents["doc_id"], documents["text"], strict=True))
+    # in the documents table's order, as read (files, then rows): sorted as text, row #10 would come before #2
+    docs = list(zip(documents["doc_id"], documents["text"], strict=True))
+    many = len(docs) > NAV_OPEN_MAX
     yield (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -224,9 +234,10 @@ def page(
         "Highlights are the model's quotes, found in the text; record decisions in review.csv.</p>\n"
         f'<p><label>Code: <select id="code-filter"><option value="">all codes</option>{options}</select></label> '
         '<label><input type="checkbox" id="flagged-only"> only chunks with a quote not found or a failure</label> '
-        f'· <span id="shown"></span></p>\n<p class="legend">{legend}</p>\n</header>\n<main>\n<nav>'
+        f'· <span id="shown"></span></p>\n<p class="legend">{legend}</p>\n</header>\n<main>\n'
+        f'<details class="docs"{"" if many else " open"}><summary>{len(docs)} documents</summary><nav>'
         + "".join(f'<a href="#doc-{i}">{_e(doc_id)}</a>' for i, (doc_id, _) in enumerate(docs))
-        + "</nav>\n"
+        + "</nav></details>\n"
     )
     for i, (doc_id, text) in enumerate(docs):
         out = [f'<section class="doc" id="doc-{i}">\n<h2>{_e(doc_id)}</h2>\n']
@@ -247,7 +258,7 @@ def page(
         segments = _segments(text, [p for _, lo, hi in pieces_of for p in (lo, hi)], spans)
         k = 0
         for ch, lo, hi in pieces_of:
-            pieces = []
+            pieces, marked = [], {}
             while k < len(segments) and segments[k][1] <= hi:
                 a, b, covering = segments[k]
                 k += 1
@@ -256,20 +267,24 @@ def page(
                 piece = _e(text[a:b])
                 if covering:
                     ids = " ".join(quote_id(i, *spans[n]) for n in covering)
-                    names = "|".join(dict.fromkeys(name for n in covering for name in span_codes[spans[n]]))
+                    in_piece = dict.fromkeys(name for n in covering for name in span_codes[spans[n]])
+                    marked.update(in_piece)
+                    names = "|".join(in_piece)
                     c = colour[field_of[spans[covering[0]]]]
                     piece = (f'<mark style="--c:{c}" data-q="{ids}" data-codes="{_e(names)}" title="{_e(names)}">'
                              f"{piece}</mark>")  # fmt: skip
                 pieces.append(piece)
             out.append(_chunk_html(ch, answers.get(ch.chunk_id), by_chunk.get(ch.chunk_id, []), reasons, codebook,
-                                   "".join(pieces)))  # fmt: skip
+                                   "".join(pieces), list(marked)))  # fmt: skip
         out.append("</section>\n")
         yield "".join(out)
     yield f"</main>\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
 
 
 def _chunk_html(ch: Any, answer: Mapping[str, Any] | None, codes: list[Any], reasons: Mapping[str, str],
-                codebook: Codebook, text_html: str) -> str:  # fmt: skip
+                codebook: Codebook, text_html: str, marked: Sequence[str]) -> str:  # fmt: skip
+    """A chunk's text and codes; `marked`: the codes of the quotes highlighted in its text, its own or, in the
+    overlap with the previous chunk, the next chunk's, so that the code filter shows them."""
     coded = {f.name for f in coded_fields(codebook)}
     names = [code_name(c.field, c.value) for c in codes if c.field in coded]
     items, flagged = [], False
@@ -293,6 +308,9 @@ def _chunk_html(ch: Any, answer: Mapping[str, Any] | None, codes: list[Any], rea
             lines.append(f'<li><span class="field">{_e(f.label or f.name)}:</span> {_e(value) or "—"}{mark}</li>')
         items.append("<ul>" + "".join(lines) + "</ul>")
     attrs = f' data-codes="{_e("|".join(dict.fromkeys(names)))}"' + (" data-flagged" if flagged else "")
+    others = [name for name in marked if name not in names]
+    if others:
+        attrs += f' data-marks="{_e("|".join(others))}"'
     return (
         f'<div class="chunk" id="chunk-{_e(ch.chunk_id)}"{attrs}>\n<div class="text">{text_html}</div>\n'
         f'<aside><div class="head">chunk {ch.chunk_index} · {_e(ch.chunk_id)}</div>{"".join(items)}</aside>\n</div>\n'

@@ -7,6 +7,7 @@ tables load the same way in pandas, R (arrow) or DuckDB whatever the run produce
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -404,13 +405,43 @@ def problems_table(problems: Sequence[IngestProblem]) -> pa.Table:
 
 
 def open_csv(path: str | Path) -> TextIO:
-    # UTF-8 with a BOM, so Excel reads accents right; \n line ends inside quoted cells survive.
+    # UTF-8 with a BOM, so Excel reads accents right; line ends inside quoted cells survive.
     return open(path, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115 (the caller closes it)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection"): a participant's
+# words or a model's answer must not become =HYPERLINK(...) in a reviewer's Excel. Such a cell is written with a
+# `'` before it, as OWASP recommends; so that the escaping can be undone exactly, a cell that already starts with
+# `'`s before one of them gets one more. A number (-3, +1.5e3) is left as it is: no spreadsheet runs it.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_FIRST = frozenset("=+-@\t\r'")  # the characters such a cell can start with: a cheap test before the pattern
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def spreadsheet_text(text: str) -> str:
+    """A text cell as the CSVs for spreadsheets hold it: with a `'` before it if it would start a formula."""
+    return "'" + text if _FORMULA.match(text) and not _NUMBER.fullmatch(text) else text
+
+
+def from_spreadsheet_text(text: str) -> str:
+    """`spreadsheet_text` undone: the cell as it was before it was written (for a filled review.csv read back)."""
+    return text[1:] if text.startswith("'") and spreadsheet_text(text[1:]) != text[1:] else text
+
+
 def write_csv(df: pd.DataFrame, fh: TextIO, header: bool = True) -> None:
-    """Append rows to a CSV opened with `open_csv`."""
-    df.to_csv(fh, index=False, header=header, lineterminator="\n")
+    """Append rows to a CSV opened with `open_csv`, every text cell (and header) through `spreadsheet_text`;
+    numbers, booleans and empty cells are written as they are."""
+    escaped = df.copy(deep=False)  # a column named `self` would not pass through df.assign
+    for name in df.columns:
+        if df[name].dtype.kind != "O":
+            continue  # numbers and booleans: never text (pandas' string dtypes are kind "O" too)
+        values = df[name].tolist()
+        if any(isinstance(v, str) and v[:1] in _FIRST and spreadsheet_text(v) != v for v in values):
+            escaped[name] = [spreadsheet_text(v) if isinstance(v, str) else v for v in values]
+    names = [spreadsheet_text(str(name)) for name in df.columns]
+    # CRLF, as RFC 4180 has it: Python's csv quotes a cell holding a character of the line end, so a lone CR in a
+    # cell (a model's answer, a metadata value) is quoted too, where with LF line ends it would split the row.
+    escaped.to_csv(fh, index=False, header=names if header else False, lineterminator="\r\n")
 
 
 def write(table: pa.Table, path: str | Path, metadata: dict[str, str] | None = None) -> None:
