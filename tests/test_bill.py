@@ -45,7 +45,7 @@ def _edit_definition(codebook_path, field: str, value: str) -> None:
 
 
 def _bill_log(wd) -> str:
-    return (wd / "results/logs/bill/bill.log").read_text(encoding="utf-8")
+    return (wd / "results/logs/bill/run.log").read_text(encoding="utf-8")
 
 
 def _jobs(proc: subprocess.CompletedProcess, rule: str) -> int:
@@ -56,8 +56,9 @@ def _jobs(proc: subprocess.CompletedProcess, rule: str) -> int:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One small project, run as a researcher would: a first run; a code's definition edited (stopped by the limit);
-    the estimate; going on as the message says; a document added; a template edited (stopped). Per step: the snakemake
-    process, the bill's log, and the requests the server received during it."""
+    the estimate; going on as the message says; a document added; a template edited (stopped); a second replicate
+    (stopped by its own bill). Per step: the snakemake process, the bill's log, and the requests the server received
+    during it."""
     from fakeserver import FakeServer
 
     wd = scratch_copy(tmp_path_factory.mktemp("bill") / "wf", data=False)
@@ -67,9 +68,9 @@ def runs(tmp_path_factory):
         # two chunks a coding job, so that a bill rerun by a new document could be seen rerunning every shard
         cfg = fake_config(wd, server, coding={"shard_size": 2})
 
-        def step(name: str, *args: str, check: bool = True) -> None:
+        def step(name: str, target: str = CODING, check: bool = True) -> None:
             before = server.count()
-            proc = run(wd, CODING, "--configfile", str(cfg), *args, env=ENV, check=check)
+            proc = run(wd, target, "--configfile", str(cfg), env=ENV, check=check)
             out[name] = {"proc": proc, "log": _bill_log(wd), "sent": server.count() - before}
 
         step("first")
@@ -88,8 +89,13 @@ def runs(tmp_path_factory):
         _survey(wd / "data/raw/survey.csv", 13)
         step("new_document")
         user = wd / "config/prompts/user.j2"
-        user.write_text("Code this passage.\n" + user.read_text(encoding="utf-8"), encoding="utf-8")
+        template = user.read_text(encoding="utf-8")
+        user.write_text("Code this passage.\n" + template, encoding="utf-8")
         step("template", check=False)
+        user.write_text(template, encoding="utf-8")
+        cfg.write_text(yaml.safe_dump({**raw, "limits": {"confirm_new_requests": 5}, "validation": {"replicates": 2}}))
+        step("replicate", target="results/stability.parquet", check=False)
+        out["replicate"]["log"] = (wd / "results/logs/bill/r2.log").read_text(encoding="utf-8")
     return out
 
 
@@ -149,6 +155,15 @@ def test_an_edited_template_is_named(runs):
     step, n = runs["template"], runs["first"]["chunks"] + 1
     assert step["proc"].returncode != 0 and step["sent"] == 0
     assert f"bill: new because: {n}: prompt template changed (prompts.user)" in step["log"]
+
+
+@pytest.mark.e2e
+def test_a_replicate_has_a_bill_of_its_own_under_the_same_limit(runs):
+    step, n = runs["replicate"], runs["first"]["chunks"] + 1
+    assert step["proc"].returncode != 0 and step["sent"] == 0
+    assert f"bill r2: requests: {n}: 0 in the cache, {n} new" in step["log"]
+    assert f"{n} new requests (0 cached) would be sent, more than limits.confirm_new_requests (5)" in step["log"]
+    assert _jobs(step["proc"], "code_variant") == 0
 
 
 # -- the library, without Snakemake ------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def render(e: dict[str, Any]) -> str:
 
 # The bill job's record of the requests it let through, under results_dir: what the next bill compares with to say
 # why a request is new (the cache keeps answers by key alone, which cannot say what changed).
-RECORD = Path("work") / "requests.json"
+RECORD = Path("work") / "requests" / "run.json"  # the run's own coding's; each arm and replicate has its own
 # Settings of llm that are part of every request (and so of its key), besides the model.
 REQUEST_SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "structured_output", "strict_schema", "extra_body")
 # Cached answers whose output length predicts the new ones': a sample is as good as all, and reading is not free.

@@ -37,22 +37,31 @@ if ON_CLUSTER:
 # Before the first request of a run: the requests in the cache and the new ones, why they are new, and what they
 # cost; the run stops here when more are new than limits.confirm_new_requests. A checkpoint: the coding jobs are
 # planned again once it has run, so the bill (rewritten whenever the chunks, codebook, templates or llm settings
-# change) reruns no shard whose output exists. One light job for all shards; local, as it opens the cache.
+# change) reruns no shard whose output exists. One light job for all shards of a coding (the run's own, `run`, and
+# each of VARIANTS); local, as it opens the cache.
+def bill_config(wildcards):
+    """The run's config as this coding builds its requests (an arm's llm and prompts in place of the run's)."""
+    arm = None if wildcards.coding == "run" else VARIANTS[wildcards.coding][0]
+    return qualcode.config.arm_config(CFG, arm) if arm is not None else CFG
+
+
 checkpoint bill:
     input:
         chunks=f"{RESULTS}/work/chunks.parquet",
         codebook=CFG.codebook,
-        system=CFG.prompts["system"],
-        user=CFG.prompts["user"],
+        system=lambda wildcards: bill_config(wildcards).prompts["system"],
+        user=lambda wildcards: bill_config(wildcards).prompts["user"],
     output:
-        bill=f"{RESULTS}/work/bill.json",
+        bill=f"{RESULTS}/work/bill/{{coding}}.json",
     log:
-        f"{RESULTS}/logs/bill/bill.log",
+        f"{RESULTS}/logs/bill/{{coding}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/bill/bill.tsv"
+        f"{RESULTS}/benchmarks/bill/{{coding}}.tsv"
+    wildcard_constraints:
+        coding=r"run|[a-z0-9_]+\.r[0-9]+|r[0-9]+",
     params:
         # what the requests are built from, and the limit: nothing else reruns it
-        settings=CFG.model_dump(
+        settings=lambda wildcards: bill_config(wildcards).model_dump(
             mode="json",
             include={
                 **dict.fromkeys(
@@ -61,9 +70,12 @@ checkpoint bill:
                 "limits": {"confirm_new_requests"},
             },
         ),
+        replicate=lambda wildcards: (
+            1 if wildcards.coding == "run" else VARIANTS[wildcards.coding][1]
+        ),
         cache_dir=CACHE_DIR,
         # what the next bill compares with; not an output, so a run the bill stops keeps the last approved one
-        record=f"{RESULTS}/work/requests.json",
+        record=lambda wildcards: f"{RESULTS}/work/requests/{wildcards.coding}.json",
     script:
         "../scripts/bill.py"
 
@@ -109,7 +121,7 @@ rule code_shard:
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
         handed=(f"{RESULTS}/work/handed/{{shard}}.jsonl" if CODING_ON_COMPUTE else []),
-        bill=lambda wildcards: ancient(checkpoints.bill.get().output.bill),
+        bill=lambda wildcards: ancient(checkpoints.bill.get(coding="run").output.bill),
     output:
         results=f"{RESULTS}/work/shards/{{shard}}.parquet",
     log:
@@ -142,6 +154,9 @@ rule code_variant:
         codebook=CFG.codebook,
         system=lambda wildcards: variant_prompts(wildcards)["system"],
         user=lambda wildcards: variant_prompts(wildcards)["user"],
+        bill=lambda wildcards: ancient(
+            checkpoints.bill.get(coding=wildcards.variant).output.bill
+        ),
     output:
         results=f"{RESULTS}/work/variants/{{variant}}/{{shard}}.parquet",
     log:

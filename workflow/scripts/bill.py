@@ -13,9 +13,11 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     templates = prompts.load(inp.system, inp.user, cb, cfg.llm.structured_output, label)
     chunks = tables.read_chunks(inp.chunks)
     with cache.AnswerCache(params.cache_dir) as answers:
-        bill = estimate.bill(cfg, chunks, templates, answers, estimate.read_record(params.record))
+        previous = estimate.read_record(params.record)
+        bill = estimate.bill(cfg, chunks, templates, answers, previous, params.replicate)
+    coding = snakemake.wildcards.coding  # noqa: F821
     for what, amount in estimate.bill_rows(bill):
-        log.info("bill: %s: %s", what, amount)
+        log.info("bill%s: %s: %s", "" if coding == "run" else f" {coding}", what, amount)
     estimate.confirm(bill, cfg.limits.confirm_new_requests)
     estimate.write_record(params.record, bill.pop("record"))
     with open(snakemake.output.bill, "w", encoding="utf-8") as out:  # noqa: F821
