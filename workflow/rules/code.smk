@@ -39,12 +39,6 @@ if ON_CLUSTER:
 # planned again once it has run, so the bill (rewritten whenever the chunks, codebook, templates or llm settings
 # change) reruns no shard whose output exists. One light job for all shards of a coding (the run's own, `run`, and
 # each of VARIANTS); local, as it opens the cache.
-def bill_config(wildcards):
-    """The run's config as this coding builds its requests (an arm's llm and prompts in place of the run's)."""
-    arm = None if wildcards.coding == "run" else VARIANTS[wildcards.coding][0]
-    return qualcode.config.arm_config(CFG, arm) if arm is not None else CFG
-
-
 checkpoint bill:
     input:
         chunks=f"{RESULTS}/work/chunks.parquet",

@@ -148,6 +148,12 @@ def variant_prompts(wildcards):
     return qualcode.config.arm_prompts(CFG, VARIANTS[wildcards.variant][0])
 
 
+def bill_config(wildcards):
+    """The config as a coding (`run`, the run's own, or a variant) builds its requests: an arm's llm and prompts."""
+    arm = None if wildcards.coding == "run" else VARIANTS[wildcards.coding][0]
+    return qualcode.config.arm_config(CFG, arm) if arm is not None else CFG
+
+
 def variant_shards(wildcards):
     return expand(
         f"{RESULTS}/work/variants/{{variant}}/{{shard}}.parquet",
