@@ -412,14 +412,15 @@ def test_codebook_schema_error_names_the_codebook_file(tmp_path, fake_server):
 # Bad endpoints: the run stops with a message naming the setting, having sent nothing it should not
 
 
-def test_missing_api_key_names_the_variable_and_setting(tmp_path, monkeypatch):
+def test_missing_api_key_names_the_setting_not_its_value(tmp_path, monkeypatch):
+    # a value naming no variable may be a key pasted in place of a name (issue 18, item 4): it is never repeated
     monkeypatch.delenv("QUALCODE_TEST_NO_SUCH_KEY", raising=False)
     workdir = _small_workdir(tmp_path)
     cfg = _config(workdir, "https://api.example.invalid/v1", {"llm": {"api_key_env": "QUALCODE_TEST_NO_SUCH_KEY"}})
     proc = run(workdir, "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     for text in (_text(proc), _shard_logs(workdir)):
-        assert "QUALCODE_TEST_NO_SUCH_KEY" in text and "llm.api_key_env" in text
+        assert "QUALCODE_TEST_NO_SUCH_KEY" not in text and "no environment variable named by llm.api_key_env" in text
 
 
 def test_unreachable_base_url_stops_naming_it(tmp_path, fake_server):

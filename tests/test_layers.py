@@ -22,7 +22,7 @@ LAYERS = [
     {"journal", "api"},
     {"client"},
     {"coding"},
-    {"results", "archive", "estimate", "provenance", "validity", "review", "corrections"},
+    {"results", "archive", "estimate", "provenance", "validity", "review", "corrections", "preflight"},
     {"methods", "report"},
     {"cli", "__main__", "__init__"},
 ]

@@ -13,6 +13,7 @@ import os
 import stat
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import openai
 from tenacity import (
@@ -23,7 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from .config import LLMConfig, is_loopback
+from .config import LLMConfig, env_name_shown, is_loopback, url_credentials
 from .errors import ConfigError, ProviderError, RequestError
 from .limits import Ledger, estimate_prompt_tokens
 from .logs import redact, register_secret
@@ -107,8 +108,9 @@ async def with_retries(call, *, cfg: LLMConfig, what: str):
 
 
 def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
-    """The key from `llm.api_key_env`, else `llm.api_key_file`. Servers on this machine need none."""
-    key = os.environ.get(cfg.api_key_env, "").strip()
+    """The key from `llm.api_key_env`, else `llm.api_key_file`. Servers on this machine need none. A value of
+    `llm.api_key_env` that names no variable is never repeated: it may be a key pasted in place of a name."""
+    key = os.environ.get(cfg.api_key_env, "").strip() if cfg.api_key_env else ""
     if key and os.environ.get("SLURM_JOB_ID"):
         logger.warning(
             "llm.api_key_env: the key reached this SLURM job in its environment, which the scheduler keeps in its job "
@@ -126,10 +128,22 @@ def resolve_api_key(cfg: LLMConfig, base_url: str) -> str:
         return key
     if is_loopback(base_url):
         return "sk-no-key-required"
+    file = "llm.api_key_file is not set" if not cfg.api_key_file else "the file named by llm.api_key_file is empty"
     raise ConfigError(
-        f"no API key for {base_url}: set the environment variable {cfg.api_key_env} "
-        "(llm.api_key_env) or point llm.api_key_file at a file holding the key"
+        f"no API key for {base_url}: no environment variable named by llm.api_key_env is set (its value is not shown, "
+        f"as it may be a key) and {file}; put the key in an environment variable and write the variable's name "
+        "(like OPENAI_API_KEY) in llm.api_key_env, or point llm.api_key_file at a file holding the key"
     )
+
+
+def connection(url: str) -> tuple[str, dict[str, str]]:
+    """`llm.base_url` as the openai client takes it: the URL without its query (the client appends the endpoint's path
+    to it), and the query's parameters (an `api-key=` among them), sent with every request. A user name and password
+    stay in the URL: httpx sends them as HTTP basic authentication."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, {}
+    return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
 class BadResponse(Exception):
@@ -144,13 +158,17 @@ class AnswerTimeout(Exception):
 class OpenAIClient:
     def __init__(self, cfg: LLMConfig, ledger: Ledger | None = None):
         self.cfg = cfg
-        self.base_url = cfg.api_base_url
+        self.base_url = cfg.api_base_url  # without credentials: the URL every message names
         self.ledger = ledger if ledger is not None and ledger.active else None
+        for secret in url_credentials(cfg.connect_url):
+            register_secret(secret)
+        url, query = connection(cfg.connect_url)
         self._client = openai.AsyncOpenAI(
-            base_url=self.base_url,
+            base_url=url,
             api_key=resolve_api_key(cfg, self.base_url),
             max_retries=0,
             timeout=cfg.timeout_s,
+            default_query=query or None,
         )
 
     async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
@@ -236,12 +254,16 @@ class OpenAIClient:
 
     def _explain(self, exc: openai.APIStatusError) -> str:
         fix = {
-            401: f"the API key was refused: check the key in ${self.cfg.api_key_env} or llm.api_key_file",
+            401: f"the API key was refused: check the key in {self._key_source()}",
             403: "the key may not use this model or endpoint",
             404: f"unknown model or endpoint: check llm.model ({self.cfg.model!r}) and llm.base_url",
         }.get(exc.status_code, "the request was refused: check llm.* settings such as structured_output")
         detail = redact(getattr(exc, "message", "") or "")
         return f"{self.base_url} refused model {self.cfg.model!r} with HTTP {exc.status_code}: {fix}. ({detail[:300]})"
+
+    def _key_source(self) -> str:
+        name = env_name_shown(self.cfg.api_key_env)
+        return f"${name} (llm.api_key_env)" if name else "the file named by llm.api_key_file"
 
     async def aclose(self) -> None:
         await self._client.close()

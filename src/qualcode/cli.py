@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import archive, cache, client, codebook, config, estimate, ingest, logs, prompts
+from . import archive, cache, codebook, config, estimate, logs, preflight, prompts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,20 +57,27 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def check(config_files: list[str]) -> str:
-    """What `snakemake --configfile` would load, checked before anything runs: YAML syntax (with the line, which
-    Snakemake does not give), settings, the model for the provider, the codebook, the templates and the inputs."""
+    """What `snakemake --configfile` would load, checked before anything is sent: YAML syntax (with the line, which
+    Snakemake does not give), settings, the model for the provider, the codebook, the templates, then what the
+    workflow checks when it is parsed (the inputs, the human codings), then the inputs read as the ingest job reads
+    them and the human codings checked against them as the validate job does."""
     cfg = config.load(*config_files)
-    if cfg.llm.provider == "local":
-        client.local_model_path(cfg.llm.model)
     cb = codebook.load(cfg.codebook)
     prompts.load(cfg.prompts["system"], cfg.prompts["user"], cb, cfg.llm.structured_output)
-    files = ingest.list_inputs(Path(cfg.ingest.input_dir), cfg.ingest.include)
+    files, notes = preflight.before_reading(cfg, cb)
+    for note in notes:
+        logging.getLogger(__name__).warning("%s", note)
+    n_docs, unreadable, skipped = preflight.after_reading(cfg, cb, files)
     where = "in-process" if cfg.llm.provider == "local" else f"at {cfg.llm.api_base_url}"
+    gold = f"{len(cfg.validation.gold)} human coding files" if cfg.validation.gold else "no human codings"
     return (
         f"ok: {', '.join(config_files)}\n"
         f"codebook {cb.name!r} version {cb.version}: {len(cb.fields)} fields\n"
         f"model {cfg.llm.model} ({cfg.llm.provider}, {where})\n"
-        f"{len(files)} input files in {cfg.ingest.input_dir}"
+        f"{len(files)} input files in {cfg.ingest.input_dir}: {n_docs} documents"
+        + (f", {unreadable} unreadable file(s) (listed above; the run skips them)" if unreadable else "")
+        + "\n"
+        f"{gold}" + (f", {len(skipped)} rows skipped (validation.on_error: skip)" if skipped else "")
     )
 
 

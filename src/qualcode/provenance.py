@@ -8,20 +8,21 @@ times, cache hits) go only into the manifest.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import re
 import subprocess
 import tomllib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
 from . import tables
-from .config import Config, content_dict
+from .config import LOCAL_DEMO_MODEL, Config, content_dict
 from .ids import file_sha256, stable_hash, utc_now
 
 if TYPE_CHECKING:  # pandas costs most of a second to import, at every Snakemake start
@@ -167,6 +168,51 @@ def keep_out_of_git(input_dir: str | Path) -> str | None:
         encoding="utf-8",
     )
     return f"{directory} is inside a git checkout: wrote {directory / '.gitignore'} so that git ignores its files"
+
+
+class RunDescription(Mapping[str, Any]):
+    """What the report's text says of the run (model, input_dir, codebook, results_dir, demo_model), from the
+    manifest the run wrote, read when the text is first rendered, or failing that from the configuration given.
+    `snakemake --report` is often given other settings than the run was (none, or another --configfile): its text
+    described the default configuration beside the run's figures."""
+
+    def __init__(self, manifest_path: str | Path, cfg: Config):
+        self._path = str(manifest_path)
+        self._given = cfg.model_dump(mode="json")
+        self._facts: dict[str, Any] | None = None
+
+    @staticmethod
+    def _facts_of(used: dict[str, Any]) -> dict[str, Any]:
+        llm = used["llm"]
+        return {
+            "model": llm["model"],
+            "input_dir": used["ingest"]["input_dir"],
+            "codebook": used["codebook"],
+            "results_dir": used["results_dir"],
+            "demo_model": llm["provider"] == "local" and llm["model"] == LOCAL_DEMO_MODEL,
+        }
+
+    def _load(self) -> dict[str, Any]:
+        if self._facts is None:
+            try:
+                self._facts = self._facts_of(json.loads(Path(self._path).read_text(encoding="utf-8"))["config"])
+            except (OSError, ValueError, KeyError, TypeError):
+                self._facts = self._facts_of(self._given)
+        return self._facts
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        # Snakemake pickles the config into every script job: a plain dict of the settings given, so that a job
+        # neither reads the manifest nor imports this module to unpickle it (no job reads these values)
+        return dict, (self._facts_of(self._given),)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 
 
 def hashes(paths: Iterable[str | Path]) -> dict[str, str]:

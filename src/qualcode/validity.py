@@ -46,6 +46,19 @@ def human_raters(agreement: pd.DataFrame, models: Sequence[str] = (MODEL,)) -> l
     return sorted(names - RESERVED - set(models))
 
 
+def check_coders(coders: set[str], models: Sequence[str], reference: str | None) -> None:
+    """The human coders' names are free (not reserved, not an arm's), and `reference` (None: not checked), unless
+    the majority, is one of them."""
+    clash = sorted(coders & (RESERVED | set(models)))
+    if clash:
+        raise ConfigError(f"validation.gold: coder name(s) {', '.join(clash)} are reserved or name an arm; rename")
+    if reference is not None and reference != "majority" and reference not in coders:
+        raise ConfigError(
+            f"validation.reference: {reference!r} is not one of the human coders ({', '.join(sorted(coders))}); "
+            "name one of them, or set it to majority"
+        )
+
+
 def _compared(cb: Codebook) -> list[CodeField]:
     return [f for f in cb.fields if f.type != "text"]
 
@@ -268,9 +281,7 @@ def write_validation(
     unit = settings["unit"]
     human, problems = gold.load(gold_files, cb, texts, unit=unit, on_error=settings["on_error"], sample=sample)
     raters = sorted({rater for rater, _ in codings}, key=lambda r: (r != MODEL, r))
-    clash = sorted(set(human["coder"]) & (RESERVED | set(raters)))
-    if clash:
-        raise ConfigError(f"validation.gold: coder name(s) {', '.join(clash)} are reserved or name an arm; rename")
+    check_coders(set(human["coder"]), raters, None)
     coded = {key: answers(cb, tables.read_results(files)) for key, files in sorted(codings.items())}
     all_chunks = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas()
     built = {name: tables.schema(name).empty_table() for name in tables.VALIDATION}

@@ -54,16 +54,7 @@ checkpoint bill:
     wildcard_constraints:
         coding=r"run|[a-z0-9_]+\.r[0-9]+|r[0-9]+",
     params:
-        # what the requests are built from, and the limit: nothing else reruns it
-        settings=lambda wildcards: bill_config(wildcards).model_dump(
-            mode="json",
-            include={
-                **dict.fromkeys(
-                    ("codebook", "prompts", "prompt_context", "llm", "prices"), True
-                ),
-                "limits": {"confirm_new_requests"},
-            },
-        ),
+        settings=bill_settings,
         replicate=lambda wildcards: (
             1 if wildcards.coding == "run" else VARIANTS[wildcards.coding][1]
         ),
@@ -161,7 +152,7 @@ rule code_variant:
     resources:
         llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
-        llm=lambda wildcards: variant_llm(wildcards).model_dump(mode="json"),
+        llm=lambda wildcards: qualcode.config.job_llm(variant_llm(wildcards)),
         replicate=lambda wildcards: VARIANTS[wildcards.variant][1],
         prompt_context=SHARD_PARAMS["prompt_context"],
         cache_dir=CACHE_DIR,

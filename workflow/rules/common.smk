@@ -5,10 +5,10 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-import qualcode.client
 import qualcode.codebook
 import qualcode.config
 import qualcode.ingest
+import qualcode.preflight
 import qualcode.provenance
 import qualcode.shards
 import qualcode.tables
@@ -23,20 +23,17 @@ CFG = qualcode.config.resolve(
     config, "config (config/config.yaml, any --configfile and --config)", CONFIG_FILES
 )
 validate(config, "../../schemas/config.schema.json")
+# The example's human codings do not follow a --configfile that moves ingest.input_dir to a researcher's own data.
+CFG, _left_out = qualcode.config.without_example_gold(
+    CFG,
+    [(str(p), qualcode.config.read_yaml(p, "config file") or {}) for p in CONFIG_FILES]
+    + [("--config", dict(getattr(workflow.config_settings, "config", None) or {}))],
+)
+if _left_out and workflow.is_main_process:
+    logger.warning(_left_out)
 RESULTS = CFG.results_dir
-# A missing .gguf file is named now, not when the first coding job starts.
-if CFG.llm.provider == "local":
-    qualcode.client.local_model_path(CFG.llm.model)
 TABLES = qualcode.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.tables.VALIDATION
-
-# A missing human codings file is named by its setting before any job runs (Snakemake would only say that the
-# validate rule lacks an input).
-for _gold in CFG.validation.gold:
-    if not Path(_gold).is_file():
-        raise qualcode.config.ConfigError(
-            f"validation.gold: {_gold} not found (paths are relative to the working directory)"
-        )
 
 _codebook_raw = qualcode.codebook.read(CFG.codebook)
 CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
@@ -44,18 +41,18 @@ validate(_codebook_raw, "../../schemas/codebook.schema.json")
 # Content hashes stamped into every table (byte-identical tables for identical inputs).
 ORIGIN = qualcode.provenance.origin(CFG)
 
-# The inputs reach Snakemake only as a listing (names, sizes, times; nothing is read or hashed), never as file
-# names of its own: braces in a name would be wildcards, and a name that is not UTF-8 would crash it. The main
-# process rewrites the listing only when it changed, so its time tells Snakemake to ingest again.
-INPUT_FILES = qualcode.ingest.list_inputs(
-    Path(CFG.ingest.input_dir), CFG.ingest.include
+# Whatever can stop the run is found now, before any request (`qualcode check` runs the same): a missing .gguf
+# file, no inputs, human codings that cannot be read or name none of the listed files. The inputs reach Snakemake
+# only as a listing (names, sizes, times; nothing is read or hashed), never as file names of its own: braces in a
+# name would be wildcards, and a name that is not UTF-8 would crash it. The main process rewrites the listing only
+# when it changed, so its time tells Snakemake to ingest again.
+INPUT_FILES, _notes = qualcode.preflight.before_reading(
+    CFG, CODEBOOK, gold_too=workflow.is_main_process
 )
-if not INPUT_FILES:
-    raise qualcode.config.ConfigError(
-        f"ingest: no files in {CFG.ingest.input_dir} match {CFG.ingest.include}"
-    )
 INPUT_LISTING = f"{RESULTS}/work/inputs.json"
 if workflow.is_main_process:
+    for _note in _notes:
+        logger.warning(_note)
     _protected = qualcode.provenance.keep_out_of_git(CFG.ingest.input_dir)
     if _protected:
         logger.warning(_protected)
@@ -93,7 +90,8 @@ def journal_of(wildcards):
 
 
 SHARD_PARAMS = dict(
-    llm=CFG.llm.model_dump(mode="json"),
+    # without credentials or where the key lives: the coding job takes those from the config (config.connectable)
+    llm=qualcode.config.job_llm(CFG.llm),
     # the chunks are `ancient`: a change of what the prompt shows must rerun the shards through this param
     prompt_context=CFG.prompt_context.model_dump(mode="json"),
     journal=journal_of,
@@ -152,6 +150,18 @@ def bill_config(wildcards):
     """The config as a coding (`run`, the run's own, or a variant) builds its requests: an arm's llm and prompts."""
     arm = None if wildcards.coding == "run" else VARIANTS[wildcards.coding][0]
     return qualcode.config.arm_config(CFG, arm) if arm is not None else CFG
+
+
+def bill_settings(wildcards):
+    """What a coding's requests are built from, and the limit: the bill's only settings, so nothing else reruns it.
+    The llm as the coding jobs get it (`job_llm`): no credentials, no key's whereabouts, and the same cache keys.
+    """
+    cfg = bill_config(wildcards)
+    settings = cfg.model_dump(
+        mode="json", include={"codebook", "prompts", "prompt_context", "prices"}
+    )
+    limit = {"confirm_new_requests": cfg.limits.confirm_new_requests}
+    return {**settings, "llm": qualcode.config.job_llm(cfg.llm), "limits": limit}
 
 
 def variant_shards(wildcards):

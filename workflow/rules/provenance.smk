@@ -14,7 +14,7 @@ rule replay_archive:
     log:
         f"{RESULTS}/logs/replay_archive/replay_archive.log",
     params:
-        llm=CFG.llm.model_dump(mode="json"),
+        llm=qualcode.config.job_llm(CFG.llm),
         prompt_context=CFG.prompt_context.model_dump(mode="json"),
     script:
         "../scripts/replay_archive.py"

@@ -2,6 +2,12 @@
 # caption under workflow/report/ saying how to read it. One job draws them all, agreement with human coders
 # included: each job costs a Python start and its imports at the end of every run.
 
+# The report's text (workflow/report/*.rst) describes the run whose figures it shows, from the run's manifest, read
+# when the report is made: `snakemake --report` is often given other settings than the run was, or none.
+config["qualcode_run"] = qualcode.provenance.RunDescription(
+    f"{RESULTS}/manifest.json", CFG
+)
+
 
 rule report_plots:
     input:
@@ -58,8 +64,6 @@ rule report_plots:
     benchmark:
         f"{RESULTS}/benchmarks/report_plots/report_plots.tsv"
     params:
-        # read by the captions, which warn when the codes come from the embedded demo model
-        model=CFG.llm.model,
         # caps that keep the figures and pages the same size at any corpus size; the captions quote them
         documents_shown=30,
         failures_shown=200,

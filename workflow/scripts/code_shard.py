@@ -9,7 +9,8 @@ from qualcode import cache, codebook, coding, config, ids, logs, prompts, proven
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
     started = ids.utc_now()
-    llm = config.LLMConfig.model_validate(params.llm)
+    # credentials are never params (Snakemake keeps params in its metadata): they come from the run's config
+    llm = config.connectable(params.llm, snakemake.config)  # noqa: F821
     cb = codebook.load(inp.codebook)
     label = params.prompt_context["label_continued_turn"]
     templates = prompts.load(inp.system, inp.user, cb, llm.structured_output, label)
