@@ -853,7 +853,8 @@ def connectable(params_llm: dict[str, Any], raw_config: dict[str, Any] | None) -
     """The llm settings a coding job connects with: the run's own or an arm's whose param (`job_llm`) the job received,
     credentials and access settings included, from the run's config. Without a config (outside Snakemake): the param."""
     if raw_config:
-        cfg = resolve(raw_config)
+        # the workflow adds keys of its own to Snakemake's config (report.smk: qualcode_run), which are no settings
+        cfg = resolve({k: v for k, v in raw_config.items() if k in Config.model_fields})
         for llm in (cfg.llm, *(arm_llm(cfg, arm) for arm in cfg.validation.arms)):
             if job_llm(llm) == params_llm:
                 return llm
