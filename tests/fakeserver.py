@@ -32,6 +32,7 @@ import socket
 import struct
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +51,7 @@ __all__ = [
 FAULT_KINDS = (
     "status", "invalid_json", "schema_invalid", "truncated", "bad_body", "hang", "reset",
     "drip", "error_object", "refusal", "fence_whitespace", "deep_nesting", "big_number",
+    "lone_surrogate", "content_parts", "content_null", "gzip_bomb", "huge_header",
 )  # fmt: skip
 
 CREATED = 1_700_000_000  # fixed "created" timestamp: answers are byte-for-byte deterministic
@@ -87,6 +89,12 @@ class Fault:
     "refusal" (no content, the model's refusal text instead), and content that must be rejected quickly:
     "fence_whitespace" (an opening code fence followed by 20,000 newlines), "deep_nesting" (100,000 open
     brackets), "big_number" (a 10,000-digit number).
+    Odd shapes and sizes, all with status 200: "lone_surrogate" (the body's JSON, ASCII-escaped, holds lone
+    surrogates: appended to every "quote" string of the answer, to the model name and to the system fingerprint),
+    "content_parts" (content as a list of text parts, as some OpenAI-compatible servers send), "content_null" (content
+    null and no refusal), "gzip_bomb" (``Content-Encoding: gzip``: a small body that expands to
+    ``FakeServer.bomb_bytes`` of whitespace before a valid answer), "huge_header" (a valid answer behind a response
+    header of ``FakeServer.header_bytes``).
     """
 
     kind: str
@@ -364,6 +372,32 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _with_surrogates(content: str) -> str:
+    """The answer with a lone surrogate after every "quote" string (or after the whole text if it is not JSON)."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: v + "\udc80" if k == "quote" and isinstance(v, str) else walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    try:
+        return json.dumps(walk(json.loads(content)), ensure_ascii=False)
+    except ValueError:
+        return content + "\udc80"
+
+
+def _gzip_bomb(size: int, tail: bytes) -> bytes:
+    """gzip of `size` spaces then `tail`: valid JSON once expanded, about a thousandth of its size on the wire."""
+    out = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    block, parts, left = b" " * (1 << 20), [], size
+    while left > 0:
+        parts.append(out.compress(block[: min(left, len(block))]))
+        left -= len(block)
+    return b"".join([*parts, out.compress(tail), out.flush()])
+
+
 # --------------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------------
@@ -421,9 +455,21 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _send(
-        self, status: int, payload: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> None:
-        data = payload.encode("utf-8") if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False).encode()
+        if isinstance(payload, bytes):
+            data = payload
+        elif isinstance(payload, str):
+            data = payload.encode("utf-8")
+        else:
+            try:
+                data = json.dumps(payload, ensure_ascii=False).encode()
+            except UnicodeEncodeError:  # lone surrogates: sent as \u escapes, legal JSON that UTF-8 cannot carry raw
+                data = json.dumps(payload).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -505,6 +551,8 @@ class FakeServer:
 
     hang_seconds: float = 30.0
     drip_interval: float = 1.0
+    bomb_bytes: int = 50 * 1024 * 1024
+    header_bytes: int = 1024 * 1024
 
     def __init__(
         self,
@@ -686,7 +734,12 @@ class FakeServer:
             return
         finish_reason = "stop"
         refusal = None
-        if fault is not None and fault.kind == "refusal":
+        model, fingerprint = self.model_served, "fp_fake"
+        if fault is not None and fault.kind == "lone_surrogate":
+            content, model, fingerprint = _with_surrogates(content), model + "\udc80", fingerprint + "\ud800"
+        elif fault is not None and fault.kind == "content_null":
+            content = None
+        elif fault is not None and fault.kind == "refusal":
             content, refusal = None, "I'm sorry, I cannot help with that request."
         elif fault is not None and fault.kind in HOSTILE_CONTENT:
             content = HOSTILE_CONTENT[fault.kind]
@@ -701,27 +754,36 @@ class FakeServer:
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         prompt_tokens = sum(_words(_message_text(m.get("content"))) for m in messages)
         completion_tokens = _words(content or refusal or "")
-        send = handler._drip if fault is not None and fault.kind == "drip" else handler._send
-        send(
-            200,
-            {
-                "id": f"chatcmpl-fake-{index:06d}",
-                "object": "chat.completion",
-                "created": CREATED,
-                "model": self.model_served,
-                "system_fingerprint": "fp_fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content, "refusal": refusal},
-                        "logprobs": None,
-                        "finish_reason": finish_reason,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+        if fault is not None and fault.kind == "content_parts":
+            half = len(content) // 2
+            content = [{"type": "text", "text": content[:half]}, {"type": "text", "text": content[half:]}]
+        payload = {
+            "id": f"chatcmpl-fake-{index:06d}",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": fingerprint,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": refusal},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
             },
-        )
+        }
+        kind = fault.kind if fault is not None else None
+        if kind == "drip":
+            handler._drip(200, payload)
+        elif kind == "gzip_bomb":
+            body = _gzip_bomb(self.bomb_bytes, json.dumps(payload).encode())
+            handler._send(200, body, {"Content-Encoding": "gzip"})
+        elif kind == "huge_header":
+            handler._send(200, payload, {"X-Padding": "a" * self.header_bytes})
+        else:
+            handler._send(200, payload)

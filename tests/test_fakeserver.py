@@ -470,3 +470,50 @@ def test_fault_from_key(key, expected):
 def test_invalid_fault_rates_key_fails_on_assignment(fake, key):
     with pytest.raises(ValueError):
         fake.fault_rates = {key: 0.5}
+
+
+def _post_bytes(fake, body: dict) -> tuple[dict[str, str], bytes]:
+    request = urllib.request.Request(
+        f"{fake.base_url}/chat/completions", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as resp:  # urllib neither decompresses nor bounds headers much
+        return {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+def test_lone_surrogate_is_legal_ascii_json(fake):
+    fake.script = [Fault("lone_surrogate")]
+    _, data = _post_bytes(fake, {"model": "m", "messages": _messages(), "response_format": _json_schema_format()})
+    data.decode("ascii")  # sent as \u escapes: UTF-8 cannot carry a lone surrogate
+    body = json.loads(data)
+    assert body["model"].endswith("\udc80") and body["system_fingerprint"].endswith("\ud800")
+    answer = json.loads(body["choices"][0]["message"]["content"])
+    assert all(a["quote"].endswith("\udc80") for a in answer["assignments"])
+
+
+def test_content_parts_and_content_null(fake):
+    fake.script = [Fault("content_parts"), Fault("content_null")]
+    request = {"model": "m", "messages": _messages(), "response_format": _json_schema_format()}
+    parts = json.loads(_post_bytes(fake, request)[1])["choices"][0]["message"]["content"]
+    assert [p["type"] for p in parts] == ["text", "text"]
+    jsonschema.validate(json.loads("".join(p["text"] for p in parts)), CODING_SCHEMA)
+    message = json.loads(_post_bytes(fake, request)[1])["choices"][0]["message"]
+    assert message["content"] is None and message["refusal"] is None
+
+
+def test_gzip_bomb_expands_to_bomb_bytes_then_a_valid_answer(fake):
+    import zlib
+
+    fake.bomb_bytes = 100_000
+    fake.script = [Fault("gzip_bomb")]
+    headers, data = _post_bytes(fake, {"model": "m", "messages": _messages()})
+    body = zlib.decompress(data, 31)
+    assert headers["content-encoding"] == "gzip" and len(data) < 1_000 < len(body)
+    assert body[:100_000].strip() == b"" and json.loads(body)["choices"][0]["message"]["content"] == "{}"
+
+
+def test_huge_header(fake):
+    fake.header_bytes = 10_000
+    fake.script = [Fault("huge_header")]
+    headers, data = _post_bytes(fake, {"model": "m", "messages": _messages()})
+    assert len(headers["x-padding"]) == 10_000 and json.loads(data)["object"] == "chat.completion"

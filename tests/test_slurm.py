@@ -1,8 +1,10 @@
 """The workflow on a real SLURM scheduler (a single-node cluster started by .ci/slurm.sh): through the executor plugin
 with the shipped profile, inside one allocation, and with a model server of its own in the allocation.
 
-These need root and the Debian packages slurmctld, slurmd, slurm-client and munge. Where they are missing the tests
-skip, unless QUALCODE_REQUIRE_SLURM=1 (CI sets it): then they fail, so CI cannot pass without running them.
+These need root and the Debian packages slurmctld, slurmd, slurm-client and munge. Where they are missing, or where
+a SLURM other than the one .ci/slurm.sh starts is answering (a site's own: the tests read their cluster's
+job-completion log and never submit to anyone else's), the tests skip with the reason, unless
+QUALCODE_REQUIRE_SLURM=1 (CI sets it): then they fail, so CI cannot pass without running them.
 """
 
 from __future__ import annotations
@@ -40,16 +42,48 @@ SLURM_DIR = Path(os.environ.get("QUALCODE_SLURM_DIR", "/tmp/qualcode-slurm"))
 CODING_TABLES = ("codings", "codes")
 
 
+def foreign_cluster(slurm_dir: Path, config: str) -> str | None:
+    """Why the SLURM that answers here is not the one `.ci/slurm.sh` started with its state in `slurm_dir`, or None
+    when it is. `config` is what `scontrol show config` prints: the answering controller's own settings. These tests
+    read that cluster's job-completion log and must never submit jobs to a cluster of someone else's."""
+    settings = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", config, flags=re.MULTILINE))
+    jobcomp, pid_file = slurm_dir / "log" / "jobcomp.log", slurm_dir / "slurmctld.pid"
+    if Path(settings.get("JobCompLoc", "")) != jobcomp or Path(settings.get("SlurmctldPidFile", "")) != pid_file:
+        return (
+            f"a SLURM cluster not started by .ci/slurm.sh answers here (its job-completion log is "
+            f"{settings.get('JobCompLoc') or 'not set'}, not {jobcomp}); these tests run only on their own: stop that "
+            "one, or point QUALCODE_SLURM_DIR at the state folder .ci/slurm.sh used"
+        )
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return (
+            f"{pid_file} names no process running here, so the slurmctld that answers is not the one .ci/slurm.sh "
+            "started on this machine; stop it, or start ours with `sudo .ci/slurm.sh start`"
+        )
+    return None
+
+
+def _cannot_run(why: str) -> None:
+    if os.environ.get("QUALCODE_REQUIRE_SLURM") == "1":
+        pytest.fail(f"SLURM tests required (QUALCODE_REQUIRE_SLURM=1) but cannot run: {why}")
+    pytest.skip(f"single-node SLURM: {why}")
+
+
 @pytest.fixture(scope="module")
 def slurm():
-    """A running single-node SLURM: the one already up, or one this module starts and stops."""
-    missing = [t for t in ("slurmctld", "slurmd", "munged", "sbatch") if not shutil.which(t, path="/usr/sbin:/usr/bin")]
+    """A running single-node SLURM of .ci/slurm.sh: the one already up, or one this module starts and stops."""
+    tools = {
+        t: shutil.which(t, path="/usr/sbin:/usr/bin") for t in ("slurmctld", "slurmd", "munged", "sbatch", "scontrol")
+    }
+    missing = [t for t, found in tools.items() if not found]
     why = f"missing {missing}" if missing else ("needs root" if os.geteuid() != 0 else None)
     if why:
-        if os.environ.get("QUALCODE_REQUIRE_SLURM") == "1":
-            pytest.fail(f"SLURM tests required (QUALCODE_REQUIRE_SLURM=1) but cannot run: {why}")
-        pytest.skip(f"single-node SLURM: {why}")
-    was_up = subprocess.run(["sinfo", "-h"], capture_output=True, text=True).returncode == 0
+        _cannot_run(why)
+    answering = subprocess.run([tools["scontrol"], "show", "config"], capture_output=True, text=True, timeout=120)
+    was_up = answering.returncode == 0
+    if was_up and (why := foreign_cluster(SLURM_DIR, answering.stdout)):
+        _cannot_run(why)
     script = REPO / ".ci" / "slurm.sh"
     if not was_up:
         subprocess.run([str(script), "start"], check=True, timeout=120)

@@ -7,10 +7,13 @@ layers never stack. Imported only when a request must actually be sent (see `cli
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
 import stat
+import zlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -28,9 +31,14 @@ from .config import LLMConfig, env_name_shown, is_loopback, url_credentials
 from .errors import ConfigError, ProviderError, RequestError
 from .limits import Ledger, estimate_prompt_tokens
 from .logs import redact, register_secret
-from .records import Completion, LLMRequest
+from .records import Completion, LLMRequest, encodable
 
 logger = logging.getLogger(__name__)
+
+# The HTTP library the installed openai client is built on: httpx2 from openai 3, httpx before (conda-forge's
+# openai may be either); both have the same API, which the bounded reading of responses below extends.
+_AsyncClient = next(c for c in openai.DefaultAsyncHttpxClient.__mro__ if c.__name__ == "AsyncClient")
+httpx = importlib.import_module(_AsyncClient.__module__.partition(".")[0])
 
 
 # -- retries -------------------------------------------------------------------------------------
@@ -155,6 +163,101 @@ class AnswerTimeout(Exception):
     """No complete answer within `llm.timeout_s`, however slowly the server kept sending: retried."""
 
 
+class ResponseTooLarge(Exception):
+    """A response body larger than `llm.max_response_bytes` once decompressed: not retried (it would be paid for
+    again, and a server sending a decompression bomb sends it again)."""
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"the response is larger than llm.max_response_bytes ({limit:,} bytes) once decompressed, and was cut "
+            "off there; raise llm.max_response_bytes only if this server's answers really are that large"
+        )
+
+
+# -- reading a response within a bound ---------------------------------------------------------------------------
+
+_STEP = 1 << 16  # at most this much is decompressed at once, so the bound holds in memory too, not only at the end
+_ENCODINGS = ("gzip", "x-gzip", "deflate")
+
+
+class _Inflate:
+    """gzip or deflate, decompressed in steps of at most `_STEP` bytes (several gzip members in a row included)."""
+
+    def __init__(self, encoding: str):
+        self.gzip = encoding != "deflate"
+        self._d: Any = None
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            if self._d is None:
+                if not data:
+                    return
+                # deflate: zlib-wrapped as the standard says, or raw as some servers send it
+                raw_deflate = not self.gzip and (data[0] & 0x0F) != 8
+                self._d = zlib.decompressobj(31 if self.gzip else -15 if raw_deflate else 15)
+            try:
+                out = self._d.decompress(data, _STEP)
+            except zlib.error as exc:
+                raise BadResponse(f"the body is not valid {'gzip' if self.gzip else 'deflate'} ({exc})") from None
+            if out:
+                yield out
+            data = self._d.unconsumed_tail
+            if self._d.eof:  # another gzip member may follow
+                data, self._d = self._d.unused_data, None
+                if not self.gzip:
+                    return
+            elif not data and len(out) < _STEP:  # a full step may leave output inside zlib: drain it first
+                return
+
+
+class _BoundedBody(httpx.AsyncByteStream):
+    """A response body decompressed here, not by the HTTP library, so its size is counted as it grows and reading
+    stops at `llm.max_response_bytes`: a small gzip body that expands to gigabytes never reaches memory."""
+
+    def __init__(self, raw: httpx.AsyncByteStream, encoding: str, limit: int):
+        self.raw, self.limit = raw, limit
+        self.inflate = _Inflate(encoding) if encoding in _ENCODINGS else None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for data in self.raw:
+            for piece in self.inflate.feed(data) if self.inflate else (data,):
+                seen += len(piece)
+                if seen > self.limit:
+                    raise ResponseTooLarge(self.limit)
+                yield piece
+
+    async def aclose(self) -> None:
+        await self.raw.aclose()
+
+
+class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):
+    """The openai client's own HTTP client, whose responses are read within `llm.max_response_bytes`."""
+
+    def __init__(self, limit: int, **kwargs: Any):
+        # Only the encodings decompressed here are asked for (httpx would add br or zstd if their packages are
+        # installed, and decompress those without a bound).
+        super().__init__(headers={"Accept-Encoding": "gzip, deflate"}, **kwargs)
+        self.limit = limit
+
+    async def send(self, request: httpx.Request, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        response = await super().send(request, stream=True, **kwargs)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity", *_ENCODINGS):
+            await response.aclose()
+            raise BadResponse(f"the response is in Content-Encoding {encoding!r}; qualcode reads gzip and deflate")
+        response.stream = _BoundedBody(response.stream, encoding, self.limit)
+        if "content-encoding" in response.headers:
+            del response.headers["content-encoding"]  # decompressed by _BoundedBody: not to be decoded again
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
+
+
 class OpenAIClient:
     def __init__(self, cfg: LLMConfig, ledger: Ledger | None = None):
         self.cfg = cfg
@@ -169,6 +272,7 @@ class OpenAIClient:
             max_retries=0,
             timeout=cfg.timeout_s,
             default_query=query or None,
+            http_client=_BoundedHttpClient(cfg.max_response_bytes, timeout=cfg.timeout_s),
         )
 
     async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
@@ -181,12 +285,12 @@ class OpenAIClient:
             # dripping one byte a second would otherwise hold the request for ever.
             resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), self.cfg.timeout_s)
             if getattr(resp, "choices", None) is None:
-                raise BadResponse(_not_a_completion(self.base_url, resp))
+                raise BadResponse(_not_a_completion(resp))
             if ledger and resp.usage:
                 cost = ledger.cost(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
             return resp
         except json.JSONDecodeError as exc:
-            raise BadResponse(f"{self.base_url} sent a body that is not JSON: {exc}") from None
+            raise BadResponse(f"sent a body that is not JSON: {exc}") from None
         except TimeoutError:
             raise AnswerTimeout(f"no complete answer within llm.timeout_s ({self.cfg.timeout_s:g} s)") from None
         finally:
@@ -229,20 +333,19 @@ class OpenAIClient:
                 retries=sent - 1,
             ) from None
         except openai.APIConnectionError as exc:
-            refused = type(exc.__cause__).__name__ == "ConnectError"
+            refused = isinstance(exc.__cause__, httpx.ConnectError)
             raise RequestError(
-                f"cannot reach {self.base_url} (llm.base_url) after {sent} attempts: "
-                + ("connection refused or host unknown" if refused else type(exc).__name__),
+                f"{_connection_problem(self.base_url, exc.__cause__)} (after {sent} attempts)",
                 retries=sent - 1,
                 unreachable=refused,
             ) from None
-        except (BadResponse, AnswerTimeout) as exc:
+        except (BadResponse, AnswerTimeout, ResponseTooLarge) as exc:
             raise RequestError(f"{self.base_url}: {exc} (after {sent} attempts)", retries=sent - 1) from None
         retries = sent - 1
         choice = resp.choices[0] if resp.choices else None
         usage = resp.usage
         return Completion(
-            content=(choice.message.content or "") if choice else "",
+            content=_content_text(choice.message.content) if choice else "",
             model_served=resp.model,
             finish_reason=choice.finish_reason if choice else None,
             tokens_in=usage.prompt_tokens if usage else None,
@@ -258,7 +361,7 @@ class OpenAIClient:
             403: "the key may not use this model or endpoint",
             404: f"unknown model or endpoint: check llm.model ({self.cfg.model!r}) and llm.base_url",
         }.get(exc.status_code, "the request was refused: check llm.* settings such as structured_output")
-        detail = redact(getattr(exc, "message", "") or "")
+        detail = encodable(redact(getattr(exc, "message", "") or ""))
         return f"{self.base_url} refused model {self.cfg.model!r} with HTTP {exc.status_code}: {fix}. ({detail[:300]})"
 
     def _key_source(self) -> str:
@@ -269,8 +372,39 @@ class OpenAIClient:
         await self._client.close()
 
 
-def _not_a_completion(base_url: str, resp: Any) -> str:
+def _connection_problem(base_url: str, cause: BaseException | None) -> str:
+    """What went wrong on the connection, in words: only a refused connection or an unknown host is "cannot reach"."""
+    if isinstance(cause, httpx.ConnectError):
+        return f"cannot reach {base_url} (llm.base_url): connection refused or host unknown"
+    if isinstance(cause, httpx.RemoteProtocolError):
+        if "too long" in str(cause):  # h11's words for headers past its bound
+            return (
+                f"{base_url} answered with response headers too large to read (more than the HTTP client's 100 KiB): "
+                "check that llm.base_url is the API itself and not a proxy or web page in front of it"
+            )
+        return f"{base_url} sent a response that is not valid HTTP ({encodable(str(cause))[:200] or 'no detail'})"
+    if isinstance(cause, (httpx.ReadError, httpx.WriteError)):
+        return f"{base_url} closed the connection before the answer was complete"
+    return f"{base_url}: the connection failed ({type(cause).__name__ if cause else 'no detail'})"
+
+
+def _content_text(content: Any) -> str | None:
+    """The answer's text as the server sent it: a string; a list of parts (`[{"type": "text", "text": ...}]`, as
+    some OpenAI-compatible servers send), whose texts are joined; None (null) stays None so the reason can say so;
+    anything else (an object: a server that parsed the JSON itself) as JSON text, checked like any answer."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part if isinstance(part, str) else str(part.get("text") or "")
+            for part in content
+            if isinstance(part, str) or (isinstance(part, dict) and part.get("type", "text") in ("text", "output_text"))
+        )
+    return json.dumps(content, ensure_ascii=False)
+
+
+def _not_a_completion(resp: Any) -> str:
     error = getattr(resp, "error", None)
     if isinstance(error, dict):  # {"error": {"message": ...}} sent with HTTP 200, as some gateways do
-        return f"{base_url} answered with an error: {redact(str(error.get('message') or error))[:300]}"
-    return f"{base_url} sent a body that is not a chat completion: {redact(str(resp))[:80]!r}"
+        return f"answered with an error: {encodable(redact(str(error.get('message') or error)))[:300]}"
+    return f"sent a body that is not a chat completion: {encodable(redact(str(resp)))[:80]!r}"

@@ -1,4 +1,5 @@
-"""The replay archive: every request of a run and its validated answer, keyed by request hash.
+"""The replay archive: every request of a run and its validated answer, keyed by request hash: the run's own coding,
+its replicates and its arms (`validation`), everything a table is built from.
 
 Published beside a paper, it lets anyone rebuild the exact tables with no model and no key:
 import it into an empty cache and run the workflow. The file is gzipped JSON Lines, sorted by hash and
@@ -47,7 +48,7 @@ def export(pairs: Iterable[tuple[LLMRequest, CachedAnswer, str | None]], path: s
                 raise QualcodeError(
                     f"request {expected}: the request rebuilt from the current chunks and settings hashes to {key}, "
                     "so the replay archive would not match the run; rerun the coding jobs (snakemake --forcerun "
-                    "code_shard)"
+                    "code_shard code_variant)"
                 )
             if key in index:  # the same text twice in the corpus: one request, one entry
                 continue
@@ -82,7 +83,7 @@ def from_results(
             raise QualcodeError(
                 f"chunk {r.chunk_id}: its coding result does not match the current chunks and settings (or has no "
                 "answer), so the replay archive would be incomplete; rerun the coding jobs "
-                "(snakemake --forcerun code_shard)"
+                "(snakemake --forcerun code_shard code_variant)"
             )
         pairs.append((req, r.cached_answer(), r.request_hash))
     return pairs
@@ -101,7 +102,8 @@ def import_(path: str | Path, cache: AnswerCache) -> int:
                     entry = json.loads(line)
                     req = LLMRequest.model_validate(entry["request"])
                     answer = CachedAnswer.model_validate(entry["response"])
-                except (json.JSONDecodeError, KeyError, ValidationError) as exc:
+                    canonical_json(entry).encode("utf-8")  # a `\udc80` escape gives text no cache can store
+                except (json.JSONDecodeError, KeyError, ValidationError, UnicodeEncodeError) as exc:
                     raise ConfigError(f"{path}, line {lineno}: not a qualcode archive entry ({exc})") from None
                 if req.key() != entry.get("request_hash"):
                     raise ConfigError(f"{path}, line {lineno}: the request does not match its hash; file altered?")

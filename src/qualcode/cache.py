@@ -6,18 +6,23 @@ Values are stored as JSON text, not pickles, so a cache stays readable by any la
 
 from __future__ import annotations
 
-import errno
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import diskcache
 
-from .errors import CacheError
+from .errors import CacheError, storage_errno, storage_message
 from .ids import canonical_json
 from .records import CachedAnswer
+
+try:
+    import fcntl
+except ImportError:  # Windows: caches are opened without the lock of `_one_opener`
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +54,14 @@ class AnswerCache:
         check_allowed("cache_dir", directory)
         self.directory = Path(directory)
         db = self.directory / "cache.db"
-        if db.is_file() and db.stat().st_size == 0:
-            logger.warning(
-                "cache_dir: %s is an empty file, not a cache: every answer will be asked again (was the cache "
-                "copied while in use, or the disk full?); restore it from a backup or a replay archive "
-                "(`qualcode import-archive`) to avoid paying twice",
-                db,
-            )
-        with self._errors("open"):
+        with self._errors("open"), _one_opener(self.directory):
+            if db.is_file() and db.stat().st_size == 0:
+                logger.warning(
+                    "cache_dir: %s is an empty file, not a cache: every answer will be asked again (was the cache "
+                    "copied while in use, or the disk full?); restore it from a backup or a replay archive "
+                    "(`qualcode import-archive`) to avoid paying twice",
+                    db,
+                )
             # eviction_policy="none": the default policy silently drops entries past 1 GB, i.e. answers paid for.
             self._cache = diskcache.Cache(str(self.directory), eviction_policy="none", timeout=120)
 
@@ -131,11 +136,29 @@ class AnswerCache:
 _LEASE = "lease:"
 
 
+@contextmanager
+def _one_opener(directory: Path) -> Iterator[None]:
+    """Processes open the cache one at a time (a lock on its directory). SQLite creates a new cache.db empty and
+    fills it a moment later: without this, a second run opening the same new cache at that moment would warn
+    that its cache.db is empty. Where there are no file locks, opening goes on unlocked."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        with suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _explain(directory: Path, action: str, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    if "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
-        fix = "free space on that disk (or point cache_dir at another one) and run again"
-    elif isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
+    if storage_errno(exc) is not None:
+        return f"cache_dir {directory}: {storage_message(exc, [directory], f'{action} the answer cache')}"
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
         fix = (
             f"the cache is damaged: move {directory} aside and run again; answers then come from the model "
             "again, or first restore them with `qualcode import-archive results/replay/answers.jsonl.gz`"

@@ -19,7 +19,18 @@ from typing import Any
 from .cache import AnswerCache
 from .client import Client, Endpoint, endpoint, make_client, response_format
 from .config import LimitsConfig, LLMConfig, Price
-from .errors import AnswerError, CacheError, ConfigError, LimitReached, ProviderError, QualcodeError, RequestError
+from .errors import (
+    AnswerError,
+    CacheError,
+    ConfigError,
+    LimitReached,
+    ProviderError,
+    QualcodeError,
+    RequestError,
+    StorageError,
+    storage_errno,
+    storage_message,
+)
 from .ids import canonical_json, utc_now
 from .journal import HandedAnswers, Journal, absorb, hand_over
 from .limits import Ledger
@@ -86,6 +97,10 @@ def _holder_is_gone(owner: str) -> bool:
     return False
 
 
+class _NotSent(Exception):
+    """The job stopped before this chunk's next request was sent: the chunk is pending."""
+
+
 class Coder:
     """Codes chunks against one endpoint. The client is built at the first cache miss, so a fully
     cached run needs no model, no network and no key.
@@ -116,7 +131,8 @@ class Coder:
         self._client: Client | None = None
         self._answered = False  # the endpoint has answered at least once in this job
         self._unreachable: str | None = None  # set when it refused connections before ever answering
-        self._stop: QualcodeError | None = None  # a quota, budget, cache or permanent error: send nothing more
+        self._stop: QualcodeError | None = None  # a quota, budget, storage or permanent error: send nothing more
+        self._not_kept: list[str] = []  # chunks whose answers, received, no store could take
         self._owner = _owner_id()
         self._leases: set[str] = set()
         self.validate = AnswerValidator(self.request.schema, prompts.codebook.answer_model())
@@ -183,6 +199,8 @@ class Coder:
         started = time.monotonic()
         last_raw, last_error, finish = None, None, None
         while True:
+            if self._stop is not None:  # a store failed or a limit was reached while this chunk waited or re-asked
+                raise _NotSent
             attempts += 1
             try:
                 done = await self._client.complete(req.model_copy(update={"messages": tuple(messages)}))
@@ -195,7 +213,7 @@ class Coder:
             retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
-            finish, last_raw = done.finish_reason, redact(done.content)
+            finish, last_raw = done.finish_reason, redact(done.content) if done.content is not None else None
             if done.refusal:  # a refusal is the model's considered answer: asking again would pay for it again
                 last_error = f"the model refused: {done.refusal[:500]}"
                 break
@@ -207,7 +225,7 @@ class Coder:
                     break
                 reasks += 1
                 logger.info("chunk %s: invalid answer (%s); re-asking", chunk.chunk_id, exc)
-                messages = [*req.messages, *reask_messages(done.content, str(exc))]
+                messages = [*req.messages, *reask_messages(done.content or "", str(exc))]
                 continue
             # An echoed key is kept out of every file and table, however the answer escaped it: redacted again once
             # decoded (`\u0073k-...` in the raw text is `sk-...` in the answer).
@@ -229,16 +247,7 @@ class Coder:
                 retries=retries,
                 answered_at=utc_now(),
             )
-            # Stored under the first request's key, so a rerun finds it without repeating the re-asks.
-            # The journal first: if the cache cannot take it, the answer paid for is still kept.
-            if self.journal is not None:
-                self.journal.append(key, cached)
-            try:
-                self.cache.put(key, cached)
-            except CacheError as exc:
-                self._stop = self._stop or exc
-                kept = f"; the answers received are kept in {self.journal.path}" if self.journal else ""
-                logger.error("%s%s", exc, kept)
+            self._keep(chunk, key, cached)
             return self._result(chunk, req, key, **_from_cached(cached), cache_hit=False)
         return self._failed(
             chunk,
@@ -255,6 +264,36 @@ class Coder:
             retries=retries,
             answered_at=utc_now(),
         )
+
+    def _keep(self, chunk: Chunk, key: str, answer: CachedAnswer) -> None:
+        """Offer an answer paid for to every store (the journal, durable at once, then the cache), each on its
+        own: one that fails (a full disk) never keeps it out of the others. The first failure stops new requests;
+        an answer that no store took is counted, for the job's final message. Stored under the first request's
+        key, so a rerun finds it without repeating the re-asks."""
+        stores = [(self.journal.append, True)] if self.journal is not None else []
+        kept = 0
+        # a compute job's HandedAnswers hold answers in memory only: its journal is what keeps them
+        for put, durable in (*stores, (self.cache.put, isinstance(self.cache, AnswerCache))):
+            try:
+                put(key, answer)
+                kept += durable
+            except Exception as exc:
+                failure = exc if isinstance(exc, QualcodeError) else self._unexpected(exc, chunk)
+                if self._stop is None:
+                    logger.error("%s; stopped sending new requests", failure)
+                self._stop = self._stop or failure
+        if not kept:
+            self._not_kept.append(chunk.chunk_id)
+
+    def _unexpected(self, exc: Exception, chunk: Chunk) -> QualcodeError:
+        """A full, read-only or failing disk met outside the stores (the limits ledger, say), or a bug."""
+        if storage_errno(exc) is not None:
+            named = getattr(exc, "filename", None)
+            places = [named] if named else [getattr(self.journal, "path", None), getattr(self.cache, "directory", None)]
+            places = [p for p in places if p is not None]
+            return StorageError(f"while coding chunk {chunk.chunk_id}: {storage_message(exc, places)}")
+        logger.exception("chunk %s: unexpected error", chunk.chunk_id)
+        return QualcodeError(f"unexpected {type(exc).__name__} while coding chunk {chunk.chunk_id}: {exc}")
 
     def _failed(self, chunk: Chunk, req: LLMRequest, key: str, error: str, **facts: Any) -> ChunkResult:
         """A failed chunk; `facts` are what is known of the attempts (none if nothing was sent)."""
@@ -282,14 +321,13 @@ class Coder:
                     return None
                 try:
                     result = await self.code(chunk)
-                except QualcodeError as exc:  # quota, budget, refused key or model, cache, no key
+                except _NotSent:
+                    return None
+                except QualcodeError as exc:  # quota, budget, refused key or model, cache, journal, no key
                     self._stop = self._stop or exc
                     return None
-                except Exception as exc:  # a bug: stop sending, keep what was received, say which chunk
-                    logger.exception("chunk %s: unexpected error", chunk.chunk_id)
-                    self._stop = self._stop or QualcodeError(
-                        f"unexpected {type(exc).__name__} while coding chunk {chunk.chunk_id}: {exc}"
-                    )
+                except Exception as exc:  # a full disk no store named, or a bug: stop sending, say which chunk
+                    self._stop = self._stop or self._unexpected(exc, chunk)
                     return None
             done.append(result)
             now = time.monotonic()
@@ -313,17 +351,23 @@ class Coder:
 
     def _stopped(self, chunks: Sequence[Chunk], results: Sequence[ChunkResult | None]) -> QualcodeError:
         pending = [c.chunk_id for c, r in zip(chunks, results, strict=True) if r is None]
-        coded = sum(1 for r in results if r is not None and r.status == "coded")
+        lost = len(self._not_kept)
+        coded = sum(1 for r in results if r is not None and r.status == "coded") - lost
         logger.error("%d chunk(s) pending, not sent: %s", len(pending), " ".join(pending))
         exc = self._stop
         when = f"after {exc.resume_at}" if isinstance(exc, LimitReached) and exc.resume_at else "when fixed"
+        unkept = ""
+        if lost:
+            logger.error("%d answer(s) received but kept nowhere: %s", lost, " ".join(self._not_kept))
+            unkept = f"; {lost} answer(s) received could not be kept anywhere and will be asked again"
         message = (
-            f"{exc}. Stopped sending: {coded} chunk(s) of this job are coded and cached, {len(pending)} pending "
-            f"(listed in this job's log). Run the workflow again {when}; nothing already answered is sent again."
+            f"{exc}. Stopped sending: {coded} chunk(s) of this job are coded and kept, {len(pending)} pending "
+            f"(listed in this job's log){unkept}. Run the workflow again {when}; nothing already answered and kept "
+            "is sent again."
         )
         if isinstance(exc, LimitReached):
             return LimitReached(message, resume_at=exc.resume_at)
-        same_kind = type(exc) in (ProviderError, CacheError, ConfigError, QualcodeError)
+        same_kind = type(exc) in (ProviderError, CacheError, StorageError, ConfigError, QualcodeError)
         return type(exc)(message) if same_kind else QualcodeError(message)
 
 

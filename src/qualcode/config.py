@@ -249,6 +249,13 @@ class LLMConfig(_Strict):
     timeout_s: float = Field(
         300.0, gt=0, description="Seconds one HTTP request may take in all (wall clock, not per read)."
     )
+    max_response_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024**3,
+        description="Most bytes one response may hold once decompressed (16 MiB); reading stops there and the chunk "
+        "fails with a reason naming this setting, so a decompression bomb never fills memory.",
+    )
     max_attempts: int = Field(
         4, ge=1, le=20, description="Tries per request on transient errors (timeouts, 429, 5xx, dropped connections)."
     )
@@ -826,8 +833,8 @@ LOCATION_SETTINGS = ("results_dir", "cache_dir", "cluster")
 # What is done with the codings afterwards, not what they are: left out too, so that adding human codings does not
 # rewrite the coding tables (the validation tables carry their own hashes of these settings and the gold files).
 AFTERWARDS_SETTINGS = ("validation",)
-# Whether to go on, not what is asked: left out too, so that going on with `--config limits=...` publishes the tables
-# the config file alone would (and hashes from before the setting existed stay valid).
+# Whether to go on, not what is asked: left out too, so that raising it to go on rewrites no table (the tables are the
+# same whatever the limit), and hashes from before the setting existed stay valid.
 CONSENT_SETTINGS = {"limits": {"confirm_new_requests"}}
 
 
@@ -853,7 +860,8 @@ def connectable(params_llm: dict[str, Any], raw_config: dict[str, Any] | None) -
     """The llm settings a coding job connects with: the run's own or an arm's whose param (`job_llm`) the job received,
     credentials and access settings included, from the run's config. Without a config (outside Snakemake): the param."""
     if raw_config:
-        # the workflow adds keys of its own to Snakemake's config (report.smk: qualcode_run), which are no settings
+        # Only the settings: the main process checked them all when it parsed the workflow, and the workflow adds
+        # keys of its own to the config jobs receive (the report's `qualcode_run`).
         cfg = resolve({k: v for k, v in raw_config.items() if k in Config.model_fields})
         for llm in (cfg.llm, *(arm_llm(cfg, arm) for arm in cfg.validation.arms)):
             if job_llm(llm) == params_llm:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class QualcodeError(Exception):
     """Base class for every error this package raises on purpose."""
@@ -53,6 +60,11 @@ class CacheError(QualcodeError):
     The job stops sending; answers received so far are kept in the job's answer journal."""
 
 
+class StorageError(QualcodeError):
+    """A file system refused a write: full (ENOSPC), over quota (EDQUOT), read-only (EROFS) or failing (EIO).
+    The message names the path, its file system with the bytes free there, and the fix; see `storage_message`."""
+
+
 class LimitReached(QualcodeError):
     """The daily quota or the budget forbids another request. The run stops sending; every answer
     received so far is in the cache, and the next run goes on from there."""
@@ -60,3 +72,69 @@ class LimitReached(QualcodeError):
     def __init__(self, message: str, resume_at: str | None = None):
         self.resume_at = resume_at
         super().__init__(message)
+
+
+# -- a full, read-only or failing disk: one message for every stage ---------------------------------------------
+
+_STORAGE_FIX = {
+    errno.ENOSPC: "free space, then run the same command",
+    errno.EDQUOT: "free space (or have your disk quota raised), then run the same command",
+    errno.EROFS: "make it writable (or use another disk), then run the same command",
+    errno.EIO: "check the disk (failing, or a network disk gone away), free space, then run the same command",
+}
+# SQLite says "database or disk is full" or "disk I/O error" with its own codes, not errno (primary code: low byte).
+_SQLITE_ERRNO = {13: errno.ENOSPC, 10: errno.EIO}  # SQLITE_FULL, SQLITE_IOERR
+
+
+def storage_errno(exc: BaseException) -> int | None:
+    """ENOSPC, EDQUOT, EROFS or EIO when `exc` is a file system refusing a write (an OSError, pyarrow's included, or
+    SQLite's error for a full disk or an I/O error); None for anything else."""
+    code = getattr(exc, "errno", None)
+    if code is None and isinstance(getattr(exc, "sqlite_errorcode", None), int):
+        code = _SQLITE_ERRNO.get(exc.sqlite_errorcode & 0xFF)  # type: ignore[attr-defined]
+    return code if code in _STORAGE_FIX else None
+
+
+def file_system(path: str | Path) -> str:
+    """`path`'s file system: its mount point and the bytes free there (for an unprivileged user)."""
+    path = Path(os.path.abspath(path))
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path(path.anchor))
+    mount = next(p for p in (existing, *existing.parents) if os.path.ismount(p))
+    try:
+        free = f"{shutil.disk_usage(existing).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    read_only = hasattr(os, "ST_RDONLY") and _read_only(existing)
+    return f"{mount} ({free}{', mounted read-only' if read_only else ''})"
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def storage_message(exc: BaseException, paths: Iterable[str | Path], action: str | None = None) -> str:
+    """The message for a write that a full, read-only or failing file system refused: what failed, the file
+    system(s) of `paths` with their free bytes, and the fix. `storage_errno(exc)` must be set."""
+    code = storage_errno(exc)
+    assert code is not None, exc
+    action = action or ("read or write" if code == errno.EIO else "write")
+    text = str(exc) or type(exc).__name__
+    places = list(dict.fromkeys(file_system(p) for p in paths))
+    where = f"its file system is {places[0]}" if len(places) == 1 else f"the file systems: {'; '.join(places)}"
+    name = errno.errorcode[code]
+    return f"cannot {action} ({text}; {name}): {where}; {_STORAGE_FIX[code]}"
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """A failed write names no file (an OSError names one only when opening failed): give it `path`, so the job's
+    message says which file and which file system."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and storage_errno(exc) is not None:
+            exc.filename = str(path)
+        raise

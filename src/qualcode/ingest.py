@@ -852,6 +852,8 @@ def _read_checked(path: Path, root: Path, cfg: IngestConfig, name: str) -> list[
             "%s: unexpected %s while reading (traceback for a bug report)", name, type(exc).__name__, exc_info=True
         )
         raise InputError(name, f"could not be read ({type(exc).__name__}: {_short(str(exc))})") from None
+    # Refused, not repaired (unlike a server's text, which records.encodable replaces): these are participants'
+    # words and their ids, which no replaced character may silently alter; the file goes to failures, named.
     for document in documents:
         texts = (document.doc_id, document.text, *document.metadata, *document.metadata.values())
         if any(_SURROGATE.search(text) for text in texts):

@@ -12,11 +12,12 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
 from .cache import AnswerCache
-from .errors import CacheError
+from .errors import CacheError, StorageError, storage_errno, storage_message
 from .ids import canonical_json
 from .records import CachedAnswer
 
@@ -26,20 +27,30 @@ logger = logging.getLogger(__name__)
 class Journal:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._fh = None
+        self._fh: BinaryIO | None = None
+        self._torn = False  # the last append failed part-way: the file may end in part of a line
 
     def append(self, key: str, answer: CachedAnswer) -> None:
-        """Durable against a killed process once this returns (flushed to the OS, not fsync'ed: a per-answer
-        fsync would cost more than the answers at high request rates; power loss is the cache's job)."""
+        """Durable against a killed process once this returns (written to the OS, not fsync'ed: a per-answer
+        fsync would cost more than the answers at high request rates; power loss is the cache's job). Unbuffered,
+        so an append that fails (a full disk) leaves nothing pending to be written later or to fail again on close;
+        the next append starts on a new line, so only the failed one is lost, never the one after it."""
+        line = canonical_json({"request_hash": key, "response": answer.model_dump(mode="json")}) + "\n"
+        data = memoryview(("\n" + line if self._torn else line).encode("utf-8"))
         try:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the job)
-            line = canonical_json({"request_hash": key, "response": answer.model_dump(mode="json")})
-            self._fh.write(line + "\n")
-            self._fh.flush()
+                self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115 (kept open for the job)
+            while data:
+                data = data[self._fh.write(data) :]
         except OSError as exc:
-            raise CacheError(f"cannot write the answer journal {self.path} ({exc}): free space and run again") from None
+            self._torn = self._fh is not None
+            if storage_errno(exc) is not None:
+                raise StorageError(f"answer journal {self.path}: {storage_message(exc, [self.path])}") from None
+            raise CacheError(
+                f"cannot write the answer journal {self.path} ({exc}): check the disk and run again"
+            ) from None
+        self._torn = False
 
     def close(self) -> None:
         if self._fh is not None:
@@ -53,12 +64,12 @@ class Journal:
 
 
 def read(path: str | Path) -> Iterator[tuple[str, CachedAnswer]]:
-    """The answers in a journal. A line cut short by a kill (the last one) or otherwise unreadable is skipped
+    """The answers in a journal. A line cut short by a kill or a full disk, or otherwise unreadable, is skipped
     with a warning: it never stops the run."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.endswith("\n"):
-                logger.warning("%s, line %d: incomplete (job killed while writing?); skipped", path, lineno)
+                logger.warning("%s, line %d: incomplete (killed or disk full while writing?); skipped", path, lineno)
                 continue
             try:
                 entry = json.loads(line)

@@ -10,11 +10,12 @@ import base64
 import logging
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import QualcodeError
+from .errors import QualcodeError, storage_errno, storage_message
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "[REDACTED]"
@@ -101,6 +102,19 @@ def job(log_path: str | Path | None, level: int = logging.INFO) -> Iterator[logg
     except QualcodeError as exc:
         log.error("%s", exc)
         raise SystemExit(1) from None
-    except Exception:
-        log.exception("unexpected error (a bug in qualcode: please report it with this log)")
+    except Exception as exc:
+        if storage_errno(exc) is None:
+            log.exception("unexpected error (a bug in qualcode: please report it with this log)")
+        else:  # a full, read-only or failing disk in any stage: not a bug, and the message says which disk
+            log.error("%s", _storage_failure(exc, log_path))
         raise SystemExit(1) from None
+
+
+def _storage_failure(exc: Exception, log_path: str | Path | None) -> str:
+    """The file that failed when the error names it; else the file systems the job writes to: the results folder
+    (where its log is) and the temporary folder."""
+    named = getattr(exc, "filename", None)
+    if named:
+        return f"{named}: {storage_message(exc, [named])}"
+    places = [Path(log_path).parent if log_path else Path.cwd(), tempfile.gettempdir()]
+    return f"a write failed: {storage_message(exc, places)}"

@@ -123,7 +123,8 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
         f"were found in the source text (exactly or up to whitespace, case and quotation marks) and "
         f"{n('counts', 'quotes_ungrounded')} were not.{_empty(m)} The configuration is identified by SHA-256 "
         f"{_short(_get(m, 'origin', 'qualcode.config_sha256'))} (resolved settings, see manifest.json); every "
-        f"request and answer is in the replay archive, from which the tables can be rebuilt without the model."
+        f"request and answer (replicates and comparison arms included) is in the replay archive, from which every "
+        f"table can be rebuilt without the model."
     )
 
 

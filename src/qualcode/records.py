@@ -9,12 +9,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .ids import canonical_json
+
+# -- text that every writer can take ----------------------------------------------------------------------------
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """`text` with every surrogate code point replaced by U+FFFD. JSON's `\\udc80` escapes (and the OS's
+    surrogateescape) give Python strings that UTF-8 cannot encode, so Parquet, the cache, the journal and every text
+    file would fail on them; a replaced character is visible where it stood and encodes everywhere."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def encodable_json(value: Any) -> Any:
+    """A parsed JSON value with `encodable` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, dict):
+        return {encodable(k): encodable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [encodable_json(v) for v in value]
+    return value
+
 
 # -- texts: documents, their speaker turns and chunks (frozen dataclasses: many, small, internal) --------------
 
@@ -67,9 +91,9 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Completion:
-    """One answer as a provider sent it, before validation."""
+    """One answer as a provider sent it, before validation. `content` is None when the server sent none (null)."""
 
-    content: str
+    content: str | None
     model_served: str | None
     finish_reason: str | None
     tokens_in: int | None
@@ -77,6 +101,16 @@ class Completion:
     system_fingerprint: str | None
     retries: int = 0  # transient failures retried before this answer
     refusal: str | None = None  # the model declined to answer, in its own words
+
+    def __post_init__(self) -> None:
+        # Every string a server sent enters here, whichever client built the record: lone surrogates become U+FFFD
+        # once, so no writer downstream meets one. Replaced, not re-asked: the rest of the answer is sound, a re-ask
+        # would pay again for what is most likely half an emoji, and a quote holding U+FFFD is still checked
+        # against the text (it is found, or flagged ungrounded).
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str):
+                object.__setattr__(self, f.name, encodable(value))
 
 
 # -- model calls and their outcomes (pydantic: they cross the cache, the journal and the archive) --------------

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .codebook import Codebook
-from .errors import QualcodeError
+from .errors import QualcodeError, writing
 from .ids import canonical_json
 from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
 from .shards import Shard
@@ -446,19 +446,21 @@ class Writer:
 
     def _flush(self, whole_groups_only: bool = False) -> None:
         # Row groups always start at multiples of ROW_GROUP_ROWS, so the bytes do not depend on the pieces' sizes.
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, self.schema)
         pending = pa.concat_tables(self._pending) if self._pending else self.schema.empty_table()
         n = (pending.num_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS if whole_groups_only else pending.num_rows
-        if n or not whole_groups_only:
-            self._writer.write_table(pending.slice(0, n), row_group_size=ROW_GROUP_ROWS)
+        with writing(self.path):  # a full disk: the job's message names this file
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.path, self.schema)
+            if n or not whole_groups_only:
+                self._writer.write_table(pending.slice(0, n), row_group_size=ROW_GROUP_ROWS)
         rest = pending.slice(n)
         self._pending, self._n_pending = ([rest] if rest.num_rows else []), rest.num_rows
 
     def close(self) -> None:
         self._flush()
         assert self._writer is not None
-        self._writer.close()
+        with writing(self.path):
+            self._writer.close()
 
     def __enter__(self) -> Writer:
         return self

@@ -10,6 +10,7 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 
 from .errors import AnswerError
+from .records import encodable_json
 
 
 class AnswerValidator:
@@ -20,9 +21,14 @@ class AnswerValidator:
         self._validator = jsonschema.Draft202012Validator(schema)
         self._model = model
 
-    def __call__(self, content: str, finish_reason: str | None = None) -> dict[str, Any]:
+    def __call__(self, content: str | None, finish_reason: str | None = None) -> dict[str, Any]:
         """The parsed answer, or AnswerError saying what is wrong in words a model can act on. Any failure of
-        an answer (nesting too deep, a number too long, text too long) is an AnswerError, never a crash."""
+        an answer (nesting too deep, a number too long, text too long, no text at all) is an AnswerError, never a
+        crash."""
+        if content is None:
+            raise AnswerError(
+                f"the server sent no answer text (message.content was null, finish_reason {finish_reason!r})", ""
+            )
         if len(content) > MAX_ANSWER_CHARS:
             raise AnswerError(f"the answer is {len(content):,} characters long; at most {MAX_ANSWER_CHARS:,}", content)
         text = _strip_fences(content)
@@ -38,6 +44,8 @@ class AnswerValidator:
             raise AnswerError(f"not valid JSON: {exc.msg} at character {exc.pos}{cut}", content) from None
         except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, or [[[[... nested too deep
             raise AnswerError(f"not usable JSON: {_reason(exc)}", content) from None
+        # `\udc80` is legal JSON but no writer can store the lone surrogate it gives: replaced, as in `Completion`.
+        answer = encodable_json(answer)
         try:
             errors = sorted(self._validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
             if errors:

@@ -3,7 +3,8 @@ checkpoint chunk:
         documents=f"{RESULTS}/work/documents.parquet",
     output:
         chunks=f"{RESULTS}/work/chunks.parquet",
-        shards=f"{RESULTS}/work/shards.json",
+        # update: kept, not deleted, when the checkpoint runs again, so the new plan keeps its number of shards
+        shards=update(f"{RESULTS}/work/shards.json"),
     log:
         f"{RESULTS}/logs/chunk/chunk.log",
     benchmark:

@@ -172,6 +172,23 @@ def variant_shards(wildcards):
     )
 
 
+def variant_codings(wildcards):
+    """Each further coding (replicates and arms) by name: what it asked with and its outputs in the shards' order,
+    so the replay archive rebuilds its requests, which differ from the run's own by the replicate number and by
+    an arm's llm and prompt templates."""
+    return {
+        name: {
+            "llm": qualcode.config.arm_llm(CFG, arm).model_dump(mode="json"),
+            "prompts": qualcode.config.arm_prompts(CFG, arm),
+            "replicate": replicate,
+            "shards": expand(
+                f"{RESULTS}/work/variants/{name}/{{shard}}.parquet", shard=shard_ids()
+            ),
+        }
+        for name, (arm, replicate) in VARIANTS.items()
+    }
+
+
 def final_outputs(wildcards):
     plugin = workflow.executor_plugin
     mismatch = plugin is not None and ON_CLUSTER == workflow.local_exec

@@ -1,14 +1,23 @@
 # What a methods section needs: the manifest, a methods paragraph, and the replay archive.
 
 
+# Every answer a table is built from: the run's own coding, its replicates and its arms.
 rule replay_archive:
     input:
         chunks=f"{RESULTS}/work/chunks.parquet",
         plan=f"{RESULTS}/work/shards.json",
         shards=coded_shards,
+        variants=variant_shards,
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
+        variant_templates=sorted(
+            {
+                path
+                for arm, _ in VARIANTS.values()
+                for path in qualcode.config.arm_prompts(CFG, arm).values()
+            }
+        ),
     output:
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
     log:
@@ -16,6 +25,7 @@ rule replay_archive:
     params:
         llm=qualcode.config.job_llm(CFG.llm),
         prompt_context=CFG.prompt_context.model_dump(mode="json"),
+        variants=variant_codings,
     script:
         "../scripts/replay_archive.py"
 

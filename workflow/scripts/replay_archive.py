@@ -1,15 +1,27 @@
-"""Export every coded chunk's request and answer, from the coding jobs' outputs (one shard at a time): the archive
-that rebuilds the tables."""
+"""Export every coded chunk's request and answer, from the coding jobs' outputs (one shard at a time): the run's own
+coding, its replicates and its arms, each request rebuilt with the settings it was sent with. The archive that
+rebuilds every table."""
 
 from qualcode import archive, codebook, coding, config, logs, prompts, shards, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
-    llm = config.LLMConfig.model_validate(params.llm)
+    cb = codebook.load(inp.codebook)
     label = params.prompt_context["label_continued_turn"]
-    templates = prompts.load(inp.system, inp.user, codebook.load(inp.codebook), llm.structured_output, label)
-    requests = coding.Requests(llm, templates)
-    coded = tables.iter_shards(inp.chunks, shards.read(inp.plan), inp.shards)
-    pairs = (pair for chunks, results in coded for pair in archive.from_results(results, chunks, requests))
+
+    def requests(llm_json, system, user, replicate=1):
+        llm = config.LLMConfig.model_validate(llm_json)
+        return coding.Requests(llm, prompts.load(system, user, cb, llm.structured_output, label), replicate)
+
+    codings = [(requests(params.llm, inp.system, inp.user), inp.shards)]
+    for v in params.variants.values():
+        codings.append((requests(v["llm"], v["prompts"]["system"], v["prompts"]["user"], v["replicate"]), v["shards"]))
+    plan = shards.read(inp.plan)
+    pairs = (
+        pair
+        for reqs, files in codings
+        for chunks, results in tables.iter_shards(inp.chunks, plan, files)
+        for pair in archive.from_results(results, chunks, reqs)
+    )
     n = archive.export(pairs, snakemake.output.archive)  # noqa: F821
-    log.info("archived %d answers (failed chunks have none)", n)
+    log.info("archived %d answers of %d codings (failed chunks have none)", n, len(codings))
