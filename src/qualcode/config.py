@@ -361,9 +361,16 @@ class LimitsConfig(_Strict):
     budget: float | None = Field(
         None, ge=0, description="Most money spent through this cache, in the currency of `prices`; needs a price."
     )
+    confirm_new_requests: int | None = Field(
+        None,
+        ge=0,
+        description="Most requests a run may send that are not in the cache; a run that would send more stops "
+        "before the first, saying how many are new and why (0: only cached answers). Null: no limit.",
+    )
 
     @property
     def active(self) -> bool:
+        """Whether the ledger has a limit to keep (confirm_new_requests is kept by the bill, before any request)."""
         limits = (self.requests_per_minute, self.tokens_per_minute, self.requests_per_day, self.budget)
         return any(v is not None for v in limits)
 
@@ -826,6 +833,9 @@ LOCATION_SETTINGS = ("results_dir", "cache_dir", "cluster")
 # What is done with the codings afterwards, not what they are: left out too, so that adding human codings does not
 # rewrite the coding tables (the validation tables carry their own hashes of these settings and the gold files).
 AFTERWARDS_SETTINGS = ("validation",)
+# Whether to go on, not what is asked: left out too, so that raising it to go on rewrites no table (the tables are the
+# same whatever the limit), and hashes from before the setting existed stay valid.
+CONSENT_SETTINGS = {"limits": {"confirm_new_requests"}}
 
 
 # Where the key lives, not what determines the answers: left out of the config hash (a replay without the key, or with
@@ -835,9 +845,10 @@ ACCESS_SETTINGS = ("api_key_env", "api_key_file")
 
 
 def content_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config without its location, validation and access settings: what the config hash covers."""
+    """The resolved config without its location, validation, access and consent settings: what the config hash
+    covers."""
     exclude: dict[str, Any] = {k: True for k in (*LOCATION_SETTINGS, *AFTERWARDS_SETTINGS)}
-    return cfg.model_dump(mode="json", exclude={**exclude, "llm": set(ACCESS_SETTINGS)})
+    return cfg.model_dump(mode="json", exclude={**exclude, "llm": set(ACCESS_SETTINGS), **CONSENT_SETTINGS})
 
 
 def job_llm(llm: LLMConfig) -> dict[str, Any]:

@@ -1,17 +1,27 @@
-"""What a run will cost before it starts: requests still to send after the cache, tokens, money."""
+"""What a run will cost before it starts: requests still to send after the cache, tokens, money; and the bill, which
+says why the new requests are new, and stops a run that would send more of them than `limits.confirm_new_requests`.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import chunking, ingest, prompts
 from .cache import AnswerCache
+from .codebook import Codebook
 from .codebook import load as load_codebook
-from .coding import Coder
-from .config import Config
+from .coding import Requests
+from .config import Config, PromptContext
+from .errors import LimitReached
+from .ids import file_sha256, stable_hash
 from .limits import estimate_prompt_tokens
+from .records import Chunk, LLMRequest
 
 
 def estimate(cfg: Config) -> dict[str, Any]:
@@ -30,41 +40,46 @@ def estimate(cfg: Config) -> dict[str, Any]:
     )  # fmt: skip
     sample = {d.doc_id for d in ingest.pilot_sample(docs, cfg.pilot.documents, cfg.pilot.seed)}
     with AnswerCache(cfg.cache_dir) as cache:
-        coder = Coder(cfg.llm, templates, cache)
-        cached_out, to_send, later = [], [], []
-        for c in chunks:
-            req = coder.request(c)
-            hit = cache.get(req.key())
-            if hit is None:
-                (to_send if c.doc_id in sample else later).append(req)
-            elif hit.tokens_out:
-                cached_out.append(hit.tokens_out / max(hit.attempts, 1))
-    # Output length: what this model wrote per answer so far, else half the ceiling.
-    per_answer = statistics.median(cached_out) if cached_out else cfg.llm.max_tokens / 2
-    n_sample = sum(c.doc_id in sample for c in chunks)
-    run = _requests(cfg, to_send, per_answer)
+        the_bill = bill(
+            cfg, [c for c in chunks if c.doc_id in sample], templates, cache, read_record(record_path(cfg.results_dir))
+        )
+        build = Requests(cfg.llm, templates)
+        later = [r for c in chunks if c.doc_id not in sample and (r := build(c)).key() not in cache]
     out = {
         "documents": len(sample),
         "unreadable_files": len(problems),
-        "chunks": n_sample,
-        "cached": n_sample - len(to_send),
-        **run,
-        "output_tokens_basis": "median of cached answers" if cached_out else "half of llm.max_tokens",
+        "chunks": the_bill["requests"],
+        "cached": the_bill["cached"],
+        **{k: the_bill[k] for k in COST_KEYS},
+        "output_tokens_basis": the_bill["output_tokens_basis"],
         "model": cfg.llm.model,
         "budget": cfg.limits.budget,
+        "bill": the_bill,
         "pilot": None,
     }
     if cfg.pilot.documents is not None:
+        adds = _requests(cfg, later, the_bill["output_tokens_per_answer"])
         out["pilot"] = {
             "documents_in_corpus": len(docs),
             "seed": cfg.pilot.seed,
-            "full_run_adds": {"documents": len(docs) - len(sample), **_requests(cfg, later, per_answer)},
+            "full_run_adds": {"documents": len(docs) - len(sample), **adds},
         }
     return out
 
 
-def _requests(cfg: Config, to_send: list, per_answer: float) -> dict[str, Any]:
-    tokens_in = sum(estimate_prompt_tokens(r.messages) for r in to_send)
+COST_KEYS = ("requests_to_send", "input_tokens", "output_tokens_expected", "cost_expected", "cost_at_most")
+
+
+def _requests(cfg: Config, to_send: Sequence[LLMRequest], per_answer: float) -> dict[str, Any]:
+    # The system message is the same in every request: count each distinct message once.
+    counted: dict[str, int] = {}
+    tokens_in = 0
+    for r in to_send:
+        for m in r.messages:
+            content = m.get("content") or ""
+            if content not in counted:
+                counted[content] = estimate_prompt_tokens([m])
+            tokens_in += counted[content]
     tokens_out = round(per_answer * len(to_send))
     price = cfg.prices.get(cfg.llm.model)
     cost = cost_max = None
@@ -103,6 +118,7 @@ def render(e: dict[str, Any]) -> str:
         ("output tokens (expected)", f"{e['output_tokens_expected']} ({e['output_tokens_basis']})"),
         (f"cost for {e['model']}", _money(e)),
         ("budget (limits.budget)", e["budget"] if e["budget"] is not None else "none"),
+        *bill_rows(e["bill"], cost=False),
     ]
     if pilot:
         adds = pilot["full_run_adds"]
@@ -115,3 +131,171 @@ def render(e: dict[str, Any]) -> str:
         ]  # fmt: skip
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# -- the bill: before the first request of a run, what is cached, what is new and why --------------------------
+
+# The bill job's record of the requests it let through, under results_dir: what the next bill compares with to say
+# why a request is new (the cache keeps answers by key alone, which cannot say what changed).
+RECORD = Path("work") / "requests" / "run.json"  # the run's own coding's; each arm and replicate has its own
+# Settings of llm that are part of every request (and so of its key), besides the model.
+REQUEST_SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "structured_output", "strict_schema", "extra_body")
+# Cached answers whose output length predicts the new ones': a sample is as good as all, and reading is not free.
+OUTPUT_SAMPLE = 1000
+
+
+def record_path(results_dir: str | Path) -> Path:
+    return Path(results_dir) / RECORD
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The record the last bill that let a run go on left, or None (none yet, or unreadable: the bill then says so
+    and gives the counts only)."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and {"chunks", "ingredients"} <= record.keys() else None
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, separators=(",", ":")) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # a killed job leaves the old record whole, never half of the new one
+
+
+def _codebook_parts(codebook: Codebook) -> dict[str, str]:
+    """A hash per part of the codebook a researcher edits: its head, each field, each code (`field.value`)."""
+    parts = {"": stable_hash(codebook.model_dump(mode="json", exclude={"fields"}))}
+    for f in codebook.fields:
+        parts[f.name] = stable_hash(f.model_dump(mode="json", exclude={"values"}))
+        parts.update({f"{f.name}.{v.name}": stable_hash(v.model_dump(mode="json")) for v in f.values})
+    return parts
+
+
+def ingredients(
+    requests: Requests, codebook: Codebook, templates: dict[str, str], prompt_context: PromptContext
+) -> dict[str, Any]:
+    """What every request of a run is built from besides its chunk, in parts that can be named when they change."""
+    cfg, end = requests.cfg, requests.endpoint
+    return {
+        "model": f"{end.model_id} at {end.base_url}" if end.provider != "local" else end.model_id,
+        "settings": {k: getattr(cfg, k) for k in REQUEST_SETTINGS},
+        "templates": {name: file_sha256(templates[name]) for name in ("system", "user")},
+        "prompt_context": prompt_context.model_dump(mode="json"),
+        "codebook": _codebook_parts(codebook),
+        "replicate": requests.replicate,
+    }
+
+
+def _changes(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """What changed between two runs' ingredients, in the settings' and codes' own names ('' if nothing)."""
+    found = []
+    old_cb, new_cb = before.get("codebook", {}), now["codebook"]
+    if old_cb != new_cb:
+        changed = [k or "its name, version or description" for k in new_cb if k in old_cb and old_cb[k] != new_cb[k]]
+        added = [k for k in new_cb if k not in old_cb]
+        removed = [k for k in old_cb if k not in new_cb]
+        what = [f"changed: {', '.join(changed)}"] if changed else []
+        what += [f"added: {', '.join(added)}"] if added else []
+        what += [f"removed: {', '.join(removed)}"] if removed else []
+        found.append(f"codebook changed ({'; '.join(what)})")
+    templates = [k for k in now["templates"] if before.get("templates", {}).get(k) != now["templates"][k]]
+    if templates:
+        found.append(f"prompt template changed ({', '.join(f'prompts.{k}' for k in templates)})")
+    if before.get("model") != now["model"]:
+        found.append(f"model changed ({before.get('model')} -> {now['model']})")
+    settings = [k for k in now["settings"] if before.get("settings", {}).get(k) != now["settings"][k]]
+    if settings:
+        found.append(f"generation settings changed ({', '.join(f'llm.{k}' for k in settings)})")
+    if before.get("prompt_context") != now["prompt_context"]:
+        found.append("prompt_context changed")
+    if before.get("replicate") != now["replicate"]:
+        found.append("replicate changed")
+    return "; ".join(found)
+
+
+NO_RECORD = "no earlier run recorded (so no reason can be given)"
+NEW_TEXT = "new or changed text"
+NOT_KEPT = (
+    "the same request as in the last run, but no answer is cached: it failed or was not sent then, the cache_dir "
+    "is another one, or the document's metadata shown in the prompt changed"
+)
+
+
+def bill(
+    cfg: Config,
+    chunks: Sequence[Chunk],
+    templates: prompts.Prompts,
+    cache: AnswerCache,
+    previous: dict[str, Any] | None,
+    replicate: int = 1,
+) -> dict[str, Any]:
+    """The requests these chunks make, counted: in the cache, or new and why (compared with `previous`, the record
+    of the last run let through), with tokens and cost of the new ones. `record` is this run's, to keep once it goes
+    on. Builds every request key as the coding jobs do (`coding.Requests`) and sends nothing."""
+    build = Requests(cfg.llm, templates, replicate)
+    now = ingredients(build, templates.codebook, cfg.prompts, cfg.prompt_context)
+    known = set(previous["chunks"]) if previous else set()
+    changed = _changes(previous["ingredients"], now) if previous else ""
+    cached, to_send, why = 0, [], Counter()
+    outputs: list[float] = []
+    for c in chunks:
+        req = build(c)
+        key = req.key()
+        if key in cache:
+            cached += 1
+            if len(outputs) < OUTPUT_SAMPLE:
+                hit = cache.get(key)
+                if hit is not None and hit.tokens_out:
+                    outputs.append(hit.tokens_out / max(hit.attempts, 1))
+            continue
+        to_send.append(req)
+        if previous is None:
+            why[NO_RECORD] += 1
+        elif c.chunk_id not in known:
+            why[NEW_TEXT] += 1
+        else:
+            why[changed or NOT_KEPT] += 1
+    # Output length: what this model wrote per answer so far, else half the ceiling.
+    per_answer = statistics.median(outputs) if outputs else cfg.llm.max_tokens / 2
+    return {
+        "requests": len(chunks),
+        "cached": cached,
+        "new": len(to_send),
+        "why_new": dict(why.most_common()),
+        **_requests(cfg, to_send, per_answer),
+        "output_tokens_per_answer": per_answer,
+        "output_tokens_basis": "median of cached answers" if outputs else "half of llm.max_tokens",
+        "model": cfg.llm.model,
+        "record": {"chunks": [c.chunk_id for c in chunks], "ingredients": now},
+    }
+
+
+def bill_rows(b: dict[str, Any], cost: bool = True) -> list[tuple[str, str]]:
+    """The bill in a few lines, each (what, how much): the run's log and `qualcode estimate` show the same (the
+    estimate has rows of its own for the cost)."""
+    rows = [("requests", f"{b['requests']}: {b['cached']} in the cache, {b['new']} new")]
+    rows += [("new because", f"{n}: {reason}") for reason, n in b["why_new"].items()]
+    if b["new"] and cost:
+        rows.append((
+            "new requests cost",
+            f"about {b['input_tokens']} input tokens, {b['output_tokens_expected']} output tokens "
+            f"({b['output_tokens_basis']}); {b['model']}: {_money(b)}",
+        ))  # fmt: skip
+    return rows
+
+
+def confirm(b: dict[str, Any], limit: int | None) -> None:
+    """Stop before paying when more requests are new than the researcher agreed to (`limits.confirm_new_requests`)."""
+    if limit is None or b["new"] <= limit:
+        return
+    # Not `--config limits=...`: Snakemake passes the values inside a mapping as strings, which the schema refuses.
+    raise LimitReached(
+        f"{b['new']} new requests ({b['cached']} cached) would be sent, more than limits.confirm_new_requests "
+        f"({limit}); nothing was sent. The lines above say why they are new and what they cost. To send them, set "
+        f"limits.confirm_new_requests to {b['new']} or more (or null) in your config file and run the same command "
+        "again; to send none, undo the change named above"
+    )

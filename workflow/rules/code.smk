@@ -11,6 +11,7 @@
 
 # Light, network- or disk-bound work stays on the submit host when jobs go to a cluster.
 localrules:
+    bill,
     code_handoff,
     code_absorb,
     answer_schema,
@@ -31,6 +32,37 @@ if ON_CLUSTER:
     # submit host, where the cache is, whatever the model
     localrules:
         code_variant,
+
+
+# Before the first request of a run: the requests in the cache and the new ones, why they are new, and what they
+# cost; the run stops here when more are new than limits.confirm_new_requests. A checkpoint: the coding jobs are
+# planned again once it has run, so the bill (rewritten whenever the chunks, codebook, templates or llm settings
+# change) reruns no shard whose output exists. One light job for all shards of a coding (the run's own, `run`, and
+# each of VARIANTS); local, as it opens the cache.
+checkpoint bill:
+    input:
+        chunks=f"{RESULTS}/work/chunks.parquet",
+        codebook=CFG.codebook,
+        system=lambda wildcards: bill_config(wildcards).prompts["system"],
+        user=lambda wildcards: bill_config(wildcards).prompts["user"],
+    output:
+        bill=f"{RESULTS}/work/bill/{{coding}}.json",
+    log:
+        f"{RESULTS}/logs/bill/{{coding}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/bill/{{coding}}.tsv"
+    wildcard_constraints:
+        coding=r"run|[a-z0-9_]+\.r[0-9]+|r[0-9]+",
+    params:
+        settings=bill_settings,
+        replicate=lambda wildcards: (
+            1 if wildcards.coding == "run" else VARIANTS[wildcards.coding][1]
+        ),
+        cache_dir=CACHE_DIR,
+        # what the next bill compares with; not an output, so a run the bill stops keeps the last approved one
+        record=lambda wildcards: f"{RESULTS}/work/requests/{wildcards.coding}.json",
+    script:
+        "../scripts/bill.py"
 
 
 # Used only when coding runs on compute nodes.
@@ -74,6 +106,7 @@ rule code_shard:
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
         handed=(f"{RESULTS}/work/handed/{{shard}}.jsonl" if CODING_ON_COMPUTE else []),
+        bill=lambda wildcards: ancient(checkpoints.bill.get(coding="run").output.bill),
     output:
         results=f"{RESULTS}/work/shards/{{shard}}.parquet",
     log:
@@ -90,7 +123,8 @@ rule code_shard:
     params:
         **SHARD_PARAMS,
         cache_dir=None if CODING_ON_COMPUTE else CACHE_DIR,
-        limits=CFG.limits.model_dump(),
+        # the bill keeps confirm_new_requests: going on past it must not rerun the shards
+        limits=CFG.limits.model_dump(exclude={"confirm_new_requests"}),
     script:
         "../scripts/code_shard.py"
 
@@ -105,6 +139,9 @@ rule code_variant:
         codebook=CFG.codebook,
         system=lambda wildcards: variant_prompts(wildcards)["system"],
         user=lambda wildcards: variant_prompts(wildcards)["user"],
+        bill=lambda wildcards: ancient(
+            checkpoints.bill.get(coding=wildcards.variant).output.bill
+        ),
     output:
         results=f"{RESULTS}/work/variants/{{variant}}/{{shard}}.parquet",
     log:
@@ -120,7 +157,7 @@ rule code_variant:
         prompt_context=SHARD_PARAMS["prompt_context"],
         cache_dir=CACHE_DIR,
         journal=lambda wildcards: f"{RESULTS}/work/journal/{wildcards.variant}-{wildcards.shard}.jsonl",
-        limits=CFG.limits.model_dump(),
+        limits=CFG.limits.model_dump(exclude={"confirm_new_requests"}),
         price=lambda wildcards: (
             CFG.prices[variant_llm(wildcards).model].model_dump()
             if variant_llm(wildcards).model in CFG.prices

@@ -146,6 +146,24 @@ def variant_prompts(wildcards):
     return qualcode.config.arm_prompts(CFG, VARIANTS[wildcards.variant][0])
 
 
+def bill_config(wildcards):
+    """The config as a coding (`run`, the run's own, or a variant) builds its requests: an arm's llm and prompts."""
+    arm = None if wildcards.coding == "run" else VARIANTS[wildcards.coding][0]
+    return qualcode.config.arm_config(CFG, arm) if arm is not None else CFG
+
+
+def bill_settings(wildcards):
+    """What a coding's requests are built from, and the limit: the bill's only settings, so nothing else reruns it.
+    The llm as the coding jobs get it (`job_llm`): no credentials, no key's whereabouts, and the same cache keys.
+    """
+    cfg = bill_config(wildcards)
+    settings = cfg.model_dump(
+        mode="json", include={"codebook", "prompts", "prompt_context", "prices"}
+    )
+    limit = {"confirm_new_requests": cfg.limits.confirm_new_requests}
+    return {**settings, "llm": qualcode.config.job_llm(cfg.llm), "limits": limit}
+
+
 def variant_shards(wildcards):
     return expand(
         f"{RESULTS}/work/variants/{{variant}}/{{shard}}.parquet",
