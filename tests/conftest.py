@@ -24,6 +24,21 @@ def codebook():
     return codebook_mod.load(DATA / "codebook.yaml")
 
 
+@pytest.fixture
+def prompts(codebook):
+    from qualcode.prompts import load
+
+    return load(REPO / "config/prompts/system.j2", REPO / "config/prompts/user.j2", codebook, "json_schema")
+
+
+def nurse_chunk(i: int):
+    """A one-line chunk of a nurse's words, numbered `i`: for tests that code chunks without a workflow."""
+    from qualcode.records import Chunk
+
+    text = f"NURSE {i}: We had no masks on ward {i} and I was scared for my kids."
+    return Chunk(f"c{i:04d}", "doc.txt", i, 0, len(text), 16, (f"NURSE {i}",), text)
+
+
 def _quote_the_passage(body: dict) -> str:
     """Valid answers whose quotes are the passage's first words, so grounding has something to find."""
     import json

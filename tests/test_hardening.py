@@ -23,26 +23,14 @@ from qualcode.cache import AnswerCache
 from qualcode.coding import Coder, code_chunks
 from qualcode.config import ConfigError, LLMConfig, resolve
 from qualcode.errors import CacheError, ProviderError
-from qualcode.prompts import load as load_prompts
-from qualcode.records import Chunk
 from qualcode.validate import AnswerValidator
 
-from conftest import REPO
+from conftest import REPO, nurse_chunk
 from fakeserver import FakeServer, Fault
 
 # Made up, and assembled here so no key-shaped literal sits in the repository; long enough to be redacted.
 KEY = "-".join(["not", "a", "real", "key", "hardening", "tests"])
 KEY_ENV = "QUALCODE_TEST_KEY"
-
-
-def _chunk(i: int) -> Chunk:
-    text = f"NURSE {i}: We had no masks on ward {i} and I was scared for my kids."
-    return Chunk(f"c{i:04d}", "doc.txt", i, 0, len(text), 16, (f"NURSE {i}",), text)
-
-
-@pytest.fixture
-def prompts(codebook):
-    return load_prompts(REPO / "config/prompts/system.j2", REPO / "config/prompts/user.j2", codebook, "json_schema")
 
 
 @pytest.fixture
@@ -94,14 +82,14 @@ def test_a_key_echoed_by_the_provider_reaches_no_log_message_or_table(llm, promp
         # the provider repeats the key in an error text ...
         fake_server.script = [Fault("status", status=401, message=f"Incorrect API key provided: {KEY}.")]
         with pytest.raises(ProviderError) as exc:
-            _code(llm(), prompts, tmp_path / "cache", [_chunk(1)])
+            _code(llm(), prompts, tmp_path / "cache", [nurse_chunk(1)])
         assert KEY not in str(exc.value) and "[REDACTED]" in str(exc.value)
         # ... in an error object sent with status 200, and in an answer
         fake_server.script = [Fault("error_object", message=f"bad key {KEY}")]
-        [r] = _code(llm(max_attempts=1), prompts, tmp_path / "cache", [_chunk(2)])
+        [r] = _code(llm(max_attempts=1), prompts, tmp_path / "cache", [nurse_chunk(2)])
         assert r.status == "failed" and "bad key [REDACTED]" in r.error
         fake_server.answer_fn = lambda body: json.dumps({"summary": f"echo {KEY}"})
-        [r] = _code(llm(max_reasks=0), prompts, tmp_path / "cache", [_chunk(3)])
+        [r] = _code(llm(max_reasks=0), prompts, tmp_path / "cache", [nurse_chunk(3)])
         assert r.status == "failed" and KEY not in r.raw and "[REDACTED]" in r.raw
         raise ProviderError(str(exc.value))  # as a job ends on it: logged
     assert KEY not in log_file.read_text() and "[REDACTED]" in log_file.read_text()
@@ -151,7 +139,7 @@ def test_a_full_cache_disk_stops_cleanly_and_the_rerun_pays_for_nothing_again(
 
     # valid answers padded with white space (kept in the raw answer) fill the small disk after a few of them
     fake_server.answer_fn = lambda body: default_answer(body) + " " * 9000
-    chunks = [_chunk(i) for i in range(40)]
+    chunks = [nurse_chunk(i) for i in range(40)]
     journal = tmp_path / "results/work/journal/00000.jsonl"
     cfg = llm(concurrency=2)
     with pytest.raises(CacheError) as exc:
@@ -270,7 +258,7 @@ def test_fenced_answers_are_still_accepted(codebook):
 @pytest.mark.timeout(120)
 def test_hostile_answers_through_the_coding_loop_fail_their_chunk_only(llm, prompts, fake_server, tmp_path):
     fake_server.script = [Fault(k) for k in ("fence_whitespace", "deep_nesting", "big_number")]
-    chunks = [_chunk(i) for i in range(3)]
+    chunks = [nurse_chunk(i) for i in range(3)]
     results = _code(llm(concurrency=1, max_reasks=0), prompts, tmp_path / "cache", chunks)
     assert [r.status for r in results] == ["failed"] * 3
     assert "nested too deeply" in results[1].error and "ValueError" in results[2].error
@@ -285,14 +273,14 @@ def test_hostile_answers_through_the_coding_loop_fail_their_chunk_only(llm, prom
 def test_a_dripping_server_is_cut_off_at_timeout_s(llm, prompts, fake_server, tmp_path):
     fake_server.drip_interval = 0.5
     fake_server.script = [Fault("drip")] * 2
-    [r] = _code(llm(timeout_s=1, max_attempts=2, concurrency=1), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(timeout_s=1, max_attempts=2, concurrency=1), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "failed" and fake_server.count() == 2
     assert "llm.timeout_s (1 s)" in r.error and "cannot reach" not in r.error
 
 
 def test_a_retry_after_past_the_retry_budget_gives_up_and_says_so(llm, prompts, fake_server, tmp_path, caplog):
     fake_server.script = [Fault("status", status=429, retry_after=90)]
-    [r] = _code(llm(max_retry_time_s=5, concurrency=1), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(max_retry_time_s=5, concurrency=1), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "failed" and fake_server.count() == 1  # not waited, not sent again
     assert "429" in r.error
     assert "Retry-After" in caplog.text and "llm.max_retry_time_s" in caplog.text
@@ -301,7 +289,7 @@ def test_a_retry_after_past_the_retry_budget_gives_up_and_says_so(llm, prompts, 
 def test_a_server_that_does_not_answer_in_time_is_not_called_unreachable(llm, prompts, fake_server, tmp_path):
     fake_server.hang_seconds = 5
     fake_server.script = [Fault("hang")]
-    [r] = _code(llm(timeout_s=0.5, max_attempts=1), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(timeout_s=0.5, max_attempts=1), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert "within llm.timeout_s" in r.error and "cannot reach" not in r.error
 
 
@@ -310,14 +298,14 @@ def test_a_server_that_does_not_answer_in_time_is_not_called_unreachable(llm, pr
 
 def test_a_refusal_and_an_error_object_keep_their_text_in_the_failure(llm, prompts, fake_server, tmp_path):
     fake_server.script = [Fault("refusal"), Fault("error_object", message="Provider returned error: overloaded")]
-    chunks = [_chunk(1), _chunk(2)]
+    chunks = [nurse_chunk(1), nurse_chunk(2)]
     results = _code(llm(concurrency=1, max_attempts=1), prompts, tmp_path / "cache", chunks)
     assert results[0].status == "failed" and "cannot help with that" in results[0].error
     assert results[1].status == "failed" and "Provider returned error: overloaded" in results[1].error
 
 
 def test_the_ledger_is_opened_only_when_a_limit_is_set(llm, prompts, tmp_path):
-    _code(llm(), prompts, tmp_path / "cache", [_chunk(1)])
+    _code(llm(), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert not (tmp_path / "cache" / "ledger").exists()
 
 
@@ -346,7 +334,7 @@ def test_the_archive_is_built_from_the_shards_not_the_cache(codebook, prompts, l
     from qualcode import archive
     from qualcode.coding import Requests
 
-    chunks = [_chunk(i) for i in range(5)]
+    chunks = [nurse_chunk(i) for i in range(5)]
     cfg = llm()
     results = _code(cfg, prompts, tmp_path / "cache", chunks)
     pairs = archive.from_results(results, chunks, Requests(cfg, prompts))
@@ -362,7 +350,7 @@ def test_the_archive_is_built_from_the_shards_not_the_cache(codebook, prompts, l
         archive.export(archive.from_results(results, chunks, Requests(changed, prompts)), tmp_path / "b.jsonl.gz")
 
 
-def test_code_all_survives_a_bug_in_one_chunk(llm, prompts, tmp_path, monkeypatch):
+def test_code_all_survives_a_bug_in_onenurse_chunk(llm, prompts, tmp_path, monkeypatch):
     """An unexpected exception stops sending cleanly, listing pending chunks, instead of tearing the loop down."""
     from qualcode.errors import QualcodeError
 
@@ -377,7 +365,7 @@ def test_code_all_survives_a_bug_in_one_chunk(llm, prompts, tmp_path, monkeypatc
 
         monkeypatch.setattr(coder, "code", flaky)
         with pytest.raises(QualcodeError, match="unexpected RuntimeError while coding chunk c0001"):
-            asyncio.run(coder.code_all([_chunk(0), _chunk(1), _chunk(2)]))
+            asyncio.run(coder.code_all([nurse_chunk(0), nurse_chunk(1), nurse_chunk(2)]))
         assert len(cache.keys()) == 1  # c0000 answered and kept; nothing sent after the bug
 
 

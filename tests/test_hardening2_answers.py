@@ -14,24 +14,13 @@ from qualcode.cache import AnswerCache
 from qualcode.coding import code_chunks
 from qualcode.config import ConfigError, IngestConfig, LLMConfig, resolve
 from qualcode.ingest import ingest
-from qualcode.prompts import load as load_prompts
-from qualcode.records import Chunk, Completion
+from qualcode.records import Completion
 from qualcode.validate import AnswerValidator
 
-from conftest import REPO
+from conftest import nurse_chunk
 from fakeserver import Fault, generate_instance, request_schema
 
 MIB = 1024 * 1024
-
-
-def _chunk(i: int) -> Chunk:
-    text = f"NURSE {i}: We had no masks on ward {i} and I was scared for my kids."
-    return Chunk(f"c{i:04d}", "doc.txt", i, 0, len(text), 16, (f"NURSE {i}",), text)
-
-
-@pytest.fixture
-def prompts(codebook):
-    return load_prompts(REPO / "config/prompts/system.j2", REPO / "config/prompts/user.j2", codebook, "json_schema")
 
 
 @pytest.fixture
@@ -64,13 +53,13 @@ def test_lone_surrogates_from_the_server_are_replaced_and_the_answer_kept(llm, p
     """Before: UnicodeEncodeError in the journal, the job stopped ('unexpected UnicodeEncodeError'), on every rerun."""
     fake_server.script = [Fault("lone_surrogate")]
     journal = tmp_path / "journals" / "shard.jsonl"
-    [r] = _code(llm(), prompts, tmp_path / "cache", [_chunk(1)], journal=journal)
+    [r] = _code(llm(), prompts, tmp_path / "cache", [nurse_chunk(1)], journal=journal)
     assert r.status == "coded", r.error
     _encodes(r)
     assert r.model_served == "fake-model-1\ufffd" and r.system_fingerprint == "fp_fake\ufffd"
     quotes = [v["quote"] for v in json.loads(r.answer_json).values() if "quote" in v]
     assert quotes and all(q.endswith("\ufffd") for q in quotes)
-    [again] = _code(llm(), prompts, tmp_path / "cache", [_chunk(1)])
+    [again] = _code(llm(), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert again.cache_hit and again.answer_json == r.answer_json and fake_server.count() == 1
 
 
@@ -83,7 +72,7 @@ def test_an_escaped_lone_surrogate_inside_the_answer_json_is_replaced(llm, promp
         return json.dumps(doc)  # ensure_ascii: the text `"fear\\udc80"`
 
     fake_server.answer_fn = answer
-    [r] = _code(llm(), prompts, tmp_path / "cache", [_chunk(1)], journal=tmp_path / "j" / "shard.jsonl")
+    [r] = _code(llm(), prompts, tmp_path / "cache", [nurse_chunk(1)], journal=tmp_path / "j" / "shard.jsonl")
     assert r.status == "coded", r.error
     _encodes(r)
     assert json.loads(r.answer_json)["summary"]["value"] == "fear\ufffd"
@@ -111,7 +100,7 @@ def test_every_string_of_a_completion_is_encodable():
 
 def test_a_server_error_message_with_a_lone_surrogate_becomes_a_failure_reason(llm, prompts, fake_server, tmp_path):
     fake_server.script = [Fault("error_object", message="overloaded \udc80")]
-    [r] = _code(llm(max_attempts=1), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(max_attempts=1), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "failed" and "overloaded \ufffd" in r.error
     _encodes(r)
 
@@ -133,7 +122,7 @@ def test_a_metadata_value_with_a_lone_surrogate_is_a_failure_row_not_a_crash(tmp
 def test_content_sent_as_a_list_of_parts_is_read(llm, prompts, fake_server, tmp_path):
     """Before: AttributeError: 'list' object has no attribute 'strip', and the job stopped."""
     fake_server.script = [Fault("content_parts")]
-    [r] = _code(llm(), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "coded" and r.reasks == 0 and fake_server.count() == 1
 
 
@@ -143,7 +132,7 @@ def test_a_decompression_bomb_is_cut_off_at_max_response_bytes(llm, prompts, fak
     fake_server.script = [Fault("gzip_bomb")]
     tracemalloc.start()
     try:
-        [r] = _code(llm(max_response_bytes=MIB), prompts, tmp_path / "cache", [_chunk(1)])
+        [r] = _code(llm(max_response_bytes=MIB), prompts, tmp_path / "cache", [nurse_chunk(1)])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -155,7 +144,7 @@ def test_a_decompression_bomb_is_cut_off_at_max_response_bytes(llm, prompts, fak
 def test_a_gzip_response_within_the_bound_is_read(llm, prompts, fake_server, tmp_path):
     fake_server.bomb_bytes = MIB // 2
     fake_server.script = [Fault("gzip_bomb")]
-    [r] = _code(llm(max_response_bytes=MIB), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(max_response_bytes=MIB), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "coded", r.error
 
 
@@ -171,7 +160,7 @@ def test_max_response_bytes_is_bounded(value):
 def test_a_huge_response_header_is_not_called_unreachable(llm, prompts, fake_server, tmp_path):
     """Before: 'cannot reach http://127.0.0.1:.../v1 (llm.base_url) after 1 attempts: APIConnectionError'."""
     fake_server.script = [Fault("huge_header")]
-    [r] = _code(llm(max_attempts=1), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(max_attempts=1), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "failed" and "cannot reach" not in r.error
     assert "headers too large" in r.error and "llm.base_url" in r.error
 
@@ -179,13 +168,13 @@ def test_a_huge_response_header_is_not_called_unreachable(llm, prompts, fake_ser
 def test_a_null_content_says_null(llm, prompts, fake_server, tmp_path):
     """Before: 'not valid JSON: Expecting value at character 0'."""
     fake_server.script = [Fault("content_null")]
-    [r] = _code(llm(max_reasks=0), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(max_reasks=0), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "failed" and "message.content was null" in r.error and r.raw is None
 
 
 def test_a_null_content_is_reasked(llm, prompts, fake_server, tmp_path):
     fake_server.script = [Fault("content_null")]
-    [r] = _code(llm(max_reasks=1), prompts, tmp_path / "cache", [_chunk(1)])
+    [r] = _code(llm(max_reasks=1), prompts, tmp_path / "cache", [nurse_chunk(1)])
     assert r.status == "coded" and r.reasks == 1 and fake_server.count() == 2
 
 
@@ -253,7 +242,7 @@ def test_an_archive_entry_holding_a_lone_surrogate_is_refused_by_name(llm, promp
     from qualcode.coding import Requests
     from qualcode.records import CachedAnswer
 
-    req = Requests(llm(), prompts)(_chunk(1))
+    req = Requests(llm(), prompts)(nurse_chunk(1))
     good = entry(req.canonical(), req.key(), CachedAnswer(answer={"summary": {"value": "x"}}, raw="{}"))
     path = tmp_path / "answers.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as fh:

@@ -26,10 +26,8 @@ from qualcode.cache import AnswerCache
 from qualcode.coding import Requests, code_chunks
 from qualcode.config import ConfigError, LLMConfig, arm_llm, connectable, content_dict, job_llm, public_url, resolve
 from qualcode.ids import stable_hash
-from qualcode.prompts import load as load_prompts
-from qualcode.records import Chunk
 
-from conftest import REPO, _quote_the_passage
+from conftest import _quote_the_passage, nurse_chunk
 from fakeserver import FakeServer
 from workflow_helpers import run, scratch_copy, write_config
 
@@ -77,16 +75,6 @@ def _leaks(text: str) -> list[str]:
     return [f"{secret} as {form!r}" for secret in SECRETS for form in _encodings(secret) if form in text]
 
 
-def _chunk(i: int) -> Chunk:
-    text = f"NURSE {i}: We had no masks on ward {i} and I was scared for my kids."
-    return Chunk(f"c{i:04d}", "doc.txt", i, 0, len(text), 16, (f"NURSE {i}",), text)
-
-
-@pytest.fixture
-def prompts(codebook):
-    return load_prompts(REPO / "config/prompts/system.j2", REPO / "config/prompts/user.j2", codebook, "json_schema")
-
-
 def _echoing(*secrets: str):
     """An answer_fn whose valid answer repeats `secrets` in its summary, each JSON-escaped in the raw text."""
 
@@ -118,13 +106,13 @@ def test_credentials_in_base_url_are_in_no_dump_and_no_cache_key(url, prompts):
     assert "@" not in public and not _leaks(public)
     for written in (cfg.model_dump(mode="json"), job_llm(cfg.llm), content_dict(cfg)):
         assert not _leaks(json.dumps(written))
-    request = Requests(cfg.llm, prompts)(_chunk(1))
+    request = Requests(cfg.llm, prompts)(nurse_chunk(1))
     assert not _leaks(request.canonical())
     # a new key (or no key) keeps every cache key: the answers paid for stay valid
     rotated = resolve({"llm": {"provider": "openai", "model": "m", "base_url": url.replace("Fake", "Newk")}})
     plain = resolve({"llm": {"provider": "openai", "model": "m", "base_url": public}})
     for other in (rotated, plain):
-        assert Requests(other.llm, prompts)(_chunk(1)).key() == request.key()
+        assert Requests(other.llm, prompts)(nurse_chunk(1)).key() == request.key()
         assert stable_hash(content_dict(other)) == stable_hash(content_dict(cfg))
 
 
@@ -156,7 +144,7 @@ def test_the_credentials_of_the_url_are_sent_and_recorded_nowhere(prompts, tmp_p
         cfg = LLMConfig(provider="openai", base_url=url, model="fake", structured_output="json_schema",
                         api_key_env="QUALCODE_TEST_KEY")  # fmt: skip
         with AnswerCache(tmp_path / "cache") as cache:
-            [result] = code_chunks([_chunk(1)], cfg, prompts, cache)
+            [result] = code_chunks([nurse_chunk(1)], cfg, prompts, cache)
         # the user name and password reach the server as HTTP basic authentication
         basic = base64.b64encode(f"qualuser:{URL_PASSWORD}".encode()).decode()
         assert server.headers[0]["authorization"] == f"Basic {basic}"
@@ -186,7 +174,7 @@ def test_a_key_echoed_json_escaped_reaches_no_table(prompts, tmp_path, monkeypat
         cfg = LLMConfig(provider="openai", base_url=server.base_url, model="fake", structured_output="json_schema",
                         api_key_env="QUALCODE_TEST_KEY")  # fmt: skip
         with AnswerCache(tmp_path / "cache") as cache:
-            [result] = code_chunks([_chunk(2)], cfg, prompts, cache)
+            [result] = code_chunks([nurse_chunk(2)], cfg, prompts, cache)
             cached = cache.get(result.request_hash)
     assert result.status == "coded"
     assert json.loads(result.answer_json)["summary"]["value"] == "echo [REDACTED]"
