@@ -179,6 +179,8 @@ def test_manifest_and_methods_hold_every_item(first_run, monkeypatch):
     # the config the run resolved from the shipped file and the test's override, whatever they hold
     shipped, override = (yaml.safe_load(p.read_text()) for p in (wd / "config/config.yaml", cfg))
     monkeypatch.chdir(wd)
+    # llm.api_key_env is recorded only when it names a variable set in the run's environment (issue 18 item 4)
+    monkeypatch.setenv("QUALCODE_TEST_KEY", KEY)
     assert m["config"] == config.load(wd / "config/config.yaml", cfg).model_dump(mode="json")
     assert m["config"]["llm"]["model"] == override["llm"]["model"]
     assert {k: m["config"]["chunking"][k] for k in shipped["chunking"]} == shipped["chunking"]
