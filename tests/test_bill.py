@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -256,3 +257,19 @@ def test_going_on_past_the_limit_keeps_the_config_hash():
     consented = config.Config.model_validate({"limits": {"confirm_new_requests": 7}})
     assert config.content_dict(consented) == config.content_dict(base)
     assert "confirm_new_requests" not in config.content_dict(base)["limits"]
+
+
+@pytest.mark.e2e
+def test_a_run_stopped_after_its_bill_leaves_no_shard_coded_with_the_old_settings(tmp_path, fake_server):
+    """A model changed, the bill run, then the run stopped before the coding jobs (a kill, a quota): the next run must
+    code every shard with the new model. The coding jobs wait for the bill, a checkpoint, and Snakemake then reruns
+    them only for missing outputs, not for changed params: the bill removes the outputs made with other settings."""
+    wd = scratch_copy(tmp_path / "wf", data=False)
+    _survey(wd / "data/raw/survey.csv", 6)
+    cfg = fake_config(wd, fake_server, llm={"model": "old-model"}, coding={"shard_size": 2})
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
+    cfg = fake_config(wd, fake_server, llm={"model": "new-model"}, coding={"shard_size": 2})
+    run(wd, "results/work/bill/run.json", "--configfile", str(cfg), env=ENV)  # stopped after the bill
+    run(wd, CODING, "--configfile", str(cfg), env=ENV)
+    calls = pd.read_parquet(wd / "results/llm_calls.parquet")
+    assert len(calls) == 6 and set(calls.model_asked) == {"new-model"}, calls.model_asked.value_counts().to_dict()

@@ -270,8 +270,22 @@ def bill(
         "output_tokens_per_answer": per_answer,
         "output_tokens_basis": "median of cached answers" if outputs else "half of llm.max_tokens",
         "model": cfg.llm.model,
+        # not only new chunks: the codings already made were made with other settings, or nothing says with which
+        "settings_changed": previous is None or previous.get("ingredients") != now,
         "record": {"chunks": [c.chunk_id for c in chunks], "ingredients": now},
     }
+
+
+def forget_codings(directory: str | Path) -> int:
+    """Delete the coding jobs' outputs in `directory` (shards coded with other settings than the bill's); returns how
+    many. Their answers stay in the cache. Why here: the coding jobs wait for the bill, a checkpoint, and Snakemake
+    then looks only for their missing outputs, not at their changed params; so a run stopped after the bill (a kill,
+    a quota) would otherwise leave the shards it had not reached coded with the old model or codebook."""
+    removed = 0
+    for path in sorted(Path(directory).glob("*.parquet")):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def bill_rows(b: dict[str, Any], cost: bool = True) -> list[tuple[str, str]]:

@@ -61,6 +61,12 @@ checkpoint bill:
         cache_dir=CACHE_DIR,
         # what the next bill compares with; not an output, so a run the bill stops keeps the last approved one
         record=lambda wildcards: f"{RESULTS}/work/requests/{wildcards.coding}.json",
+        # the coding outputs this bill is for: those made with other settings are removed (estimate.forget_codings)
+        codings=lambda wildcards: (
+            f"{RESULTS}/work/shards"
+            if wildcards.coding == "run"
+            else f"{RESULTS}/work/variants/{wildcards.coding}"
+        ),
     script:
         "../scripts/bill.py"
 

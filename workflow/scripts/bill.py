@@ -19,6 +19,10 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     for what, amount in estimate.bill_rows(bill):
         log.info("bill%s: %s: %s", "" if coding == "run" else f" {coding}", what, amount)
     estimate.confirm(bill, cfg.limits.confirm_new_requests)
+    if bill.pop("settings_changed"):
+        removed = estimate.forget_codings(params.codings)
+        if removed:
+            log.info("%d coding job output(s) made with other settings removed: they run again", removed)
     estimate.write_record(params.record, bill.pop("record"))
     with open(snakemake.output.bill, "w", encoding="utf-8") as out:  # noqa: F821
         json.dump(bill, out, indent=1)
