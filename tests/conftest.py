@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qualcode import codebook as codebook_mod
+from qualcode.inputs import codebook as codebook_mod
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent

@@ -20,12 +20,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from qualcode import ingest as ingest_mod
-from qualcode import tables
-from qualcode.chunking import chunk_documents, get_encoding
 from qualcode.config import ChunkingConfig, IngestConfig
 from qualcode.errors import InputError
-from qualcode.ingest import (
+from qualcode.inputs import ingest as ingest_mod
+from qualcode.inputs.chunking import chunk_documents, get_encoding
+from qualcode.inputs.ingest import (
     IngestProblem,
     discover,
     ingest,
@@ -34,6 +33,7 @@ from qualcode.ingest import (
     read_listing,
     write_listing,
 )
+from qualcode.outputs import tables
 
 from workflow_helpers import assert_invariants, fake_config, run, scratch_copy
 from workflow_helpers import tables as run_tables
@@ -148,7 +148,7 @@ def test_3mb_base64_line_is_cut_into_chunks_within_max_tokens(tmp_path, caplog):
     docs, problems = read_all(root)
     assert problems == [] and docs[0].text == text.strip()
     cfg = ChunkingConfig()
-    with caplog.at_level(logging.WARNING, logger="qualcode.chunking"):
+    with caplog.at_level(logging.WARNING, logger="qualcode.inputs.chunking"):
         chunks = chunk_documents(docs, cfg)
     assert max(len(ENC.encode_ordinary(c.text)) for c in chunks) <= cfg.max_tokens
     assert all(c.n_tokens == len(ENC.encode_ordinary(c.text)) for c in chunks[:: max(len(chunks) // 200, 1)])

@@ -21,12 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from qualcode import api, logs
-from qualcode.cache import AnswerCache
-from qualcode.coding import Requests, code_chunks
+from qualcode import logs
+from qualcode.coding import api
+from qualcode.coding.cache import AnswerCache
+from qualcode.coding.coder import Requests, code_chunks
+from qualcode.coding.prompts import load as load_prompts
 from qualcode.config import ConfigError, LLMConfig, arm_llm, connectable, content_dict, job_llm, public_url, resolve
 from qualcode.ids import stable_hash
-from qualcode.prompts import load as load_prompts
 from qualcode.records import Chunk
 
 from conftest import REPO, _quote_the_passage

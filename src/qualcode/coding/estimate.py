@@ -12,16 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import chunking, ingest, prompts
+from ..config import Config, PromptContext
+from ..errors import LimitReached
+from ..ids import file_sha256, stable_hash
+from ..inputs import chunking, ingest
+from ..inputs.codebook import Codebook
+from ..inputs.codebook import load as load_codebook
+from ..records import Chunk, LLMRequest
+from . import prompts
 from .cache import AnswerCache
-from .codebook import Codebook
-from .codebook import load as load_codebook
-from .coding import Requests
-from .config import Config, PromptContext
-from .errors import LimitReached
-from .ids import file_sha256, stable_hash
+from .coder import Requests
 from .limits import estimate_prompt_tokens
-from .records import Chunk, LLMRequest
 
 
 def estimate(cfg: Config) -> dict[str, Any]:

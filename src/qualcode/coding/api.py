@@ -27,11 +27,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from .config import LLMConfig, env_name_shown, is_loopback, url_credentials
-from .errors import ConfigError, ProviderError, RequestError
+from ..config import LLMConfig, env_name_shown, is_loopback, url_credentials
+from ..errors import ConfigError, ProviderError, RequestError
+from ..logs import redact, register_secret
+from ..records import Completion, LLMRequest, encodable
 from .limits import Ledger, estimate_prompt_tokens
-from .logs import redact, register_secret
-from .records import Completion, LLMRequest, encodable
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cache import AnswerCache
-from .client import Client, Endpoint, endpoint, make_client, response_format
-from .config import LimitsConfig, LLMConfig, Price
-from .errors import (
+from ..config import LimitsConfig, LLMConfig, Price
+from ..errors import (
     AnswerError,
     CacheError,
     ConfigError,
@@ -31,12 +29,14 @@ from .errors import (
     storage_errno,
     storage_message,
 )
-from .ids import canonical_json, utc_now
+from ..ids import canonical_json, utc_now
+from ..logs import redact
+from ..records import CachedAnswer, Chunk, ChunkResult, LLMRequest
+from .cache import AnswerCache
+from .client import Client, Endpoint, endpoint, make_client, response_format
 from .journal import HandedAnswers, Journal, absorb, hand_over
 from .limits import Ledger
-from .logs import redact
 from .prompts import Prompts
-from .records import CachedAnswer, Chunk, ChunkResult, LLMRequest
 from .validate import AnswerValidator, reask_messages
 
 logger = logging.getLogger(__name__)

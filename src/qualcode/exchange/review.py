@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import tables
-from .codebook import Codebook
+from ..inputs.codebook import Codebook
+from ..outputs import tables
 from .qdpx import PALETTE, code_name, coded_fields
 
 REVIEW_COLUMNS = [

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lxml import etree
 
-from . import tables
-from .codebook import Codebook, CodeField
-from .errors import QualcodeError
+from ..errors import QualcodeError
+from ..inputs.codebook import Codebook, CodeField
+from ..outputs import tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 PROJECT_NS = "urn:QDA-XML:project:1.0"
 CODEBOOK_NS = "urn:QDA-XML:codebook:1.0"
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "refi-qda"
+SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas" / "refi-qda"
 PROJECT_XSD = "Project-mrt2019.xsd"
 CODEBOOK_XSD = "Codebook.xsd"
 # Any fixed namespace: GUIDs are uuid5(NAMESPACE, what they identify).

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import jinja2
 
-from .codebook import Codebook
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..inputs.codebook import Codebook
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 

@@ -22,10 +22,10 @@ from itertools import accumulate, islice
 
 import tiktoken
 
-from .config import ChunkingConfig
-from .errors import ConfigError
-from .ids import stable_hash
-from .records import Chunk, Document
+from ..config import ChunkingConfig
+from ..errors import ConfigError
+from ..ids import stable_hash
+from ..records import Chunk, Document
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from . import tables
-from .codebook import Codebook, CodeField
-from .errors import QualcodeError
+from ..errors import QualcodeError
+from ..inputs.codebook import Codebook, CodeField
+from ..outputs import tables
 from .qdpx import GOLD_COLUMNS, read_codings, user_name
 from .review import DECISIONS
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from .validity import human_raters, reference_used
+from ..validity.validation import human_raters, reference_used
 
 NOT_RECORDED = "not recorded"
 

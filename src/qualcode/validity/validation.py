@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import agreement, gold, tables
-from .codebook import Codebook, CodeField
-from .config import RESERVED_RATERS
-from .errors import ConfigError
-from .ids import canonical_json, file_sha256
-from .records import ChunkResult
-from .results import value_strings
+from ..config import RESERVED_RATERS
+from ..errors import ConfigError
+from ..ids import canonical_json, file_sha256
+from ..inputs.codebook import Codebook, CodeField
+from ..outputs import tables
+from ..outputs.results import value_strings
+from ..records import ChunkResult
+from . import agreement, gold
 
 MODEL = RESERVED_RATERS[0]  # the run's own model; arms go by their names
 RESERVED = set(RESERVED_RATERS)

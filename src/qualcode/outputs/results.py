@@ -16,9 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .codebook import Codebook, CodeField
-from .config import Price
-from .records import Chunk, ChunkResult
+from ..coding.validate import ground_quote
+from ..config import Price
+from ..inputs.codebook import Codebook, CodeField
+from ..records import Chunk, ChunkResult
 from .tables import (
     CODES,
     FAILURES,
@@ -35,7 +36,6 @@ from .tables import (
     schema,
     write_csv,
 )
-from .validate import ground_quote
 
 
 def _cost(r: ChunkResult, prices: Mapping[str, Price] | None) -> float | None:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from ..errors import ConfigError, QualcodeError
+from ..ids import canonical_json
+from ..records import CachedAnswer, Chunk, ChunkResult, LLMRequest
 from .cache import AnswerCache
-from .errors import ConfigError, QualcodeError
-from .ids import canonical_json
-from .records import CachedAnswer, Chunk, ChunkResult, LLMRequest
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .codebook import Codebook
-from .errors import QualcodeError, writing
-from .ids import canonical_json
-from .records import Chunk, ChunkResult, Document, IngestProblem, Turn
-from .shards import Shard
+from ..errors import QualcodeError, writing
+from ..ids import canonical_json
+from ..inputs.codebook import Codebook
+from ..records import Chunk, ChunkResult, Document, IngestProblem, Turn
+from ..shards import Shard
 
 if TYPE_CHECKING:  # pandas costs a second to import; the ingest and coding jobs never need it
     import pandas as pd

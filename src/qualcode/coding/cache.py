@@ -15,9 +15,9 @@ from pathlib import Path
 
 import diskcache
 
-from .errors import CacheError, storage_errno, storage_message
-from .ids import canonical_json
-from .records import CachedAnswer
+from ..errors import CacheError, storage_errno, storage_message
+from ..ids import canonical_json
+from ..records import CachedAnswer
 
 try:
     import fcntl

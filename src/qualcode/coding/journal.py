@@ -16,10 +16,10 @@ from typing import BinaryIO
 
 from pydantic import ValidationError
 
+from ..errors import CacheError, StorageError, storage_errno, storage_message
+from ..ids import canonical_json
+from ..records import CachedAnswer
 from .cache import AnswerCache
-from .errors import CacheError, StorageError, storage_errno, storage_message
-from .ids import canonical_json
-from .records import CachedAnswer
 
 logger = logging.getLogger(__name__)
 

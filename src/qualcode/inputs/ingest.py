@@ -20,10 +20,10 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import IngestConfig, TableInput
-from .errors import InputError, NothingToCode
-from .ids import stable_hash
-from .records import Document, IngestProblem, Turn
+from ..config import IngestConfig, TableInput
+from ..errors import InputError, NothingToCode
+from ..ids import stable_hash
+from ..records import Document, IngestProblem, Turn
 
 logger = logging.getLogger(__name__)
 

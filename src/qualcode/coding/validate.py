@@ -9,8 +9,8 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
-from .errors import AnswerError
-from .records import encodable_json
+from ..errors import AnswerError
+from ..records import encodable_json
 
 
 class AnswerValidator:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
+from ..config import LOCAL_DEMO_MODEL, Config, content_dict
+from ..ids import file_sha256, stable_hash, utc_now
 from . import tables
-from .config import LOCAL_DEMO_MODEL, Config, content_dict
-from .ids import file_sha256, stable_hash, utc_now
 
 if TYPE_CHECKING:  # pandas costs most of a second to import, at every Snakemake start
     import pandas as pd

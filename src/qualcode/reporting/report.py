@@ -32,9 +32,10 @@ import pyarrow.parquet as pq
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from . import pages, tables
-from .codebook import Codebook, CodeField
-from .validity import human_raters, reference_used
+from ..inputs.codebook import Codebook, CodeField
+from ..outputs import tables
+from ..validity.validation import human_raters, reference_used
+from . import pages
 
 logger = logging.getLogger(__name__)
 

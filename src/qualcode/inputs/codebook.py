@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from .config import explain, read_yaml
+from ..config import explain, read_yaml
 
 _IDENT = r"^[a-z][a-z0-9_]*$"
 
@@ -273,7 +273,7 @@ def from_csv(
 
     import yaml
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
     from .ingest import decode
 
     path = Path(path)

@@ -16,11 +16,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import LOCAL_DEMO_MODEL, LLMConfig
-from .errors import ConfigError, RequestError
-from .ids import file_sha256
+from ..config import LOCAL_DEMO_MODEL, LLMConfig
+from ..errors import ConfigError, RequestError
+from ..ids import file_sha256
+from ..records import Completion, LLMRequest
 from .limits import Ledger
-from .records import Completion, LLMRequest
 
 logger = logging.getLogger(__name__)
 
