@@ -23,6 +23,7 @@ import pytest
 from qualcode.config import ChunkingConfig, IngestConfig
 from qualcode.errors import InputError
 from qualcode.inputs import ingest as ingest_mod
+from qualcode.inputs import readers
 from qualcode.inputs.chunking import chunk_documents, get_encoding
 from qualcode.inputs.ingest import (
     IngestProblem,
@@ -113,7 +114,7 @@ def test_any_exception_of_a_reader_is_a_failure_row(tmp_path, monkeypatch, error
     def reader(data, rel, fmt, cfg):
         raise error
 
-    monkeypatch.setitem(ingest_mod._READERS, "md", reader)
+    monkeypatch.setitem(readers.READERS, "md", reader)
     root = tmp_path / "raw"
     write(root, "notes.md", "Some notes.")
     reason = one_problem(root, "notes.md")
@@ -127,7 +128,7 @@ def test_text_that_cannot_be_stored_is_a_failure_row(tmp_path, monkeypatch):
     def reader(data, rel, fmt, cfg):
         return [ingest_mod.Document(rel, rel, fmt, "utf-8", "half a pair: \ud83d")]
 
-    monkeypatch.setitem(ingest_mod._READERS, "md", reader)
+    monkeypatch.setitem(readers.READERS, "md", reader)
     root = tmp_path / "raw"
     write(root, "notes.md", "Some notes.")
     assert "not valid Unicode" in one_problem(root, "notes.md")

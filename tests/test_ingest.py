@@ -9,16 +9,8 @@ import pytest
 
 from qualcode.config import IngestConfig, TableInput
 from qualcode.errors import InputError
-from qualcode.inputs.ingest import (
-    Document,
-    IngestProblem,
-    decode,
-    detect_turns,
-    discover,
-    ingest,
-    normalise,
-    read_document_file,
-)
+from qualcode.inputs.ingest import Document, IngestProblem, discover, ingest, read_document_file
+from qualcode.inputs.text import decode, detect_turns, normalise
 
 TABLE = TableInput()
 CFG = IngestConfig()

@@ -274,7 +274,7 @@ def from_csv(
     import yaml
 
     from ..errors import ConfigError
-    from .ingest import decode
+    from .text import decode
 
     path = Path(path)
     try:
