@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import unicodedata
+import zipfile
 
 from ..errors import InputError
 from ..records import Document, Turn
@@ -149,3 +151,45 @@ SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 def short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+# An Office file's (.docx, .xlsx) zip directory holds a few dozen entries (about 100 bytes each); zipfile keeps an
+# object per entry.
+_MAX_ZIP_DIRECTORY = 4 * MB
+
+
+def check_unzipped_size(data: bytes, rel: str, fmt: str, max_mb: int) -> None:
+    """Refuse an Office file (.docx, .xlsx) that unzips to more than `max_mb`: by the sizes its members declare,
+    then by the bytes they actually give, read in blocks (a zip bomb may declare small sizes)."""
+    cap = max_mb * MB
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))  # end of central directory record
+    if end >= 0 and int.from_bytes(data[end + 12 : end + 16], "little") > _MAX_ZIP_DIRECTORY:
+        raise InputError(rel, f"not a valid .{fmt} (its zip directory is larger than an Office file's can be)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+            declared = sum(member.file_size for member in members)
+            if declared > cap:
+                raise InputError(
+                    rel,
+                    too_big("too large when unzipped", declared, "ingest.max_expanded_mb", max_mb),
+                )
+            total = 0
+            for member in members:
+                with archive.open(member) as fh:
+                    size = 0
+                    while block := fh.read(MB):
+                        size += len(block)
+                        total += len(block)
+                        if size > member.file_size:
+                            raise InputError(
+                                rel, f"not a valid .{fmt} ({member.filename} unzips to more than the size it declares)"
+                            )
+                        if total > cap:
+                            raise InputError(
+                                rel, too_big("too large when unzipped", None, "ingest.max_expanded_mb", max_mb)
+                            )
+    except InputError:
+        raise
+    except Exception as exc:  # BadZipFile, an unknown compression method, an encrypted member, zlib.error...
+        raise InputError(rel, f"not a valid .{fmt} ({type(exc).__name__}: {exc})") from None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ...config import IngestConfig
 from ...records import Document
-from . import captions, plain, tables, word
+from . import captions, excel, pdf, plain, tables, word
 
 Reader = Callable[[bytes, str, str, IngestConfig], list[Document]]
 
@@ -23,4 +23,6 @@ READERS: dict[str, Reader] = {
     "srt": captions.read_captions,
     "csv": tables.read_csv,
     "jsonl": tables.read_jsonl,
+    "xlsx": excel.read_xlsx,
+    "pdf": pdf.read_pdf,
 }

@@ -1,6 +1,7 @@
 """Tables (.csv, .jsonl): one row is one document, or one group of rows is (a transcript exported as a table).
 
-`table_documents` turns rows of any table format into documents, as `ingest.table` says.
+`table_documents` (rows) and `grid_documents` (a header row and the rows below it) turn any table format into
+documents, as `ingest.table` says.
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ def read_csv(data: bytes, rel: str, fmt: str, cfg: IngestConfig) -> list[Documen
         raise InputError(rel, "empty: no header row") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise InputError(rel, f"not a valid CSV file ({exc})") from None
-    cells = [[value if isinstance(value, str) else "" for value in row] for row in frame.itertuples(index=False)]
-    columns = [column.strip() for column in cells[0]]
     # Short rows come back as NaN even with keep_default_na=False; an absent cell is empty text.
+    cells = [[value if isinstance(value, str) else "" for value in row] for row in frame.itertuples(index=False)]
+    return grid_documents(cells, rel, fmt, encoding, cfg)
+
+
+def grid_documents(cells: list[list[str]], rel: str, fmt: str, encoding: str, cfg: IngestConfig) -> list[Document]:
+    """A grid of cells whose first row is the header (a CSV file, a sheet) to documents, as `table_documents`."""
+    columns = [column.strip() for column in cells[0]]
     rows = [dict(zip(_unique_keys(columns), values, strict=True)) for values in cells[1:]]
     return table_documents(rows, columns, rel, fmt, encoding, cfg)
 
