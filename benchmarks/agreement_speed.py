@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from qualcode import agreement
+from qualcode.validity import agreement
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--units", type=int, default=10_000)

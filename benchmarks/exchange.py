@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from qualcode import codebook, qdpx, review
+from qualcode.exchange import qdpx, review
+from qualcode.inputs import codebook
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCE = "We reuse the same mask all week and nobody from management checks on us. "

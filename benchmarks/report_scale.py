@@ -4,7 +4,7 @@
                                       [--codebook config/codebook.yaml] [--keep DIR]
 
 For each size, builds codes, codings, llm_calls and failures Parquet tables with the schemas of
-qualcode.tables, as a run with that codebook would write them: every choice and boolean field answered
+qualcode.outputs.tables, as a run with that codebook would write them: every choice and boolean field answered
 (1 to max_items values of a multiple-choice field), a quote with a grounding category per quoted field, a
 share `--failed` of chunks failed with a reason and a 2,000-character raw answer, and a few unreadable
 files. One chunk per document by default (a survey with one short answer per row, as benchmarks/scale.py
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from qualcode import codebook as codebook_mod
-from qualcode import tables
+from qualcode.inputs import codebook as codebook_mod
+from qualcode.outputs import tables
 
 REPO = Path(__file__).resolve().parent.parent
 GROUNDING = (["exact", "normalised", "ungrounded", "empty"], [0.6, 0.15, 0.2, 0.05])
@@ -203,7 +203,7 @@ def peak_rss_kb() -> int:
 
 def measure(tables_dir: Path, codebook_path: Path) -> None:
     """In a fresh process: run what report_plots.py runs, and print time and peak memory as JSON."""
-    from qualcode import report
+    from qualcode.reporting import report
 
     imports_kb = peak_rss_kb()
     out = tables_dir / "report"

@@ -8,8 +8,8 @@ the script at the folder (default: ../shared/extdata/gwusec_proctoring_openended
 
 Each question becomes a multiple-choice field whose values are its top-level codes (sub-codes folded into their
 parent, as the authors' per-code kappas are); a response is a document, coded by a coder if their file gives it
-at least one code. The human codings go through gold.check (the tidy layout), validity.ratings (document units, no
-model) and validity.agreement_tables, as in the validate stage. Independent check: every per-code Cohen's kappa with
+at least one code. The human codings go through gold.check (the tidy layout), validation.ratings (document units, no
+model) and validation.agreement_tables, as in the validate stage. Independent check: every per-code Cohen's kappa with
 scikit-learn, and Krippendorff's alpha and Gwet's AC1 with the two-rater textbook formulas written out here in plain
 Python, on the same units; the script prints both and the largest difference.
 """
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 
-from qualcode import gold, validity
-from qualcode.codebook import Codebook
+from qualcode.inputs.codebook import Codebook
+from qualcode.validity import gold, validation
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = HERE.parent.parent / "shared" / "extdata" / "gwusec_proctoring_openended"
@@ -101,16 +101,16 @@ def main() -> None:
         mine = human[human.field == field.name]
         start = time.perf_counter()
         checked, _ = gold.check(mine, "gwusec", one, texts, "document", "fail")
-        units, presence, rated = validity.ratings(
+        units, presence, rated = validation.ratings(
             one, checked, pd.DataFrame(columns=["chunk_id", "doc_id"]), "document"
         )
-        built = validity.agreement_tables(one, presence, rated, "primary", args.resamples, seed=1, models=())
+        built = validation.agreement_tables(one, presence, rated, "primary", args.resamples, seed=1, models=())
         elapsed += time.perf_counter() - start
         table = built["agreement"].to_pandas()
         parts.append(table)
         both = rated["primary"] & rated["secondary"]
         n_both += int(both.sum())
-        columns = validity._columns(one)
+        columns = validation._columns(one)
         for value in field.values:
             j = columns.index((field.name, value.name))
             a = presence["primary"][both, j].astype(int).tolist()

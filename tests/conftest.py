@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qualcode import codebook as codebook_mod
+from qualcode.inputs import codebook as codebook_mod
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
@@ -26,7 +26,7 @@ def codebook():
 
 @pytest.fixture
 def prompts(codebook):
-    from qualcode.prompts import load
+    from qualcode.coding.prompts import load
 
     return load(REPO / "config/prompts/system.j2", REPO / "config/prompts/user.j2", codebook, "json_schema")
 

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, precision_score, recall_score
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
-from qualcode import agreement
+from qualcode.validity import agreement
 
 M = -1  # a missing rating
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", section C: 4 observers, 12 units, values 1-5,

@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from qualcode import config, estimate, prompts, tables
-from qualcode.cache import AnswerCache
-from qualcode.chunking import chunk_documents
-from qualcode.codebook import load as load_codebook
+from qualcode import config
+from qualcode.coding import estimate, prompts
+from qualcode.coding.cache import AnswerCache
 from qualcode.errors import LimitReached
+from qualcode.inputs.chunking import chunk_documents
+from qualcode.inputs.codebook import load as load_codebook
+from qualcode.outputs import tables
 from qualcode.records import CachedAnswer, Document
 
 from workflow_helpers import CODING, REPO, fake_config, run, scratch_copy
@@ -194,7 +196,7 @@ def _bill(cfg, docs, previous):
 
 
 def _answer_all(cfg, chunks, templates) -> None:
-    from qualcode.coding import Requests
+    from qualcode.coding.coder import Requests
 
     build = Requests(cfg.llm, templates)
     with AnswerCache(cfg.cache_dir) as cache:

@@ -6,7 +6,7 @@ import multiprocessing
 import diskcache
 import pytest
 
-from qualcode.cache import AnswerCache
+from qualcode.coding.cache import AnswerCache
 from qualcode.records import CachedAnswer, LLMRequest
 
 BASE = dict(

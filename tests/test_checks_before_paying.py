@@ -214,7 +214,8 @@ def test_the_report_describes_the_run_from_its_manifest_not_the_config_it_is_giv
 def test_the_workflows_parse_stops_on_human_codings_that_do_not_fit_the_codebook(tmp_path):
     """The parse-time half (what common.smk runs) catches, before any document is read, a value the codebook does
     not have and a document no listed file holds, naming the file, the row and the setting."""
-    from qualcode import codebook, preflight
+    from qualcode import preflight
+    from qualcode.inputs import codebook
 
     study = _folder(tmp_path / "study", TEXTS)
     gold = tmp_path / "gold.csv"

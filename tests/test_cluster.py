@@ -15,7 +15,7 @@ import pytest
 from test_reliability import _survey
 
 from qualcode import config
-from qualcode.cache import AnswerCache
+from qualcode.coding.cache import AnswerCache
 
 from workflow_helpers import CODING, SNAKEMAKE, assert_invariants, fake_config, request_key, run, scratch_copy, tables
 
@@ -29,8 +29,8 @@ def _guarded(code: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "opening",
     [
-        "from qualcode.cache import AnswerCache; AnswerCache(d)",
-        "from qualcode.limits import Ledger; from qualcode.config import LimitsConfig; "
+        "from qualcode.coding.cache import AnswerCache; AnswerCache(d)",
+        "from qualcode.coding.limits import Ledger; from qualcode.config import LimitsConfig; "
         "Ledger(d, 'x', LimitsConfig(requests_per_minute=1), None)",
     ],
     ids=["cache", "ledger"],
@@ -38,7 +38,7 @@ def _guarded(code: str) -> subprocess.CompletedProcess:
 def test_a_compute_job_cannot_open_the_cache_or_the_ledger(tmp_path, opening):
     code = f"d = {str(tmp_path / 'cache')!r}\n"
     assert _guarded(code + opening).returncode == 0  # allowed anywhere else
-    proc = _guarded(code + "from qualcode import cache; cache.forbid('a compute node')\n" + opening)
+    proc = _guarded(code + "from qualcode.coding import cache; cache.forbid('a compute node')\n" + opening)
     assert proc.returncode != 0 and "must not be opened here: a compute node" in proc.stderr
 
 
@@ -112,7 +112,7 @@ def test_compute_jobs_code_without_the_cache_and_a_killed_one_resends_nothing(tm
 
 
 def test_the_hand_over_holds_only_cached_answers_and_the_job_adds_its_journal(tmp_path):
-    from qualcode import journal
+    from qualcode.coding import journal
     from qualcode.records import CachedAnswer
 
     def answer(n: int) -> CachedAnswer:

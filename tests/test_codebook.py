@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from qualcode.prompts import load as load_prompts
+from qualcode.coding.prompts import load as load_prompts
 
 from conftest import REPO
 

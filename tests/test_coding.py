@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from qualcode.cache import AnswerCache
-from qualcode.coding import Coder
+from qualcode.coding.cache import AnswerCache
+from qualcode.coding.coder import Coder
+from qualcode.coding.prompts import load as load_prompts
 from qualcode.config import LLMConfig
 from qualcode.errors import ConfigError, ProviderError
-from qualcode.prompts import load as load_prompts
 from qualcode.records import Chunk
 
 from conftest import REPO
@@ -123,7 +123,7 @@ def test_fully_cached_run_needs_no_key(coder_for, fake_server, monkeypatch):
 
 
 def test_key_file_is_used_and_a_loose_one_warned_about(codebook, tmp_path, caplog):
-    from qualcode.api import resolve_api_key
+    from qualcode.coding.api import resolve_api_key
 
     keyfile = tmp_path / "openai.key"
     keyfile.write_text(KEY + "\n")

@@ -5,8 +5,9 @@ import json
 import jsonschema
 import pytest
 
-from qualcode import codebook, config
+from qualcode import config
 from qualcode.errors import ConfigError
+from qualcode.inputs import codebook
 
 from conftest import DATA, REPO
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from lxml import etree
 
-from qualcode import corrections, qdpx, review
+from qualcode.exchange import corrections, qdpx, review
 
 from test_review import CHUNKS, CODES, CODINGS, DOCUMENTS
 

@@ -20,8 +20,9 @@ import textwrap
 import pyarrow as pa
 import pytest
 
-from qualcode import logs, tables
-from qualcode.cache import AnswerCache
+from qualcode import logs
+from qualcode.coding.cache import AnswerCache
+from qualcode.outputs import tables
 
 from conftest import REPO
 from fakeserver import default_answer
@@ -69,9 +70,11 @@ _CODING_JOB = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from qualcode import codebook, logs, prompts as P
-    from qualcode.cache import AnswerCache
-    from qualcode.coding import code_chunks
+    from qualcode import logs
+    from qualcode.coding import prompts as P
+    from qualcode.inputs import codebook
+    from qualcode.coding.cache import AnswerCache
+    from qualcode.coding.coder import code_chunks
     from qualcode.config import LLMConfig
     from qualcode.records import Chunk
 

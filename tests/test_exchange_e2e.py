@@ -17,8 +17,8 @@ import pytest
 import yaml
 from lxml import etree
 
-from qualcode import codebook as codebook_mod
-from qualcode import qdpx, review
+from qualcode.exchange import qdpx, review
+from qualcode.inputs import codebook as codebook_mod
 
 from browser import chromium, console_errors, highlights, needs_chromium, open_file
 from conftest import _quote_the_passage

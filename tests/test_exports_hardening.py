@@ -21,9 +21,12 @@ from hypothesis import strategies as st
 from lxml import etree
 from lxml import html as lhtml
 
-from qualcode import chunking, corrections, gold, ingest, qdpx, results, review, tables
 from qualcode.config import ChunkingConfig, IngestConfig
+from qualcode.exchange import corrections, qdpx, review
+from qualcode.inputs import chunking, ingest
+from qualcode.outputs import results, tables
 from qualcode.records import ChunkResult
+from qualcode.validity import gold
 
 from browser import chromium, console_errors, needs_chromium, open_file
 
@@ -65,7 +68,7 @@ def _answer(row: int, text: str) -> dict:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """documents, chunks and the published tables with their CSVs, and the review page with review.csv."""
-    from qualcode import codebook as codebook_mod
+    from qualcode.inputs import codebook as codebook_mod
 
     cb = codebook_mod.load(Path(__file__).parent / "data" / "codebook.yaml")
     root = tmp_path_factory.mktemp("exports")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from qualcode import codebook, gold
-from qualcode.gold import GoldError
+from qualcode.inputs import codebook
+from qualcode.validity import gold
+from qualcode.validity.gold import GoldError
 
 from conftest import DATA
 

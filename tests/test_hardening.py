@@ -19,11 +19,11 @@ import textwrap
 import pytest
 
 from qualcode import logs
-from qualcode.cache import AnswerCache
-from qualcode.coding import Coder, code_chunks
+from qualcode.coding.cache import AnswerCache
+from qualcode.coding.coder import Coder, code_chunks
+from qualcode.coding.validate import AnswerValidator
 from qualcode.config import ConfigError, LLMConfig, resolve
 from qualcode.errors import CacheError, ProviderError
-from qualcode.validate import AnswerValidator
 
 from conftest import REPO, nurse_chunk
 from fakeserver import FakeServer, Fault
@@ -166,10 +166,11 @@ _RUN_ONE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from qualcode import codebook, prompts as P
-    from qualcode.cache import AnswerCache
+    from qualcode.coding import prompts as P
+    from qualcode.inputs import codebook
+    from qualcode.coding.cache import AnswerCache
     from qualcode.records import Chunk
-    from qualcode.coding import code_chunks
+    from qualcode.coding.coder import code_chunks
     from qualcode.config import LLMConfig
 
     base_url, cache_dir, repo, n = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
@@ -214,7 +215,7 @@ def test_two_runs_sharing_a_cache_pay_once(tmp_path):
 def test_a_lease_left_by_a_killed_process_is_taken_over(tmp_path):
     import socket
 
-    from qualcode.coding import _holder_is_gone, _owner_id
+    from qualcode.coding.coder import _holder_is_gone, _owner_id
 
     me = _owner_id()
     dead = f"{socket.gethostname()}:{2**22 + 12345}:deadbeef"  # a pid above Linux's maximum: no such process
@@ -331,8 +332,8 @@ def test_an_empty_cache_file_is_warned_about(tmp_path, caplog):
 
 
 def test_the_archive_is_built_from_the_shards_not_the_cache(codebook, prompts, llm, tmp_path):
-    from qualcode import archive
-    from qualcode.coding import Requests
+    from qualcode.coding import archive
+    from qualcode.coding.coder import Requests
 
     chunks = [nurse_chunk(i) for i in range(5)]
     cfg = llm()

@@ -10,12 +10,12 @@ import tracemalloc
 
 import pytest
 
-from qualcode.cache import AnswerCache
-from qualcode.coding import code_chunks
+from qualcode.coding.cache import AnswerCache
+from qualcode.coding.coder import code_chunks
+from qualcode.coding.validate import AnswerValidator
 from qualcode.config import ConfigError, IngestConfig, LLMConfig, resolve
-from qualcode.ingest import ingest
+from qualcode.inputs.ingest import ingest
 from qualcode.records import Completion
-from qualcode.validate import AnswerValidator
 
 from conftest import nurse_chunk
 from fakeserver import Fault, generate_instance, request_schema
@@ -219,7 +219,7 @@ def test_compressed_bodies_decompress_exactly_whatever_the_pieces(wbits):
     import random
     import zlib
 
-    from qualcode.api import _Inflate
+    from qualcode.coding.api import _Inflate
 
     rng = random.Random(wbits)
     plain = bytes(rng.choice(b"ab ") for _ in range(300_000)) + b" " * 200_000  # past several 64 KiB steps
@@ -238,8 +238,8 @@ def test_an_archive_entry_holding_a_lone_surrogate_is_refused_by_name(llm, promp
     """Before: UnicodeEncodeError out of `qualcode import` (reported as a bug in qualcode)."""
     import gzip
 
-    from qualcode.archive import entry, import_
-    from qualcode.coding import Requests
+    from qualcode.coding.archive import entry, import_
+    from qualcode.coding.coder import Requests
     from qualcode.records import CachedAnswer
 
     req = Requests(llm(), prompts)(nurse_chunk(1))

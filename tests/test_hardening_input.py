@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from qualcode import ingest as ingest_mod
-from qualcode import tables
-from qualcode.chunking import chunk_documents, get_encoding
 from qualcode.config import ChunkingConfig, IngestConfig
 from qualcode.errors import InputError
-from qualcode.ingest import (
+from qualcode.inputs import ingest as ingest_mod
+from qualcode.inputs import readers
+from qualcode.inputs.chunking import chunk_documents, get_encoding
+from qualcode.inputs.ingest import (
     IngestProblem,
     discover,
     ingest,
@@ -34,6 +34,7 @@ from qualcode.ingest import (
     read_listing,
     write_listing,
 )
+from qualcode.outputs import tables
 
 from workflow_helpers import assert_invariants, fake_config, run, scratch_copy
 from workflow_helpers import tables as run_tables
@@ -113,7 +114,7 @@ def test_any_exception_of_a_reader_is_a_failure_row(tmp_path, monkeypatch, error
     def reader(data, rel, fmt, cfg):
         raise error
 
-    monkeypatch.setitem(ingest_mod._READERS, "md", reader)
+    monkeypatch.setitem(readers.READERS, "md", reader)
     root = tmp_path / "raw"
     write(root, "notes.md", "Some notes.")
     reason = one_problem(root, "notes.md")
@@ -127,7 +128,7 @@ def test_text_that_cannot_be_stored_is_a_failure_row(tmp_path, monkeypatch):
     def reader(data, rel, fmt, cfg):
         return [ingest_mod.Document(rel, rel, fmt, "utf-8", "half a pair: \ud83d")]
 
-    monkeypatch.setitem(ingest_mod._READERS, "md", reader)
+    monkeypatch.setitem(readers.READERS, "md", reader)
     root = tmp_path / "raw"
     write(root, "notes.md", "Some notes.")
     assert "not valid Unicode" in one_problem(root, "notes.md")
@@ -148,7 +149,7 @@ def test_3mb_base64_line_is_cut_into_chunks_within_max_tokens(tmp_path, caplog):
     docs, problems = read_all(root)
     assert problems == [] and docs[0].text == text.strip()
     cfg = ChunkingConfig()
-    with caplog.at_level(logging.WARNING, logger="qualcode.chunking"):
+    with caplog.at_level(logging.WARNING, logger="qualcode.inputs.chunking"):
         chunks = chunk_documents(docs, cfg)
     assert max(len(ENC.encode_ordinary(c.text)) for c in chunks) <= cfg.max_tokens
     assert all(c.n_tokens == len(ENC.encode_ordinary(c.text)) for c in chunks[:: max(len(chunks) // 200, 1)])

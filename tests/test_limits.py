@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from qualcode.coding.limits import Ledger
 from qualcode.config import LimitsConfig, Price
 from qualcode.errors import LimitReached
-from qualcode.limits import Ledger
 
 NOW = datetime(2026, 11, 26, 23, 59, 0, tzinfo=UTC).timestamp()
 

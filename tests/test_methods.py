@@ -8,8 +8,9 @@ import re
 import pandas as pd
 import pytest
 
-from qualcode import methods, provenance
 from qualcode.config import Config
+from qualcode.outputs import provenance
+from qualcode.reporting import methods
 
 
 def _calls(provider: str, base_url: str, answered: list[str | None]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from qualcode.client import SMOLLM2, local_model_path
+from qualcode.coding.client import SMOLLM2, local_model_path
 
 from workflow_helpers import CODING, assert_invariants, run, scratch_copy, tables, write_config
 

@@ -20,7 +20,7 @@ import yaml
 from packaging.utils import canonicalize_name
 
 from qualcode import config
-from qualcode.provenance import git_state
+from qualcode.outputs.provenance import git_state
 
 from workflow_helpers import CODING, fake_config, run, scratch_copy, tables
 
@@ -128,8 +128,8 @@ def test_replay_of_a_clean_run_is_byte_identical(tmp_path, fake_server):
 def test_tampered_archive_is_refused(tmp_path):
     import gzip
 
-    from qualcode.archive import import_
-    from qualcode.cache import AnswerCache
+    from qualcode.coding.archive import import_
+    from qualcode.coding.cache import AnswerCache
     from qualcode.errors import ConfigError
 
     entry = {

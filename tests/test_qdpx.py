@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from lxml import etree
 
-from qualcode import gold, qdpx
+from qualcode.exchange import qdpx
+from qualcode.validity import gold
 
 TEXT_A = "Interviewer: How was it?\nR: I was terrified of catching it. A colleague covered my shift.\n"
 TEXT_B = "Café staff: we reuse the same mask all week — it's 🙁 awful.\n"

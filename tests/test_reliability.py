@@ -18,7 +18,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from qualcode.cache import AnswerCache
+from qualcode.coding.cache import AnswerCache
 
 from workflow_helpers import CODING, SNAKEMAKE, assert_invariants, fake_config, request_key, run, scratch_copy, tables
 
@@ -81,8 +81,8 @@ def test_budget_stops_before_it_is_passed(tmp_path, fake_server):
     sent = fake_server.count()
     n_chunks = pq.read_metadata(wd / "results/work/chunks.parquet").num_rows
     assert 0 < sent < n_chunks
+    from qualcode.coding.limits import Ledger
     from qualcode.config import LimitsConfig, Price
-    from qualcode.limits import Ledger
 
     ledger = Ledger(wd / "cache", f"{fake_server.base_url} fake-model", LimitsConfig(), Price(input=1, output=1))
     assert 0 < ledger.spent() <= 0.01

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from qualcode import pages, report
+from qualcode.reporting import pages, report
 
 from workflow_helpers import run, scratch_copy, write_config
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from researcher_data import oral_history_csv, survey_cp1252_csv
 
-from qualcode import ingest
 from qualcode.config import IngestConfig, TableInput
 from qualcode.errors import NothingToCode
+from qualcode.inputs import ingest
 
 
 def _inputs(tmp_path: Path, files: dict[str, bytes]) -> Path:
@@ -102,8 +102,8 @@ def test_yaml_syntax_error_gives_the_line(tmp_path, capsys):
 def test_codebook_errors_name_fields_and_values(tmp_path):
     import yaml
 
-    from qualcode import codebook
     from qualcode.errors import ConfigError
+    from qualcode.inputs import codebook
 
     raw = yaml.safe_load(Path("config/codebook.yaml").read_text(encoding="utf-8"))
     raw["fields"][0]["values"][3]["definiton"] = raw["fields"][0]["values"][3].pop("definition")
@@ -142,7 +142,7 @@ def test_provider_is_checked_against_the_model(tmp_path, llm, fragments):
 def test_grounding_counts_say_what_they_count():
     import pandas as pd
 
-    from qualcode import provenance
+    from qualcode.outputs import provenance
 
     # one chunk, a multiple-choice field with two values sharing one quote, and a text field without a quote
     codes = pd.DataFrame(
@@ -249,7 +249,7 @@ def test_chosen_metadata_that_varies_within_an_interview_is_an_error(tmp_path):
 def test_numbered_rows_keep_the_files_order_everywhere(tmp_path):
     from researcher_data import SURVEY_ANSWERS
 
-    from qualcode import tables
+    from qualcode.outputs import tables
 
     cfg = IngestConfig(table=TableInput(id_column=None, text_column="answer"))
     docs = _read(tmp_path, "survey.csv", survey_cp1252_csv(), cfg)
@@ -292,7 +292,7 @@ def test_a_column_without_a_header_is_named_as_the_file_has_it(tmp_path):
 
 
 def _rules_codebook(**summary):
-    from qualcode import codebook
+    from qualcode.inputs import codebook
 
     raw = {
         "name": "Worry narratives",
@@ -331,8 +331,8 @@ def _answer(worries, summary="The writer fears for her mother."):
     ],
 )
 def test_codebook_rules_make_an_answer_invalid(worries, summary, message):
+    from qualcode.coding.validate import AnswerValidator
     from qualcode.errors import AnswerError
-    from qualcode.validate import AnswerValidator
 
     cb = _rules_codebook(allow_empty=False)
     check = AnswerValidator(cb.answer_schema(), cb.answer_model())
@@ -345,7 +345,7 @@ def test_codebook_rules_make_an_answer_invalid(worries, summary, message):
 def test_an_empty_answer_that_may_be_empty_is_kept_and_counted():
     import json
 
-    from qualcode.validate import AnswerValidator
+    from qualcode.coding.validate import AnswerValidator
 
     cb = _rules_codebook()  # allow_empty defaults to true
     answer = AnswerValidator(cb.answer_schema(), cb.answer_model())(_answer(["money"], "]["))
@@ -359,7 +359,9 @@ def test_rules_in_the_validator_leave_the_default_requests_unchanged():
     answer) are the same with and without it."""
     import yaml
 
-    from qualcode import codebook, coding, config, prompts
+    from qualcode import config
+    from qualcode.coding import coder, prompts
+    from qualcode.inputs import codebook
     from qualcode.records import Chunk
 
     cfg = config.load("config/config.yaml")
@@ -374,7 +376,7 @@ def test_rules_in_the_validator_leave_the_default_requests_unchanged():
     for book in (raw, plain):
         cb = codebook.parse(book, "config/codebook.yaml")
         templates = prompts.load("config/prompts/system.j2", "config/prompts/user.j2", cb, cfg.llm.structured_output)
-        keys.append(coding.Requests(cfg.llm, templates)(chunk).key())
+        keys.append(coder.Requests(cfg.llm, templates)(chunk).key())
     assert keys[0] == keys[1]
 
 
@@ -382,7 +384,8 @@ def test_exclusive_value_used_with_another_is_reasked(tmp_path, fake_server, mon
     import asyncio
     import json
 
-    from qualcode import cache, coding, config, prompts
+    from qualcode import config
+    from qualcode.coding import cache, coder, prompts
     from qualcode.records import Chunk
 
     cb = _rules_codebook()
@@ -399,7 +402,7 @@ def test_exclusive_value_used_with_another_is_reasked(tmp_path, fake_server, mon
     with cache.AnswerCache(tmp_path / "cache") as answers:
         text = "I lie awake thinking about my mother and the rent."
         [result] = asyncio.run(
-            coding.Coder(llm, templates, answers).code_all([Chunk("c1", "d", 0, 0, 52, 12, (), text)])
+            coder.Coder(llm, templates, answers).code_all([Chunk("c1", "d", 0, 0, 52, 12, (), text)])
         )
     assert result.status == "coded" and result.reasks == 1
     assert json.loads(result.answer_json)["worries"]["value"] == ["health"]
@@ -409,7 +412,8 @@ def test_exclusive_value_used_with_another_is_reasked(tmp_path, fake_server, mon
 def test_codebook_from_a_qda_export(tmp_path):
     import yaml
 
-    from qualcode import cli, codebook
+    from qualcode import cli
+    from qualcode.inputs import codebook
 
     export = tmp_path / "taguette_codebook.csv"
     rows = (
@@ -446,8 +450,9 @@ def _result(chunk, answer: dict | None):
 def test_empty_answers_are_counted_in_the_tables_the_manifest_and_the_methods():
     import json
 
-    from qualcode import methods, provenance, results
+    from qualcode.outputs import provenance, results
     from qualcode.records import Chunk
+    from qualcode.reporting import methods
 
     cb = _rules_codebook()
     texts = ["Rent is due and I worry.", "Nothing to add.", "My mother is ill."]
@@ -477,8 +482,9 @@ def test_excerpts_hold_each_passage_with_its_metadata_codes_quotes_and_grounding
 
     import pandas as pd
 
-    from qualcode import chunking, results, tables
     from qualcode.config import ChunkingConfig
+    from qualcode.inputs import chunking
+    from qualcode.outputs import results, tables
 
     cb = _rules_codebook()
     cfg = IngestConfig(table=ORAL_TABLE, speaker_aliases={"MR": "Maya Reyes"})
@@ -539,18 +545,20 @@ USER_TEMPLATE_BEFORE = '''Passage{% if speakers %} (speakers: {{ speakers | join
 
 
 def _requests(tmp_path, chunks, user="config/prompts/user.j2", **context):
-    from qualcode import codebook, coding, config, prompts
+    from qualcode import config
+    from qualcode.coding import coder, prompts
+    from qualcode.inputs import codebook
 
     cfg = config.load("config/config.yaml")
     cb = codebook.load("config/codebook.yaml")
     label = context.get("label_continued_turn", False)
     templates = prompts.load("config/prompts/system.j2", user, cb, cfg.llm.structured_output, label)
-    return [coding.Requests(cfg.llm, templates)(c) for c in chunks]
+    return [coder.Requests(cfg.llm, templates)(c) for c in chunks]
 
 
 def test_default_requests_are_unchanged_by_the_context_features(tmp_path):
-    from qualcode import chunking
     from qualcode.config import ChunkingConfig
+    from qualcode.inputs import chunking
 
     docs = _read(tmp_path / "in", "archive.csv", oral_history_csv(), IngestConfig(table=ORAL_TABLE))
     chunks = chunking.chunk_documents(docs, ChunkingConfig(max_tokens=40, overlap_tokens=5))
@@ -564,9 +572,9 @@ def test_default_requests_are_unchanged_by_the_context_features(tmp_path):
 def test_chosen_metadata_reach_the_prompt(tmp_path):
     from researcher_data import SURVEY_QUESTION
 
-    from qualcode import chunking
     from qualcode.config import ChunkingConfig
     from qualcode.errors import ConfigError
+    from qualcode.inputs import chunking
 
     cfg = IngestConfig(table=TableInput(id_column="respondent", text_column="answer"))
     docs = _read(tmp_path, "survey.csv", survey_cp1252_csv(), cfg)
@@ -581,8 +589,9 @@ def test_chosen_metadata_reach_the_prompt(tmp_path):
 
 
 def test_a_chunk_starting_mid_turn_carries_its_speaker_label(tmp_path):
-    from qualcode import chunking, tables
     from qualcode.config import ChunkingConfig
+    from qualcode.inputs import chunking
+    from qualcode.outputs import tables
 
     cfg = IngestConfig(table=ORAL_TABLE, speaker_aliases={"AK": "Amira Khalil", "MR": "Maya Reyes"})
     docs = _read(tmp_path, "archive.csv", oral_history_csv(), cfg)
@@ -612,7 +621,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def test_inputs_inside_a_checkout_are_kept_out_of_git(tmp_path):
-    from qualcode import provenance
+    from qualcode.outputs import provenance
 
     repo = tmp_path / "project"
     repo.mkdir()
@@ -627,7 +636,7 @@ def test_inputs_inside_a_checkout_are_kept_out_of_git(tmp_path):
 
 
 def test_inputs_outside_a_checkout_or_already_ignored_are_left_alone(tmp_path):
-    from qualcode import provenance
+    from qualcode.outputs import provenance
 
     outside = _inputs(tmp_path / "elsewhere", {"a.txt": b"R: words"})
     assert provenance.keep_out_of_git(outside) is None and not (outside / ".gitignore").exists()

@@ -9,7 +9,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from qualcode import results, tables
+from qualcode.outputs import results, tables
 from qualcode.records import Chunk, ChunkResult, Document
 
 from fakeserver import generate_instance

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from lxml import html as lhtml
 
-from qualcode import review, tables
+from qualcode.exchange import review
+from qualcode.outputs import tables
 
 from browser import chromium, console_errors, highlights, needs_chromium, open_file
 
@@ -162,7 +163,7 @@ def test_text_is_escaped(codebook, bad):
 
 def test_a_run_where_every_chunk_failed(codebook, tmp_path):
     """Nothing coded: the page flags every chunk and the project holds the texts and the codebook, no codings."""
-    from qualcode import qdpx
+    from qualcode.exchange import qdpx
 
     failed = CODINGS.assign(status="failed")
     for col in failed.columns[4:]:

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from qualcode import api, logs
-from qualcode.cache import AnswerCache
-from qualcode.coding import Requests, code_chunks
+from qualcode import logs
+from qualcode.coding import api
+from qualcode.coding.cache import AnswerCache
+from qualcode.coding.coder import Requests, code_chunks
 from qualcode.config import ConfigError, LLMConfig, arm_llm, connectable, content_dict, job_llm, public_url, resolve
 from qualcode.ids import stable_hash
 

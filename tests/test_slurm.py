@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from qualcode.client import SMOLLM2, local_model_path
+from qualcode.coding.client import SMOLLM2, local_model_path
 
 from workflow_helpers import (
     CODING,

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from qualcode.coding.validate import AnswerValidator, ground_quote, reask_messages
 from qualcode.errors import AnswerError
-from qualcode.validate import AnswerValidator, ground_quote, reask_messages
 
 from test_codebook import GOOD
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from qualcode import codebook, validity
 from qualcode.errors import ConfigError
+from qualcode.inputs import codebook
+from qualcode.validity import validation
 
 from conftest import DATA
 
@@ -29,7 +30,7 @@ def _human(rows):
 
 
 def _col(value):
-    return validity._columns(CB).index((MULTI.name, value))
+    return validation._columns(CB).index((MULTI.name, value))
 
 
 def test_document_units_take_any_chunk_and_leave_failed_documents_missing():
@@ -37,7 +38,7 @@ def test_document_units_take_any_chunk_and_leave_failed_documents_missing():
                     ["ben", "d1", MULTI.name, B, None, None]])  # fmt: skip
     model = pd.DataFrame({"doc_id": ["d1"], "chunk_id": ["c2"], "field": [MULTI.name], "value": [B]})
     coded = pd.DataFrame({"chunk_id": ["c1", "c2"]})  # c3 (all of d2) failed
-    units, presence, rated = validity.ratings(CB, human, CHUNKS, "document", {"model": (model, coded.chunk_id)})
+    units, presence, rated = validation.ratings(CB, human, CHUNKS, "document", {"model": (model, coded.chunk_id)})
     assert units == ["d1", "d2"]
     assert rated["ann"].tolist() == [True, True] and rated["ben"].tolist() == [True, False]
     assert rated["model"].tolist() == [True, False]
@@ -49,7 +50,7 @@ def test_a_human_segment_counts_for_every_chunk_it_overlaps():
     human = _human([["ann", "d1", MULTI.name, A, 45, 48], ["ann", "d1", MULTI.name, B, 60, 70]])
     model = pd.DataFrame(columns=["doc_id", "chunk_id", "field", "value"])
     coded = pd.DataFrame({"chunk_id": ["c1", "c2", "c3"]})
-    units, presence, rated = validity.ratings(CB, human, CHUNKS, "chunk", {"model": (model, coded.chunk_id)})
+    units, presence, rated = validation.ratings(CB, human, CHUNKS, "chunk", {"model": (model, coded.chunk_id)})
     assert units == ["c1", "c2"]  # the chunks of the documents the humans coded
     assert presence["ann"][:, _col(A)].tolist() == [True, True]  # 45-48 is in both chunks' overlap
     assert presence["ann"][:, _col(B)].tolist() == [False, True]
@@ -57,25 +58,25 @@ def test_a_human_segment_counts_for_every_chunk_it_overlaps():
 
 
 def test_single_choice_fields_as_a_whole_and_per_value():
-    columns = validity._columns(CB)
+    columns = validation._columns(CB)
     v0, v1 = (columns.index((CHOICE.name, v.name)) for v in CHOICE.values[:2])
     presence = {r: np.zeros((3, len(columns)), dtype=bool) for r in ("ann", "model")}
     presence["ann"][0, v0] = presence["ann"][1, v1] = True
     presence["model"][0, v0] = presence["model"][0, v1] = True  # two values: ambiguous for the whole field
     presence["model"][1, v1] = True
     rated = {"ann": np.array([True, True, True]), "model": np.array([True, True, False])}
-    codes = {(c.field, c.value): c for c in validity.codes_for_raters(CB, presence, rated)}
+    codes = {(c.field, c.value): c for c in validation.codes_for_raters(CB, presence, rated)}
     whole = codes[CHOICE.name, None].ratings
     assert whole[:, 0].tolist() == [0, 1, -1] and whole[:, 1].tolist() == [-1, 1, -1]
     assert codes[CHOICE.name, CHOICE.values[0].name].ratings[:, 1].tolist() == [1, 0, -1]
 
 
 def test_reference_must_be_a_coder():
-    presence = {r: np.zeros((2, len(validity._columns(CB))), dtype=bool) for r in ("ann", "ben", "model")}
+    presence = {r: np.zeros((2, len(validation._columns(CB))), dtype=bool) for r in ("ann", "ben", "model")}
     rated = {r: np.ones(2, dtype=bool) for r in presence}
     with pytest.raises(ConfigError, match=r"validation.reference: 'cid' is not one of the human coders \(ann, ben\)"):
-        validity.agreement_tables(CB, presence, rated, "cid", 10, 1)
-    built = validity.agreement_tables(CB, presence, rated, "ann", 10, 1)
+        validation.agreement_tables(CB, presence, rated, "cid", 10, 1)
+    built = validation.agreement_tables(CB, presence, rated, "ann", 10, 1)
     assert set(built["agreement"].column("rater_b").to_pylist()) >= {"ann", "ben"}
 
 
@@ -84,7 +85,7 @@ def test_the_example_run_writes_agreement_the_plot_and_the_methods_sentences(tmp
     import pyarrow.parquet as pq
     import yaml
 
-    from qualcode import tables
+    from qualcode.outputs import tables
 
     from workflow_helpers import fake_config, run, scratch_copy, write_config
 
@@ -182,7 +183,7 @@ def test_arms_and_replicates_send_only_their_own_requests(tmp_path, fake_server)
 
 
 def _agreement_table(models=("model",)):
-    from qualcode import agreement
+    from qualcode.validity import agreement
 
     rng = np.random.default_rng(2)
     truth = rng.integers(0, 2, 50)
@@ -194,7 +195,7 @@ def _agreement_table(models=("model",)):
 
 
 def test_methods_and_report_say_when_a_model_agrees_poorly(tmp_path):
-    from qualcode import methods, report
+    from qualcode.reporting import methods, report
 
     table = _agreement_table(("model", "big"))
     settings = {"unit": "document", "reference": "majority", "bootstrap": 20, "seed": 1, "replicates": 1,
@@ -214,12 +215,12 @@ def test_methods_and_report_say_when_a_model_agrees_poorly(tmp_path):
 
 
 def test_the_same_codings_give_the_same_bytes(tmp_path):
-    from qualcode import tables
+    from qualcode.outputs import tables
 
-    presence = {r: np.random.default_rng(i).random((30, len(validity._columns(CB)))) < 0.3
+    presence = {r: np.random.default_rng(i).random((30, len(validation._columns(CB)))) < 0.3
                 for i, r in enumerate(("ann", "ben", "model"))}  # fmt: skip
     rated = {r: np.ones(30, dtype=bool) for r in presence}
     for name in ("one", "two"):
-        built = validity.agreement_tables(CB, presence, rated, "majority", 200, 7)
+        built = validation.agreement_tables(CB, presence, rated, "majority", 200, 7)
         tables.write(built["agreement"], tmp_path / f"{name}.parquet")
     assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()

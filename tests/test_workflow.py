@@ -6,8 +6,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from qualcode import codebook
-from qualcode import tables as tables_mod
+from qualcode.inputs import codebook
+from qualcode.outputs import tables as tables_mod
 
 from workflow_helpers import CODING, TABLES, assert_invariants, fake_config, run, scratch_copy, tables
 

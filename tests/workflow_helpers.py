@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from qualcode.outputs.tables import PUBLISHED
 from qualcode.records import LLMRequest
-from qualcode.tables import PUBLISHED
 
 REPO = Path(__file__).resolve().parent.parent
 # The rule that writes the coding tables: a test asserting only on them runs this target, not the whole workflow,

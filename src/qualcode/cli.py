@@ -6,7 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import archive, cache, codebook, config, estimate, logs, preflight, prompts
+from . import config, logs, preflight
+from .coding import archive, cache, estimate, prompts
+from .inputs import codebook
 
 
 def main(argv: list[str] | None = None) -> None:

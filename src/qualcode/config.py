@@ -80,7 +80,7 @@ class _Strict(BaseModel):
 
 
 class TableInput(_Strict):
-    """How CSV and JSONL files map to documents: one row is one document, or, for a transcript exported as a
+    """How CSV, JSONL and XLSX files map to documents: one row is one document, or, for a transcript exported as a
     table (one turn or paragraph per row), the rows of one interview are one document."""
 
     id_column: str | None = Field(
@@ -110,6 +110,9 @@ class TableInput(_Strict):
     )
     unescape_html: bool = Field(
         True, description="Turn HTML entities in cells (&#8212;, &amp;, &nbsp;) into the characters they stand for."
+    )
+    sheet: str | None = Field(
+        None, description="The sheet of an .xlsx workbook to read, by its name; null reads the first sheet."
     )
 
     @model_validator(mode="after")
@@ -144,7 +147,17 @@ class IngestConfig(_Strict):
 
     input_dir: str = Field("data/raw", description="Directory holding the texts to code.")
     include: list[str] = Field(
-        default_factory=lambda: ["**/*.txt", "**/*.md", "**/*.docx", "**/*.vtt", "**/*.srt", "**/*.csv", "**/*.jsonl"],
+        default_factory=lambda: [
+            "**/*.txt",
+            "**/*.md",
+            "**/*.docx",
+            "**/*.vtt",
+            "**/*.srt",
+            "**/*.csv",
+            "**/*.jsonl",
+            "**/*.xlsx",
+            "**/*.pdf",
+        ],
         description="Glob patterns, relative to input_dir, of the files to read.",
     )
     exclude: list[str] = Field(
@@ -167,7 +180,8 @@ class IngestConfig(_Strict):
         500,
         ge=1,
         le=1_000_000,
-        description="Most a .docx may unzip to, in MB (declared and actual sizes); a larger one is unreadable.",
+        description="Most a .docx or .xlsx may unzip to, in MB (declared and actual sizes); a larger one is "
+        "unreadable.",
     )
     speaker_aliases: dict[str, str] = Field(
         default_factory=dict,

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import client, gold, ingest, validity
-from .codebook import Codebook
+from .coding import client
 from .config import Config, model_raters
 from .errors import ConfigError
-from .ingest import InputFile
+from .inputs import ingest
+from .inputs.codebook import Codebook
+from .inputs.ingest import InputFile
+from .validity import gold, validation
 
 
 def inputs(cfg: Config) -> tuple[list[InputFile], list[str]]:
@@ -49,7 +51,7 @@ def human_codings(cfg: Config, cb: Codebook, files: list[InputFile]) -> None:
         v.gold, cb, lambda doc_id: ingest.from_listed(doc_id, names), where, v.unit, v.on_error, sample
     )
     coders = {c for df in read.values() for c in df["coder"].dropna()}
-    validity.check_coders(coders, model_raters(cfg), v.reference)
+    validation.check_coders(coders, model_raters(cfg), v.reference)
 
 
 def before_reading(cfg: Config, cb: Codebook, gold_too: bool = True) -> tuple[list[InputFile], list[str]]:
@@ -81,5 +83,5 @@ def after_reading(cfg: Config, cb: Codebook, files: list[InputFile]) -> tuple[in
     human, skipped = gold.load(
         v.gold, cb, texts, unit=v.unit, on_error=v.on_error, sample=cfg.pilot.documents is not None
     )
-    validity.check_coders(set(human["coder"]), model_raters(cfg), v.reference if not human.empty else None)
+    validation.check_coders(set(human["coder"]), model_raters(cfg), v.reference if not human.empty else None)
     return len(docs), unreadable, skipped

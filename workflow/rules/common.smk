@@ -5,13 +5,13 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-import qualcode.codebook
+import qualcode.inputs.codebook
 import qualcode.config
-import qualcode.ingest
+import qualcode.inputs.ingest
 import qualcode.preflight
-import qualcode.provenance
+import qualcode.outputs.provenance
 import qualcode.shards
-import qualcode.tables
+import qualcode.outputs.tables
 
 # pydantic first: its messages name the setting in one line; then the JSON Schema, as published.
 # In the order they override one another: the Snakefile's configfile, then each --configfile.
@@ -32,14 +32,14 @@ CFG, _left_out = qualcode.config.without_example_gold(
 if _left_out and workflow.is_main_process:
     logger.warning(_left_out)
 RESULTS = CFG.results_dir
-TABLES = qualcode.tables.PUBLISHED
-VALIDATION_TABLES = qualcode.tables.VALIDATION
+TABLES = qualcode.outputs.tables.PUBLISHED
+VALIDATION_TABLES = qualcode.outputs.tables.VALIDATION
 
-_codebook_raw = qualcode.codebook.read(CFG.codebook)
-CODEBOOK = qualcode.codebook.parse(_codebook_raw, CFG.codebook)
+_codebook_raw = qualcode.inputs.codebook.read(CFG.codebook)
+CODEBOOK = qualcode.inputs.codebook.parse(_codebook_raw, CFG.codebook)
 validate(_codebook_raw, "../../schemas/codebook.schema.json")
 # Content hashes stamped into every table (byte-identical tables for identical inputs).
-ORIGIN = qualcode.provenance.origin(CFG)
+ORIGIN = qualcode.outputs.provenance.origin(CFG)
 
 # Whatever can stop the run is found now, before any request (`qualcode check` runs the same): a missing .gguf
 # file, no inputs, human codings that cannot be read or name none of the listed files. The inputs reach Snakemake
@@ -53,10 +53,10 @@ INPUT_LISTING = f"{RESULTS}/work/inputs.json"
 if workflow.is_main_process:
     for _note in _notes:
         logger.warning(_note)
-    _protected = qualcode.provenance.keep_out_of_git(CFG.ingest.input_dir)
+    _protected = qualcode.outputs.provenance.keep_out_of_git(CFG.ingest.input_dir)
     if _protected:
         logger.warning(_protected)
-    qualcode.ingest.write_listing(
+    qualcode.inputs.ingest.write_listing(
         INPUT_LISTING, Path(CFG.ingest.input_dir), INPUT_FILES
     )
 

@@ -4,7 +4,7 @@
 
 # The report's text (workflow/report/*.rst) describes the run whose figures it shows, from the run's manifest, read
 # when the report is made: `snakemake --report` is often given other settings than the run was, or none.
-config["qualcode_run"] = qualcode.provenance.RunDescription(
+config["qualcode_run"] = qualcode.outputs.provenance.RunDescription(
     f"{RESULTS}/manifest.json", CFG
 )
 

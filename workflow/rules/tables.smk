@@ -40,7 +40,7 @@ rule arm_tables:
     benchmark:
         f"{RESULTS}/benchmarks/arm_tables/{{arm}}.tsv"
     params:
-        origin=lambda wildcards: qualcode.provenance.origin(
+        origin=lambda wildcards: qualcode.outputs.provenance.origin(
             qualcode.config.arm_config(CFG, wildcards.arm)
         ),
         prices={k: v.model_dump() for k, v in CFG.prices.items()},

@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
-from qualcode import codebook, logs, prompts
+from qualcode import logs
+from qualcode.coding import prompts
+from qualcode.inputs import codebook
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     cb = codebook.load(snakemake.input.codebook)  # noqa: F821

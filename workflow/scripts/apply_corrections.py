@@ -1,6 +1,8 @@
 """Apply a filled review.csv or a reviewed .qdpx to the model's codes: results/codes_reviewed.parquet."""
 
-from qualcode import codebook, corrections, logs
+from qualcode import logs
+from qualcode.exchange import corrections
+from qualcode.inputs import codebook
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

@@ -3,7 +3,10 @@ they cost, and stop the run before paying when more are new than limits.confirm_
 
 import json
 
-from qualcode import cache, codebook, config, estimate, logs, prompts, tables
+from qualcode import config, logs
+from qualcode.coding import cache, estimate, prompts
+from qualcode.inputs import codebook
+from qualcode.outputs import tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821

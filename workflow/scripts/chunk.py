@@ -1,6 +1,8 @@
 """Split documents into token-bounded chunks, and the chunks into shards for the coding jobs."""
 
-from qualcode import chunking, config, logs, shards, tables
+from qualcode import config, logs, shards
+from qualcode.inputs import chunking
+from qualcode.outputs import tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     cfg = config.ChunkingConfig.model_validate(snakemake.params.chunking)  # noqa: F821

@@ -4,7 +4,8 @@ journals of the finished shards."""
 import json
 from pathlib import Path
 
-from qualcode import cache, journal, logs
+from qualcode import logs
+from qualcode.coding import cache, journal
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821

@@ -4,7 +4,10 @@ With `cache_dir` (the job runs on the submit host, or on one machine) it opens t
 node) it must not open it: it codes from the answers the submit host handed it, and keeps new ones in its journal.
 """
 
-from qualcode import cache, codebook, coding, config, ids, logs, prompts, provenance, shards, tables
+from qualcode import config, ids, logs, shards
+from qualcode.coding import cache, coder, prompts
+from qualcode.inputs import codebook
+from qualcode.outputs import provenance, tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
@@ -20,11 +23,11 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     replicate = params.get("replicate", 1)  # code_variant's; the run's own coding is the first
     if params.cache_dir is None:
         cache.forbid("this coding job runs on a compute node (cluster.coding: compute)")
-        results = coding.code_handed(chunks, llm, templates, inp.handed, params.journal, price)
+        results = coder.code_handed(chunks, llm, templates, inp.handed, params.journal, price)
     else:
         with cache.AnswerCache(params.cache_dir) as answers:
             limits = config.LimitsConfig.model_validate(params.limits)
-            results = coding.code_chunks(chunks, llm, templates, answers, limits, price, params.journal, replicate)
+            results = coder.code_chunks(chunks, llm, templates, answers, limits, price, params.journal, replicate)
     meta = {"qualcode.job_started_at": started, "qualcode.job_finished_at": ids.utc_now(), **provenance.job_place()}
     tables.write(tables.results_table(results), snakemake.output.results, metadata=meta)  # noqa: F821
-    log.info("done: %s", coding.progress(results, len(chunks), price))
+    log.info("done: %s", coder.progress(results, len(chunks), price))

@@ -1,6 +1,8 @@
 """Read the files in the input listing into the documents table; unreadable files go to the failures table."""
 
-from qualcode import config, ingest, logs, tables
+from qualcode import config, logs
+from qualcode.inputs import ingest
+from qualcode.outputs import tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     cfg = config.IngestConfig.model_validate(snakemake.params.ingest)  # noqa: F821

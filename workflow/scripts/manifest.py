@@ -5,7 +5,10 @@ report page."""
 import json
 from pathlib import Path
 
-from qualcode import codebook, config, ingest, logs, methods, pages, provenance, tables
+from qualcode import config, logs
+from qualcode.inputs import codebook, ingest
+from qualcode.outputs import provenance, tables
+from qualcode.reporting import methods, pages
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

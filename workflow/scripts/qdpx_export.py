@@ -1,6 +1,8 @@
 """Write results/project.qdpx and results/codebook.qdc (REFI-QDA), each checked against the standard's schema."""
 
-from qualcode import codebook, logs, qdpx
+from qualcode import logs
+from qualcode.exchange import qdpx
+from qualcode.inputs import codebook
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

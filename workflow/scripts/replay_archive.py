@@ -2,7 +2,10 @@
 coding, its replicates and its arms, each request rebuilt with the settings it was sent with. The archive that
 rebuilds every table."""
 
-from qualcode import archive, codebook, coding, config, logs, prompts, shards, tables
+from qualcode import config, logs, shards
+from qualcode.coding import archive, coder, prompts
+from qualcode.inputs import codebook
+from qualcode.outputs import tables
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
@@ -11,7 +14,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
 
     def requests(llm_json, system, user, replicate=1):
         llm = config.LLMConfig.model_validate(llm_json)
-        return coding.Requests(llm, prompts.load(system, user, cb, llm.structured_output, label), replicate)
+        return coder.Requests(llm, prompts.load(system, user, cb, llm.structured_output, label), replicate)
 
     codings = [(requests(params.llm, inp.system, inp.user), inp.shards)]
     for v in params.variants.values():

@@ -2,7 +2,9 @@
 calls, and agreement with human coders. Only the columns each needs are read, and every
 figure and page has a size bounded by the codebook and the `*_shown` caps, whatever the number of chunks."""
 
-from qualcode import codebook, logs, report
+from qualcode import logs
+from qualcode.inputs import codebook
+from qualcode.reporting import report
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

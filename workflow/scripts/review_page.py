@@ -1,7 +1,9 @@
 """Write results/review/index.html (every quote highlighted in its document, codes beside each chunk) and
 results/review/review.csv (one row per chunk and field, with empty decision columns)."""
 
-from qualcode import codebook, logs, review
+from qualcode import logs
+from qualcode.exchange import review
+from qualcode.inputs import codebook
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

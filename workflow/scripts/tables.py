@@ -1,7 +1,9 @@
 """Merge the shards' results into the published tables (stamped with the run's content hashes) and a CSV, one shard at
 a time."""
 
-from qualcode import codebook, config, logs, results
+from qualcode import config, logs
+from qualcode.inputs import codebook
+from qualcode.outputs import results
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821

@@ -3,7 +3,9 @@ coders and against itself."""
 
 from pathlib import Path
 
-from qualcode import codebook, logs, validity
+from qualcode import logs
+from qualcode.inputs import codebook
+from qualcode.validity import validation
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
@@ -11,7 +13,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     for path in inp.variants:  # results/work/variants/<variant>/<shard>.parquet
         arm, replicate = params.variants[Path(path).parent.name]
         codings.setdefault((arm or "model", replicate), []).append(path)
-    rows, skipped = validity.write_validation(
+    rows, skipped = validation.write_validation(
         cb=codebook.load(inp.codebook),
         documents=inp.documents,
         chunks=inp.chunks,

@@ -1,0 +1,1 @@
+"""Inputs: reading documents and tables into records, chunking them, and reading the codebook."""

@@ -1,0 +1,1 @@
+"""Reporting: the report, its pages, and the methods paragraph written from the run's results."""
