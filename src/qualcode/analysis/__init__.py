@@ -1,0 +1,1 @@
+"""Analysis: what the coded passages say together (passages as vectors, themes)."""

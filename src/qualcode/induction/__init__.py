@@ -1,0 +1,1 @@
+"""Induction: a codebook proposed from the data, for the researcher to curate."""
