@@ -101,6 +101,7 @@ class Completion:
     system_fingerprint: str | None
     retries: int = 0  # transient failures retried before this answer
     refusal: str | None = None  # the model declined to answer, in its own words
+    tokens_cached: int = 0  # prompt tokens the provider served from its prompt cache (0 where it does not say)
 
     def __post_init__(self) -> None:
         # Every string a server sent enters here, whichever client built the record: lone surrogates become U+FFFD
@@ -153,11 +154,15 @@ class CallFacts(_Record):
     finish_reason: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    # Of tokens_in, those the provider served from its prompt cache (usage.prompt_tokens_details.cached_tokens), billed
+    # at the cached-input price; None for answers cached before this was recorded.
+    tokens_cached: int | None = None
     latency_s: float | None = None
     attempts: int = 0  # asks of the model: the first plus re-asks
     reasks: int = 0
     retries: int = 0  # transient errors retried (extra HTTP requests)
     answered_at: str | None = None  # UTC time of the original answer
+    batch_id: str | None = None  # the provider's batch that answered it (Batch API); None for a realtime answer
 
 
 class CachedAnswer(CallFacts):

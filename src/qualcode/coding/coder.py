@@ -195,7 +195,7 @@ class Coder:
         if self._client is None:
             self._client = self._client_factory(self.cfg, self._ledger)
         messages = list(req.messages)
-        attempts, reasks, retries, tokens_in, tokens_out = 0, 0, 0, 0, 0
+        attempts, reasks, retries, tokens_in, tokens_out, tokens_cached = 0, 0, 0, 0, 0, 0
         started = time.monotonic()
         last_raw, last_error, finish = None, None, None
         while True:
@@ -213,6 +213,7 @@ class Coder:
             retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
+            tokens_cached += done.tokens_cached
             finish, last_raw = done.finish_reason, redact(done.content) if done.content is not None else None
             if done.refusal:  # a refusal is the model's considered answer: asking again would pay for it again
                 last_error = f"the model refused: {done.refusal[:500]}"
@@ -241,6 +242,7 @@ class Coder:
                 finish_reason=done.finish_reason,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
+                tokens_cached=tokens_cached,
                 latency_s=round(time.monotonic() - started, 3),
                 attempts=attempts,
                 reasks=reasks,
@@ -258,6 +260,7 @@ class Coder:
             finish_reason=finish,
             tokens_in=tokens_in or None,
             tokens_out=tokens_out or None,
+            tokens_cached=tokens_cached if tokens_in else None,
             latency_s=round(time.monotonic() - started, 3),
             attempts=attempts,
             reasks=reasks,
@@ -298,7 +301,7 @@ class Coder:
     def _failed(self, chunk: Chunk, req: LLMRequest, key: str, error: str, **facts: Any) -> ChunkResult:
         """A failed chunk; `facts` are what is known of the attempts (none if nothing was sent)."""
         empty = dict(
-            raw=None, finish_reason=None, tokens_in=None, tokens_out=None, latency_s=None,
+            raw=None, finish_reason=None, tokens_in=None, tokens_out=None, tokens_cached=None, latency_s=None,
             attempts=0, reasks=0, retries=0, answered_at=None,
         )  # fmt: skip
         return self._result(
@@ -378,10 +381,11 @@ def progress(results: Sequence[ChunkResult], total: int, price: Price | None = N
     retries = sum(r.retries for r in results if not r.cache_hit)
     t_in = sum(r.tokens_in or 0 for r in results if not r.cache_hit)
     t_out = sum(r.tokens_out or 0 for r in results if not r.cache_hit)
-    cost = f", cost {price.cost(t_in, t_out):.4f}" if price else ""
+    t_cached = sum(r.tokens_cached or 0 for r in results if not r.cache_hit)
+    cost = f", cost {sum(price.paid(r) for r in results if not r.cache_hit):.4f}" if price else ""
     return (
         f"{len(results)}/{total} chunks, {hits} from cache, {failed} failed, "
-        f"{reasks} re-asks, {retries} retries, {t_in} tokens in, {t_out} out{cost}"
+        f"{reasks} re-asks, {retries} retries, {t_in} tokens in ({t_cached} cached), {t_out} out{cost}"
     )
 
 
