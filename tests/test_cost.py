@@ -81,7 +81,7 @@ def test_the_codebook_is_a_stable_prefix_the_passage_comes_last(prompts):
     assert shared >= system > 100
 
 
-def test_the_client_reads_cached_tokens_from_the_usage(fake_server, prompts):
+def test_the_client_reads_cached_tokens_from_the_usage(fake_server, prompts, tmp_path):
     """Through the real openai client and HTTP: the fake reports the system prompt's tokens as cached from the
     second request on, as OpenAI reports a cached prefix; a server that says nothing gives 0."""
     from qualcode.coding.cache import AnswerCache
@@ -93,12 +93,12 @@ def test_the_client_reads_cached_tokens_from_the_usage(fake_server, prompts):
     cfg = LLMConfig(provider="openai", base_url=fake_server.base_url, model="m", structured_output="json_schema",
                     concurrency=1)  # fmt: skip
     fake_server.prompt_cache = True
-    with AnswerCache(Path.cwd() / "cache1") as cache:
+    with AnswerCache(tmp_path / "cache1") as cache:
         first = code_chunks([nurse_chunk(i) for i in range(3)], cfg, prompts, cache)
     system_words = len(prompts.system_text.split())
     assert [r.tokens_cached for r in first] == [0, system_words, system_words] == fake_server.cached_tokens
     fake_server.prompt_cache = False
-    with AnswerCache(Path.cwd() / "cache2") as cache:
+    with AnswerCache(tmp_path / "cache2") as cache:
         quiet = code_chunks([nurse_chunk(9)], cfg, prompts, cache)
     assert quiet[0].tokens_cached == 0 and quiet[0].tokens_in > 0
 
