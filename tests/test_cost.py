@@ -187,7 +187,7 @@ def test_estimate_counts_the_prefix_with_tiktoken_and_prices_each_mode(tmp_path)
         "batch, prefix cached": _by_hand(tin, tout, cached, True),
     })  # fmt: skip
     text = estimate.render(e)
-    assert f"{prefix:,} tokens: long enough to be cached" in text
+    assert f"{prefix:,} tokens: cacheable (the provider caches from 100," in text
     line = text.splitlines()[[i for i, s in enumerate(text.splitlines()) if "batch, prefix cached" in s][0] + 1]
     assert line.split()[-4:] == [f"{e['cost_by_mode'][m]:.4f}" for m in estimate.MODES]
 
@@ -198,4 +198,4 @@ def test_a_prefix_under_the_providers_minimum_is_reported_as_not_cacheable(tmp_p
     e = estimate.estimate(_config(tmp_path))  # OpenAI's minimum: 1,024 tokens
     assert e["prefix"]["tokens"] < 1024 and not e["prefix"]["cacheable"]
     assert e["cost_by_mode"]["batch, prefix cached"] == e["cost_by_mode"]["batch"]  # nothing to cache: no saving
-    assert "not cacheable, shorter than the 1,024 tokens the provider caches" in estimate.render(e)
+    assert "tokens: not cacheable (under the 1,024 the provider caches" in estimate.render(e)

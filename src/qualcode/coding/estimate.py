@@ -150,9 +150,9 @@ def mode_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(
         "stable prefix (system prompt)",
         f"{p['tokens']:,} tokens: "
-        + (f"long enough to be cached by the provider (at least {p['cache_min_tokens']:,}, {where})"
+        + (f"cacheable (the provider caches from {p['cache_min_tokens']:,}, {where})"
            if p["cacheable"] else
-           f"not cacheable, shorter than the {p['cache_min_tokens']:,} tokens the provider caches ({where})"),
+           f"not cacheable (under the {p['cache_min_tokens']:,} the provider caches, {where})"),
     )]  # fmt: skip
     if per["input_tokens"] is not None:
         rows.append((
@@ -164,9 +164,9 @@ def mode_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
     if by_mode is None:
         rows.append(("cost by mode", "no price for this model in `prices`"))
         return rows
-    width = max(len(m) for m in MODES)
-    rows.append(("cost by mode", "  ".join(f"{m:>{width}}" for m in MODES)))
-    rows.append(("", "  ".join(f"{by_mode[m]:>{width}.4f}" for m in MODES)))
+    widths = [max(len(m), len(f"{by_mode[m]:.4f}")) for m in MODES]
+    rows.append(("cost by mode", "  ".join(f"{m:>{w}}" for m, w in zip(MODES, widths, strict=True))))
+    rows.append(("", "  ".join(f"{by_mode[m]:>{w}.4f}" for m, w in zip(MODES, widths, strict=True))))
     return rows
 
 
