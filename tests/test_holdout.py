@@ -96,3 +96,54 @@ def test_each_scoring_is_appended_to_the_log_the_manifest_reads(tmp_path):
     assert [s["config_sha256"] for s in got["scorings"]] == ["a" * 64, "b" * 64]
     assert got["configurations"] == ["a" * 64, "b" * 64] and got["share"] == 0.2
     assert [json.loads(line)["units"] for line in log.read_text().splitlines()] == [3, 3]
+
+
+@pytest.mark.e2e
+def test_the_manifest_and_methods_record_every_scoring_of_the_holdout(tmp_path, fake_server):
+    import pyarrow.parquet as pq
+
+    from workflow_helpers import fake_config, run, scratch_copy
+
+    workdir = scratch_copy(tmp_path / "wf")
+    env = {"QUALCODE_TEST_KEY": "loopback"}
+    results, log = workdir / "results", workdir / "holdout_scoring.jsonl"
+
+    def run_with(**validation):
+        cfg = fake_config(workdir, fake_server, validation={"holdout": 0.5, **validation})
+        run(workdir, "results/manifest.json", "--configfile", str(cfg), env=env)
+        return (pd.read_parquet(results / "agreement.parquet"), json.loads((results / "manifest.json").read_text()),
+                (results / "methods.md").read_text())  # fmt: skip
+
+    # locked to another configuration: the holdout stays sealed
+    a, manifest, methods = run_with(lock="0" * 12)
+    assert set(a.split) == {"dev"} and not log.exists() and manifest["holdout"]["scorings"] == []
+    assert "the holdout was not scored" in (results / "logs/validate/validate.log").read_text()
+    assert "The holdout has not been scored." in methods
+    config_hash = pq.read_schema(results / "agreement.parquet").metadata[b"qualcode.config_sha256"].decode()
+
+    # locked to this run's: scored, recorded, and said so
+    a, manifest, methods = run_with(lock=config_hash[:12])
+    assert set(a.split) == {"dev", "holdout"}
+    held = a[a.split == "holdout"]
+    assert set(held.rater_a) | set(held.rater_b.dropna()) <= {"model", "coder_a", "coder_b", "majority", "all",
+                                                              "humans"}  # fmt: skip
+    # each split's human pair rests on the documents both coders coded that fall in it, by the hash
+    coders = ("coder_a", "coder_b")
+    both = set.intersection(*(set(pd.read_csv(workdir / f"config/gold/{c}.csv").doc_id) for c in coders))
+    seed = manifest["holdout"]["seed"]
+    for split in ("dev", "holdout"):
+        pair = a[(a.split == split) & (a.rater_a == "coder_a") & (a.rater_b == "coder_b")]
+        expected = sum(_by_hand(d, 0.5, seed) == (split == "holdout") for d in both)
+        assert pair.n_units.max() == expected
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [s["config_sha256"] for s in lines] == [config_hash] and lines[0]["units"] > 0
+    assert manifest["holdout"]["scorings"] == lines and manifest["holdout"]["lock"] == config_hash[:12]
+    assert f"were fixed (configuration hash {config_hash[:12]}) before the holdout was scored" in methods
+
+    # the results deleted and the run made again without a lock: the record survives, and methods says so
+    import shutil
+
+    shutil.rmtree(results)
+    a, manifest, methods = run_with()
+    assert [s["config_sha256"] for s in manifest["holdout"]["scorings"]] == [config_hash, config_hash]
+    assert "The holdout was scored 2 time(s) under 1 configuration(s)" in methods

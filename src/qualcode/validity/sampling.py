@@ -28,7 +28,16 @@ from ..errors import ConfigError, QualcodeError
 from ..inputs.codebook import Codebook
 from ..outputs import tables
 
-SAMPLE_COLUMNS = ["unit", "doc_id", "stratum", "stratum_size", "stratum_drawn", "inclusion_probability", "seed", "split"]
+SAMPLE_COLUMNS = [
+    "unit",
+    "doc_id",
+    "stratum",
+    "stratum_size",
+    "stratum_drawn",
+    "inclusion_probability",
+    "seed",
+    "split",
+]
 NO_CODE = "(no code)"
 NO_VALUE = "(none)"
 
@@ -53,7 +62,12 @@ def sample_size(draw: Mapping[str, Any], population: int) -> dict[str, Any]:
         raise SampleError("the frame is empty: no units to draw the validation sample from (run the workflow first)")
     if draw.get("size") is not None:
         n = min(int(draw["size"]), population)
-        return {"n": n, "n0": None, "population": population, "formula": f"given (validation.draw.size: {draw['size']})"}
+        return {
+            "n": n,
+            "n0": None,
+            "population": population,
+            "formula": f"given (validation.draw.size: {draw['size']})",
+        }
     z = NormalDist().inv_cdf((1 + draw["confidence"]) / 2)
     h, p = draw["half_width"], draw["prevalence"]
     if draw["target"] == "prevalence":
@@ -153,12 +167,15 @@ def draw(units: pd.DataFrame, n: int, minimum: int, seed: int) -> pd.DataFrame:
     sizes = units.groupby("stratum").size()
     alloc = allocate({str(h): int(k) for h, k in sizes.items()}, n, minimum)
     rng = np.random.default_rng(seed)
-    picked = []
+    members = units.groupby("stratum").indices  # positions in frame order
+    picked, size, drawn = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for h in sorted(alloc):
-        members = units[units["stratum"] == h]
-        chosen = members.iloc[np.sort(rng.choice(len(members), alloc[h], replace=False))]
-        picked.append(chosen.assign(stratum_size=len(members), stratum_drawn=alloc[h]))
-    out = pd.concat(picked, ignore_index=True) if picked else units.head(0).assign(stratum_size=0, stratum_drawn=0)
+        pos = members[h]
+        picked.append(pos[np.sort(rng.choice(len(pos), alloc[h], replace=False))])
+        size.append(np.full(alloc[h], len(pos)))
+        drawn.append(np.full(alloc[h], alloc[h]))
+    out = units.iloc[np.concatenate(picked)].assign(stratum_size=np.concatenate(size),
+                                                    stratum_drawn=np.concatenate(drawn))  # fmt: skip
     out = out.assign(inclusion_probability=out["stratum_drawn"] / out["stratum_size"], seed=seed)
     return out.sort_values("unit", ignore_index=True)
 
@@ -241,8 +258,10 @@ def write_gold_sample(
         "unit": unit,
         "seed": draw_settings["seed"],
         "settings": dict(draw_settings),
-        "strata": {str(h): {"size": int(k), "drawn": int((sample["stratum"] == h).sum())}
-                   for h, k in units.groupby("stratum").size().items()},  # fmt: skip
+        "strata": {
+            str(h): {"size": int(k), "drawn": int((sample["stratum"] == h).sum())}
+            for h, k in units.groupby("stratum").size().items()
+        },  # fmt: skip
     }
     for path in out.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
