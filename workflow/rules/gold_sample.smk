@@ -7,9 +7,7 @@ rule gold_sample:
     input:
         documents=f"{RESULTS}/documents.parquet",
         chunks=f"{RESULTS}/chunks.parquet",
-        codes=(
-            [f"{RESULTS}/codes.parquet"] if CFG.validation.draw.by_codes else []
-        ),
+        codes=([f"{RESULTS}/codes.parquet"] if CFG.validation.draw.by_codes else []),
         codebook=CFG.codebook,
     output:
         sample=f"{RESULTS}/gold_sample/sample.csv",
