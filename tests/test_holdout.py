@@ -147,3 +147,41 @@ def test_the_manifest_and_methods_record_every_scoring_of_the_holdout(tmp_path, 
     a, manifest, methods = run_with()
     assert [s["config_sha256"] for s in manifest["holdout"]["scorings"]] == [config_hash, config_hash]
     assert "The holdout was scored 2 time(s) under 1 configuration(s)" in methods
+
+
+def test_the_report_and_methods_give_dev_and_holdout_apart(tmp_path):
+    from qualcode.reporting import agreement as page
+    from qualcode.reporting import methods
+
+    units = [f"d{i:03d}" for i in range(60)]
+    presence, rated = _presence(60)
+    built, _ = validation.split_agreement_tables(CB, units, presence, rated, SETTINGS, ["model", "big"])
+    a = built["agreement"].to_pandas()
+    rows = page.forest(a, "majority", ["model", "big"])
+    assert set(rows.comparison) == {"human-human (dev)", "human-human (holdout)", "model vs majority (dev)",
+                                    "model vs majority (holdout)", "big vs majority (dev)"}  # fmt: skip
+    page.plot_agreement(a, "majority", tmp_path / "forest.png", ["model", "big"])
+    assert (tmp_path / "forest.png").stat().st_size > 0
+    page.agreement_html(a, built["confusion"].to_pandas(), "majority", tmp_path / "a.html", ["model", "big"])
+    html = (tmp_path / "a.html").read_text()
+    assert "<th>split</th>" in html and "<td>holdout</td>" in html and "<td>dev</td>" in html
+    settings = {"unit": "document", "reference": "majority", "bootstrap": 50, "seed": 3, "replicates": 1,
+                "arms": {"big": {"llm": {"model": "big-model"}}}}  # fmt: skip
+    text = methods.validation_paragraph(a, settings)
+    assert "The figures below are on the holdout units; the arms', on dev" in text and "Between arm big" in text
+
+
+def test_methods_say_whether_the_configuration_was_fixed_before_the_holdout_was_scored():
+    from qualcode.reporting.methods import holdout_paragraph
+
+    h = "c" * 64
+    base = {"share": 0.3, "seed": 5, "lock": h[:12]}
+    assert holdout_paragraph({**base, "share": 0}) is None
+    assert "has not been scored" in holdout_paragraph({**base, "scorings": []})
+    locked = [{"config_sha256": h, "lock": h[:12]}] * 2
+    assert f"were fixed (configuration hash {h[:12]}) before the holdout was scored (2 time(s)" in holdout_paragraph(
+        {**base, "scorings": locked}
+    )
+    early = [{"config_sha256": "d" * 64, "lock": None}, *locked]
+    text = holdout_paragraph({**base, "scorings": early})
+    assert "scored 3 time(s) under 2 configuration(s)" in text and "were fixed" not in text
