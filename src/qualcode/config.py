@@ -414,6 +414,44 @@ ARM_NAME = r"^[a-z][a-z0-9_]*$"
 RESERVED_RATERS = ("model", "all", "humans", "majority")
 
 
+class DrawConfig(_Strict):
+    """The validation sample to draw (`snakemake gold_sample`): its size, from a target interval or given, and its
+    strata. See README, Choosing and drawing the validation sample."""
+
+    size: int | None = Field(
+        None,
+        ge=1,
+        description="Units to draw; null: from half_width (n0 = z^2 p(1-p)/h^2 for a prevalence, n0 = z^2 "
+        "po(1-po)/(h^2 (1-pe)^2) for Cohen's kappa), with the finite-population correction n = n0/(1+(n0-1)/N).",
+    )
+    target: Literal["prevalence", "kappa"] = Field(
+        "prevalence", description="What half_width is the 95% (confidence) interval's half-width of."
+    )
+    half_width: float = Field(0.05, gt=0, lt=1, description="Wanted half-width of the interval.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of that interval.")
+    prevalence: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Expected prevalence of the code (0.5, the default, gives the largest n: a safe guess).",
+    )
+    kappa: float = Field(0.6, gt=-1, lt=1, description="Expected Cohen's kappa (target: kappa only).")
+    stratify_by: str | None = Field(
+        None,
+        description="A metadata column of documents.parquet (meta_<key>, or the key alone) to stratify by; null: "
+        "no metadata strata.",
+    )
+    by_codes: bool = Field(
+        False,
+        description="Stratify also by the model's codes (each unit in the stratum of its rarest code), so that rare "
+        "codes get positives; needs the coding run's tables.",
+    )
+    min_per_stratum: int = Field(
+        5, ge=0, description="Units drawn at least from each stratum (all of a smaller one); the rest proportionally."
+    )
+    seed: int = Field(20240601, description="Seed of the draw: the same frame and settings give the same sample.")
+
+
 class ValidationConfig(_Strict):
     """Agreement with human coders: which codings, on what unit, against which reference."""
 
@@ -448,6 +486,32 @@ class ValidationConfig(_Strict):
         le=100,
         description="Times every chunk is coded (each arm too), the replicate number part of the cache key; 2 or "
         "more fill the stability table. At temperature 0 with a seed they measure only provider nondeterminism.",
+    )
+    draw: DrawConfig = Field(default_factory=DrawConfig, description="The validation sample to draw.")
+    sample: str | None = Field(
+        None,
+        description="The sample file `gold_sample` wrote (results/gold_sample/sample.csv), kept with the human "
+        "codings: it says the coded units are a probability sample and gives their inclusion probabilities.",
+    )
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of the units set aside as a holdout (by a hash of the unit id and holdout_seed, so a "
+        "unit stays where it is when documents are added); agreement is then given for dev and holdout apart, "
+        "and arms are compared on dev only. 0: no holdout (split 'all').",
+    )
+    holdout_seed: int = Field(20240601, description="Seed of the dev/holdout split.")
+    lock: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{12,64}$",
+        description="The configuration chosen on dev (its config hash, qualcode.config_sha256 in the manifest, or "
+        "its first 12+ characters): the holdout is scored only under it. Null: scored under any, and recorded.",
+    )
+    holdout_log: str = Field(
+        "holdout_scoring.jsonl",
+        description="Where each scoring of the holdout is recorded (time, config hash), outside results_dir so "
+        "that it survives a rerun from scratch; the manifest and methods.md report it.",
     )
     arms: dict[Annotated[str, Field(pattern=ARM_NAME)], Arm] = Field(
         default_factory=dict,
