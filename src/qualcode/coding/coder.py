@@ -19,6 +19,7 @@ from typing import Any
 from ..config import LimitsConfig, LLMConfig, Price
 from ..errors import (
     AnswerError,
+    BatchPending,
     CacheError,
     ConfigError,
     LimitReached,
@@ -193,7 +194,7 @@ class Coder:
         if self._unreachable:  # don't spend retries on every chunk of a server that is not there
             return self._failed(chunk, req, key, self._unreachable)
         if self._client is None:
-            self._client = self._client_factory(self.cfg, self._ledger)
+            self._client = self._client_factory(self.cfg, self._ledger, getattr(self.cache, "directory", None))
         messages = list(req.messages)
         attempts, reasks, retries, tokens_in, tokens_out = 0, 0, 0, 0, 0
         started = time.monotonic()
@@ -246,6 +247,7 @@ class Coder:
                 reasks=reasks,
                 retries=retries,
                 answered_at=utc_now(),
+                batch_id=done.batch_id,
             )
             self._keep(chunk, key, cached)
             return self._result(chunk, req, key, **_from_cached(cached), cache_hit=False)
@@ -309,8 +311,10 @@ class Coder:
     async def code_all(self, chunks: Sequence[Chunk], progress_every_s: float = 15.0) -> list[ChunkResult]:
         """Code every chunk, or stop cleanly: on a quota, budget or permanent error nothing more is sent,
         answers already received stay cached, and the chunks still pending are logged."""
-        # The embedded model answers one request at a time; queueing more would only inflate latencies.
-        sem = asyncio.Semaphore(1 if self.endpoint.provider == "local" else self.cfg.concurrency)
+        # The embedded model answers one request at a time; queueing more would only inflate latencies. A batch
+        # takes every request of the job at once.
+        local, batched = self.endpoint.provider == "local", self.cfg.mode != "realtime"
+        sem = asyncio.Semaphore(1 if local else max(len(chunks), 1) if batched else self.cfg.concurrency)
         done: list[ChunkResult] = []
         last_report = time.monotonic()
 
@@ -367,7 +371,7 @@ class Coder:
         )
         if isinstance(exc, LimitReached):
             return LimitReached(message, resume_at=exc.resume_at)
-        same_kind = type(exc) in (ProviderError, CacheError, StorageError, ConfigError, QualcodeError)
+        same_kind = type(exc) in (ProviderError, CacheError, StorageError, ConfigError, QualcodeError, BatchPending)
         return type(exc)(message) if same_kind else QualcodeError(message)
 
 
