@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,3 +257,49 @@ def test_error_lines_in_vllm_and_openai_shapes_are_read_as_failures():
     text = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines)
     out = parse_output(text, "batch_1")
     assert out == {"a": "batch batch_1: HTTP None: model crashed", "b": "batch batch_1: HTTP 400: bad request"}
+
+
+# -- the workflow: a batch run beside a realtime run ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    from workflow_helpers import CODING, fake_config, run, scratch_copy
+
+    env = {"QUALCODE_TEST_KEY": KEY}
+    with BatchFake(seed=1) as server:
+        server.answer_fn = _quote_the_passage
+        dirs = {}
+        for mode in ("realtime", "batch"):
+            wd = scratch_copy(tmp_path_factory.mktemp(mode))
+            cfg = fake_config(wd, server, {"mode": mode, "batch": FAST})
+            run(wd, CODING, "results/manifest.json", "--configfile", str(cfg), env=env)
+            dirs[mode] = (wd, cfg)
+        sent = (server.count(), len(server.batches), sum(server.custom_ids_seen.values()))
+        wd, cfg = dirs["batch"]
+        shutil.rmtree(wd / "results" / "work" / "shards")  # every shard is coded again, from the cache
+        run(wd, CODING, "--configfile", str(cfg), env=env)
+        again = (server.count(), len(server.batches), sum(server.custom_ids_seen.values()))
+        yield {mode: wd for mode, (wd, _) in dirs.items()}, sent, again
+
+
+@pytest.mark.e2e
+def test_the_workflow_in_batch_mode_writes_the_realtime_tables_and_a_rerun_sends_nothing(two_runs):
+    import pandas as pd
+
+    dirs, sent, again = two_runs
+    chunks = len(pd.read_parquet(dirs["batch"] / "results" / "chunks.parquet"))
+    realtime_requests, batches, lines = sent
+    assert realtime_requests == chunks and lines == chunks and batches >= 1  # a batch per shard
+    assert again == sent
+    for name in ("codings", "codes"):
+        one, two = (dirs[m] / "results" / f"{name}.parquet" for m in ("realtime", "batch"))
+        assert one.read_bytes() == two.read_bytes(), name
+    calls = pd.read_parquet(dirs["batch"] / "results" / "llm_calls.parquet")
+    assert calls.batch_id.notna().all() and calls.batch_id.nunique() == batches
+    manifest = json.loads((dirs["batch"] / "results" / "manifest.json").read_text())
+    assert manifest["requests"] == {
+        "mode": "batch", "batch_ids_sent": sorted(set(calls.batch_id)), "batch_ids": sorted(set(calls.batch_id)),
+    }  # fmt: skip
+    realtime = json.loads((dirs["realtime"] / "results" / "manifest.json").read_text())
+    assert realtime["requests"] == {"mode": "realtime", "batch_ids_sent": [], "batch_ids": []}
