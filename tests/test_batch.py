@@ -28,6 +28,8 @@ from conftest import REPO, _quote_the_passage, nurse_chunk
 
 KEY = "sk-test-FAKE-batch-key-7"
 FAST = {"poll_s": 0.05}
+OPENAI = {"provider": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1"}
+PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
 
 
 @pytest.fixture
@@ -99,12 +101,13 @@ def test_files_are_split_at_the_request_and_byte_limits(fake, prompts, tmp_path)
     assert list(split_lines(lines, 100, 21)) == [["a" * 10], ["b" * 10], ["c" * 10]]
 
 
-def test_an_expired_batch_keeps_its_answers_and_only_the_rest_are_sent_again(fake, prompts, tmp_path):
-    fake.plans = [Plan(end="expired", answered=2)]
+@pytest.mark.parametrize("end", ["expired", "failed", "cancelled"])
+def test_an_expired_batch_keeps_its_answers_and_only_the_rest_are_sent_again(fake, prompts, tmp_path, end):
+    fake.plans = [Plan(end=end, answered=2)]
     results = _run(CHUNKS, _cfg(fake), prompts, tmp_path / "cache")
     assert all(r.status == "coded" for r in results)
     first, second = fake.batches.values()
-    assert first["object"]["status"] == "expired" and second["object"]["status"] == "completed"
+    assert first["object"]["status"] == end and second["object"]["status"] == "completed"
     expired_ids = [line["custom_id"] for line in first["lines"]]
     assert [line["custom_id"] for line in second["lines"]] == expired_ids[2:]
     assert set(fake.custom_ids_seen.values()) == {1, 2} and sum(fake.custom_ids_seen.values()) == len(CHUNKS) + 3
@@ -248,6 +251,33 @@ def test_batch_files_round_trip_through_a_runner_like_vllms(fake, codebook, prom
     assert {r.batch_id for r in results} == {Path(requests).name.split(".")[0]}
 
 
+USER = {"role": "user", "content": "We had no masks."}
+
+
+def test_the_fake_walks_a_batch_through_its_states_and_cancels_it(fake):
+    import openai
+
+    client = openai.OpenAI(base_url=fake.base_url, api_key=KEY, max_retries=0)
+    line = {
+        "custom_id": "k1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [USER]},
+    }
+    uploaded = client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+    assert client.files.content(uploaded.id).content == json.dumps(line).encode()
+    done = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    seen = [client.batches.retrieve(done.id).status for _ in range(4)]
+    assert seen == ["in_progress", "finalizing", "completed", "completed"]
+    [answer] = client.files.content(client.batches.retrieve(done.id).output_file_id).text.splitlines()
+    assert json.loads(answer)["custom_id"] == "k1" and json.loads(answer)["response"]["status_code"] == 200
+    stopped = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert client.batches.cancel(stopped.id).status == "cancelling"
+    after = client.batches.retrieve(stopped.id)
+    assert after.status == "cancelled" and after.request_counts.total == 1
+    assert fake.custom_ids_seen == {"k1": 2}
+
+
 def test_error_lines_in_vllm_and_openai_shapes_are_read_as_failures():
     lines = [
         {"custom_id": "a", "response": None, "error": {"code": "x", "message": "model crashed"}},
@@ -303,3 +333,30 @@ def test_the_workflow_in_batch_mode_writes_the_realtime_tables_and_a_rerun_sends
     }  # fmt: skip
     realtime = json.loads((dirs["realtime"] / "results" / "manifest.json").read_text())
     assert realtime["requests"] == {"mode": "realtime", "batch_ids_sent": [], "batch_ids": []}
+
+
+@pytest.mark.parametrize(
+    "settings, says",
+    [
+        ({"llm": {"mode": "batch"}}, "set llm.provider: openai"),
+        ({"llm": {**OPENAI, "mode": "batch"}, "cluster": {"coding": "compute"}}, "cluster.coding: submit_host"),
+        ({"llm": {**OPENAI, "mode": "batch_files"}, "limits": {"budget": 5}, "prices": PRICES}, "does not keep limits"),
+    ],
+)
+def test_batch_settings_that_cannot_work_are_refused_before_any_job(settings, says):
+    from pydantic import ValidationError
+
+    from qualcode.config import Config
+
+    with pytest.raises(ValidationError, match=says):
+        Config.model_validate(settings)
+    assert Config.model_validate({"llm": {**OPENAI, "mode": "batch"}, "limits": {"confirm_new_requests": 10}})
+
+
+def test_the_mode_changes_neither_the_config_hash_nor_the_coding_jobs_params():
+    from qualcode.config import Config, content_dict, job_llm
+
+    realtime = Config.model_validate({"llm": OPENAI})
+    batch = Config.model_validate({"llm": {**OPENAI, "mode": "batch", "batch": {"poll_s": 5, "reasks": "realtime"}}})
+    assert content_dict(batch) == content_dict(realtime) and job_llm(batch.llm) == job_llm(realtime.llm)
+    assert batch.coding_on_compute(cluster=True) is False

@@ -634,6 +634,12 @@ class Config(_Strict):
                 f"llm.mode {self.llm.mode!r} waits for batches, and records them beside the cache: it runs on the "
                 "submit host; set cluster.coding: submit_host (or auto)"
             )
+        if self.limits.active and self.llm.mode != "realtime":
+            raise ValueError(
+                f"llm.mode {self.llm.mode!r} does not keep limits (rates, daily quota, budget): they count realtime "
+                "requests one by one, and a batch's are sent all at once; remove them and let the bill stop the run "
+                "before any request (limits.confirm_new_requests), or use llm.mode: realtime"
+            )
         return self
 
     @property
