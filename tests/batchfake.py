@@ -4,6 +4,7 @@
     GET  /v1/files/{id}            the file object
     GET  /v1/files/{id}/content    the file's bytes
     POST /v1/batches               create a batch from an uploaded input file
+    GET  /v1/batches               the batches, newest first
     GET  /v1/batches/{id}          the batch; each look moves it one step:
                                    validating -> in_progress -> finalizing -> its end (completed by default)
     POST /v1/batches/{id}/cancel   cancelling, then cancelled at the next look
@@ -12,7 +13,8 @@ Each line is answered as the chat endpoint answers it (`answer_fn`, else a valid
 with the same usage counts. What a batch does is planned per batch, in order of creation (`plans`, a `Plan` each;
 the default plan answers every line): its end status, how many lines it answers before it ends (an expired batch
 with partial output), which lines become error-file lines, and whether it stays in progress until released (a run
-killed while its batch is in flight). `custom_ids_seen` counts every custom id submitted, across batches.
+killed while its batch is in flight). `create_faults` batches are created and then answered with HTTP 500 (the
+client cannot tell whether they exist). `custom_ids_seen` counts every custom id submitted, across batches.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class BatchFake(FakeServer):
         self.custom_ids_seen: Counter[str] = Counter()
         self.batch_bodies: list[dict[str, Any]] = []
         self.looks = 0
+        self.create_faults = 0  # batches created whose creation is then answered with HTTP 500
         self._released = threading.Event()
 
     def release(self) -> None:
@@ -82,7 +85,14 @@ class BatchFake(FakeServer):
             f = self.files[rest[0]]
             return (200, f["data"]) if rest[1:] == ["content"] else (200, f["object"])
         if kind == "batches" and method == "POST" and not rest:
-            return self._create(json.loads(raw))
+            status, batch = self._create(json.loads(raw))
+            if status == 200 and self.create_faults > 0:  # created, but the client hears an error
+                self.create_faults -= 1
+                return 500, "injected fault after the batch was created"
+            return status, batch
+        if kind == "batches" and method == "GET" and not rest:
+            newest = [b["object"] for b in reversed(self.batches.values())]
+            return 200, {"object": "list", "data": newest, "has_more": False}
         if kind == "batches" and rest and rest[0] in self.batches:
             batch = self.batches[rest[0]]
             if method == "GET" and len(rest) == 1:

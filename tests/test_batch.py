@@ -21,7 +21,7 @@ from qualcode.coding.batch import parse_output, split_lines
 from qualcode.coding.cache import AnswerCache
 from qualcode.coding.coder import code_chunks, request_keys
 from qualcode.config import LLMConfig
-from qualcode.errors import BatchPending
+from qualcode.errors import BatchPending, ProviderError
 from qualcode.outputs.results import coding_tables
 
 from conftest import REPO, _quote_the_passage, nurse_chunk
@@ -135,6 +135,24 @@ def test_error_lines_are_retries_then_a_failure_row_with_the_providers_message(f
     again = _run(CHUNKS, cfg, prompts, tmp_path / "cache")
     assert all(r.status == "coded" for r in again)
     assert [line["custom_id"] for line in fake.batches["batch_fake0003"]["lines"]] == [failed.request_hash]
+
+
+def test_a_batch_created_behind_an_error_is_found_and_never_created_twice(fake, prompts, tmp_path):
+    fake.create_faults = 1  # retried: the retry finds the batch by its input file
+    results = _run(CHUNKS, _cfg(fake), prompts, tmp_path / "a" / "cache")
+    assert all(r.status == "coded" for r in results) and len(fake.batches) == 1
+    assert set(fake.custom_ids_seen.values()) == {1}
+    # no retries left: the run stops with the batch recorded as pending; the next run finds it and takes its answers
+    fake.create_faults = 1
+    cfg = _cfg(fake).model_copy(update={"max_attempts": 1})
+    with pytest.raises(ProviderError, match="creating a batch"):
+        _run(CHUNKS[:3], cfg.model_copy(update={"seed": 7}), prompts, tmp_path / "b" / "cache")
+    [record] = (tmp_path / "b" / "cache" / "batches").iterdir()
+    assert record.name.startswith("pending-") and json.loads(record.read_text())["pending"] is True
+    results = _run(CHUNKS[:3], cfg.model_copy(update={"seed": 7}), prompts, tmp_path / "b" / "cache")
+    assert all(r.status == "coded" and r.batch_id == "batch_fake0002" for r in results)
+    assert len(fake.batches) == 2 and set(fake.custom_ids_seen.values()) == {1}
+    assert [p.name for p in (tmp_path / "b" / "cache" / "batches").iterdir()] == ["batch_fake0002.json"]
 
 
 def test_invalid_answers_are_reasked_in_the_next_round_or_in_real_time(fake, prompts, tmp_path):

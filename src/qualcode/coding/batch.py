@@ -139,6 +139,9 @@ class Records:
     def write(self, record: dict[str, Any]) -> None:
         _write_durably(self.directory / f"{record['id']}.json", json.dumps(record, indent=1))
 
+    def remove(self, record_id: str) -> None:
+        (self.directory / f"{record_id}.json").unlink(missing_ok=True)
+
 
 @dataclass
 class _Wait:
@@ -270,7 +273,15 @@ class BatchClient:
     async def _api_round(self, waits: dict[str, _Wait]) -> dict[str, Completion | str]:
         answers: dict[str, Completion | str] = {}
         for record in self._unconsumed("api", waits):
-            logger.info("batch %s holds %d of this job's requests: taking its answers", record["id"], len(waits))
+            if record.get("pending"):  # its run stopped while creating it: created or not?
+                found = await self._find(record["input_file_id"])
+                self.records.remove(record["id"])
+                if found is None:
+                    continue  # never created: its requests are sent now
+                record = {**record, "id": found.id, "pending": False}
+                self.records.write(record)
+            held = len(waits.keys() & set(record["custom_ids"]))
+            logger.info("batch %s holds %d of this job's requests: taking its answers", record["id"], held)
             answers.update(await self._collect(record["id"], attached=True))
             self._taken.add(record["id"])
         # a request an earlier batch failed goes to the next round as a retry (counted), not into this one
@@ -290,19 +301,41 @@ class BatchClient:
         uploaded = await self._call(
             "the batch file upload", lambda: sdk.files.create(file=(name, data), purpose="batch")
         )
-        batch = await self._call(
-            "creating a batch",
-            lambda: sdk.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h"),
-        )
         custom_ids = [json.loads(line)["custom_id"] for line in lines]
-        # recorded before any wait: a run stopped from here on takes this batch's answers, never sends them again
-        self.records.write({
-            "id": batch.id, "kind": "api", "base_url": self.cfg.api_base_url, "model": self.cfg.model,
-            "input_file_id": uploaded.id, "created_at": utc_now(), "consumed": False, "custom_ids": custom_ids,
-        })  # fmt: skip
+        # Recorded before the batch is created: a run stopped from here on finds the batch by its input file and takes
+        # its answers; once created, under the batch's id, before any wait.
+        pending = {
+            "id": f"pending-{uploaded.id}", "pending": True, "kind": "api", "base_url": self.cfg.api_base_url,
+            "model": self.cfg.model, "input_file_id": uploaded.id, "created_at": utc_now(), "consumed": False,
+            "custom_ids": custom_ids,
+        }  # fmt: skip
+        self.records.write(pending)
+        batch = await self._create(uploaded.id)
+        self.records.write({**pending, "id": batch.id, "pending": False})
+        self.records.remove(pending["id"])
         self.batch_ids.append(batch.id)
         logger.info("batch %s: %d request(s) submitted (%s, %d bytes)", batch.id, len(lines), name, len(data))
         return batch.id
+
+    async def _create(self, file_id: str) -> Any:
+        """Create the batch of an uploaded file. Creating is not idempotent: before trying again after a failure
+        (which may have come after the provider created it), look for a batch of that file."""
+        sdk, tries = self._client(), 0
+
+        async def create() -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and (found := await self._find(file_id)) is not None:
+                return found
+            return await sdk.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h")
+
+        return await self._call("creating a batch", create)
+
+    async def _find(self, file_id: str) -> Any:
+        """The provider's most recent batch of input file `file_id`, or None."""
+        sdk = self._client()
+        page = await self._call("listing batches", lambda: sdk.batches.list(limit=100))
+        return next((b for b in page.data if b.input_file_id == file_id), None)
 
     async def _collect(self, batch_id: str, attached: bool) -> dict[str, Completion | str]:
         sdk = self._client()
