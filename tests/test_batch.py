@@ -155,6 +155,19 @@ def test_a_batch_created_behind_an_error_is_found_and_never_created_twice(fake, 
     assert [p.name for p in (tmp_path / "b" / "cache" / "batches").iterdir()] == ["batch_fake0002.json"]
 
 
+def test_a_job_past_max_wait_stops_and_the_next_run_takes_the_answers(fake, prompts, tmp_path, caplog):
+    fake.plans = [Plan(hold=True)]
+    cfg = _cfg(fake, max_wait_h=0.0001)  # 0.36 s
+    with caplog.at_level("INFO"), pytest.raises(BatchPending, match=r"batch_fake0001 is still in_progress after llm"):
+        _run(CHUNKS, cfg, prompts, tmp_path / "cache")
+    polls = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch batch_fake0001: in_progress")]
+    assert polls and polls[-1] == "batch batch_fake0001: in_progress, 0/5 completed, 0 failed"
+    fake.release()
+    results = _run(CHUNKS, cfg, prompts, tmp_path / "cache")
+    assert all(r.status == "coded" and r.batch_id == "batch_fake0001" for r in results)
+    assert len(fake.batches) == 1 and set(fake.custom_ids_seen.values()) == {1}
+
+
 def test_invalid_answers_are_reasked_in_the_next_round_or_in_real_time(fake, prompts, tmp_path):
     def invalid_first(body):  # a re-ask carries the answer and the error after the system and user messages
         reask = len(body["messages"]) > 2
