@@ -259,7 +259,7 @@ COUNTED_COLUMNS = {
     "codes": ["chunk_id", "field", "grounding"],
     "llm_calls": [
         "provider", "base_url", "model_asked", "model_served", "system_fingerprint", "answered_at", "cache_hit",
-        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "cost",
+        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "cost", "batch_id",
     ],
     "failures": ["stage"],
 }  # fmt: skip
@@ -329,6 +329,17 @@ def models(calls: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def batches(cfg: Config, calls: pd.DataFrame) -> dict[str, Any]:
+    """How the answers travelled: the mode, and the batches that answered (those of this run's requests, and all of
+    the answers the tables hold, cached ones included)."""
+    sent = calls[~calls.cache_hit]
+    return {
+        "mode": cfg.llm.mode,
+        "batch_ids_sent": sorted(sent.batch_id.dropna().unique().tolist()),
+        "batch_ids": sorted(calls.batch_id.dropna().unique().tolist()),
+    }
+
+
 def manifest(
     *,
     cfg: Config,
@@ -366,6 +377,7 @@ def manifest(
         "workflow": git_state(workflow_dir),
         "execution": dict(execution or {}),
         "model": models(tables["llm_calls"]),
+        "requests": batches(cfg, tables["llm_calls"]),
         "sampling": {k: cfg.llm.model_dump()[k] for k in ("temperature", "top_p", "max_tokens", "seed")},
         "structured_output": cfg.llm.structured_output,
         "chunking": cfg.chunking.model_dump(),

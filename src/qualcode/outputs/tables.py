@@ -75,6 +75,7 @@ RESULTS = pa.schema(
         pa.field("reasks", pa.int32(), nullable=False),
         pa.field("retries", pa.int32(), nullable=False),
         pa.field("answered_at", pa.string()),
+        pa.field("batch_id", pa.string()),
         pa.field("cache_hit", pa.bool_(), nullable=False),
     ]
 )
