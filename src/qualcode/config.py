@@ -449,6 +449,19 @@ class ValidationConfig(_Strict):
         description="Times every chunk is coded (each arm too), the replicate number part of the cache key; 2 or "
         "more fill the stability table. At temperature 0 with a seed they measure only provider nondeterminism.",
     )
+    sample: str | None = Field(
+        None,
+        description="CSV of the validation sample the human coders coded (columns unit, doc_id, stratum, "
+        "inclusion_probability, seed; one row per sampled unit, as the gold_sample target writes it). With it, "
+        "prevalence.parquet gives corrected prevalences with 95% intervals; without it (or when the human-coded "
+        "units are not exactly this sample) it gives the model's prevalences and says why none are corrected.",
+    )
+    by: str | None = Field(
+        None,
+        min_length=1,
+        description="A column of documents.parquet (e.g. meta_occupation) to give prevalences by, besides the "
+        "whole corpus.",
+    )
     arms: dict[Annotated[str, Field(pattern=ARM_NAME)], Arm] = Field(
         default_factory=dict,
         description="Named variants of the run (overrides of llm and prompts), each coding the same chunks and "

@@ -1,0 +1,188 @@
+"""Corrected prevalence estimates (validity.prevalence): the estimator against hand computations and against
+enumeration of every possible sample, and the refusals when the human sample is not a probability sample."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qualcode.errors import ConfigError
+from qualcode.inputs.codebook import Codebook
+from qualcode.validity import prevalence
+
+NAN = float("nan")
+
+
+def test_worked_example_two_strata_by_hand():
+    # 10 units; stratum "a" = units 0-3 (2 of 4 drawn, pi 1/2), stratum "b" = units 4-9 (2 of 6 drawn, pi 1/3)
+    predicted = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 1])
+    truth = np.array([1, 0, NAN, NAN, 1, 1, NAN, NAN, NAN, NAN])
+    pi = np.array([0.5, 0.5, NAN, NAN, 1 / 3, 1 / 3, NAN, NAN, NAN, NAN])
+    stratum = np.array(["a", "a", None, None, "b", "b", None, None, None, None], dtype=object)
+    e = prevalence.estimate(predicted, truth, pi, stratum)
+    # errors y - yhat on the sample: unit 0: 0, unit 1: -1, unit 4: 0, unit 5: +1
+    # HT total of errors: -1 / (1/2) + 1 / (1/3) = -2 + 3 = 1; model's total 4; corrected (4 + 1) / 10
+    assert e.naive == pytest.approx(0.4)
+    assert e.corrected == pytest.approx(0.5)
+    # stratum a: z = 0, -2 (mean -1): (1 - 1/2) * 2/1 * (1 + 1) = 2; stratum b: z = 0, 3: (1 - 1/3) * 2 * 4.5 = 6
+    # textbook N_h^2 (1 - f_h) s_h^2 / n_h on the errors: a: 16 * 0.5 * 0.5 / 2 = 2; b: 36 * (2/3) * 0.5 / 2 = 6
+    se = math.sqrt(2 + 6) / 10
+    assert e.se == pytest.approx(se)
+    assert 0.5 - 1.959963984540054 * se < 0 and 0.5 + 1.959963984540054 * se > 1  # a sample of 4 tells little
+    assert (e.ci_low, e.ci_high) == (0.0, 1.0)  # clipped to [0, 1]
+    assert (e.n_units, e.n_sample, e.positives, e.disagreements) == (10, 4, 3, 2)
+    assert e.note and "fragile" in e.note  # 2 disagreements
+
+
+def test_domain_uses_its_own_units_and_sampled_units_only():
+    predicted = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 1])
+    truth = np.array([1, 0, NAN, NAN, 1, 1, NAN, NAN, NAN, NAN])
+    pi = np.array([0.5, 0.5, NAN, NAN, 1 / 3, 1 / 3, NAN, NAN, NAN, NAN])
+    stratum = np.array(["a", "a", None, None, "b", "b", None, None, None, None], dtype=object)
+    group = np.array([1, 0, 1, 0, 1, 1, 0, 0, 0, 0], dtype=bool)  # units 0, 2, 4, 5
+    e = prevalence.estimate(predicted, truth, pi, stratum, group)
+    # model's total in the group 1 + 0 + 1 + 0 = 2; errors of sampled group units: 0, 0, +1 (unit 5, pi 1/3)
+    assert e.naive == pytest.approx(0.5)
+    assert e.corrected == pytest.approx((2 + 3) / 4)
+    # z over the strata, zero outside the group: a: 0, 0 -> 0; b: 0, 3 -> (2/3) * 2 * 4.5 = 6
+    assert e.se == pytest.approx(math.sqrt(6) / 4)
+    assert e.ci_high == 1.0  # clipped
+    assert e.n_sample == 3
+
+
+def test_unbiased_and_variance_unbiased_by_enumerating_every_stratified_sample():
+    rng = np.random.default_rng(3)
+    strata = np.array(["x"] * 7 + ["y"] * 6, dtype=object)
+    true = rng.random(13) < 0.4
+    predicted = np.where(rng.random(13) < 0.3, ~true, true).astype(int)  # a model that errs
+    n_h = {"x": 3, "y": 2}
+    estimates, variances = [], []
+    members = {h: np.flatnonzero(strata == h) for h in n_h}
+    for picks in itertools.product(*(itertools.combinations(members[h], n_h[h]) for h in n_h)):
+        chosen = np.array([i for p in picks for i in p])
+        truth = np.full(13, NAN)
+        truth[chosen] = true[chosen]
+        pi = np.full(13, NAN)
+        for h in n_h:
+            pi[np.intersect1d(chosen, members[h])] = n_h[h] / len(members[h])
+        e = prevalence.estimate(predicted, truth, pi, np.where(np.isnan(truth), None, strata))
+        estimates.append(e.corrected)
+        variances.append(e.se**2)
+    assert len(estimates) == math.comb(7, 3) * math.comb(6, 2)
+    assert np.mean(estimates) == pytest.approx(true.mean())  # unbiased whatever the model's errors
+    assert np.mean(variances) == pytest.approx(np.var(estimates))  # and so is its variance estimate
+
+
+def test_census_gives_truth_with_no_uncertainty():
+    predicted = np.array([0, 0, 1, 1])
+    truth = np.array([1.0, 0.0, 1.0, 0.0])
+    e = prevalence.estimate(predicted, truth, np.ones(4), np.array(["s"] * 4, dtype=object))
+    assert (e.corrected, e.se, e.ci_low, e.ci_high) == (0.5, 0.0, 0.5, 0.5)
+
+
+def test_one_unit_stratum_gives_no_interval_and_says_why():
+    predicted = np.array([0, 1, 0, 1])
+    truth = np.array([1.0, NAN, NAN, NAN])
+    e = prevalence.estimate(predicted, truth, np.array([0.25, NAN, NAN, NAN]), np.array(["s", None, None, None]))
+    assert e.corrected == pytest.approx((2 + 4) / 4)
+    assert e.ci_low is None and "one sampled unit" in e.note
+
+
+def test_majority_tie_counts_half_and_named_reference_is_that_coder():
+    presence = {"ann": np.array([[1], [1], [0]]), "bob": np.array([[1], [0], [0]]), "cy": np.array([[0], [0], [1]])}
+    rated = {"ann": np.array([1, 1, 1], bool), "bob": np.array([1, 1, 0], bool), "cy": np.array([0, 0, 1], bool)}
+    got = prevalence.human_truth(presence, rated, "majority")
+    assert got[:, 0].tolist() == [1.0, 0.5, 0.5]  # unit 0: 2 of 2; unit 1: 1 of 2; unit 2: ann 0, cy 1
+    assert np.isnan(prevalence.human_truth(presence, rated, "bob")[2, 0])
+
+
+CB = Codebook.model_validate(
+    {
+        "name": "t",
+        "version": "1",
+        "fields": [
+            {"name": "topic", "type": "multiple_choice", "description": "d",
+             "values": [{"name": "ppe", "definition": "d"}, {"name": "pay", "definition": "d"}]},
+            {"name": "urgent", "type": "boolean", "description": "d"},
+        ],
+    }
+)  # fmt: skip
+
+
+def _table(sample, human_units, settings=None, groups=None):
+    units = [f"d{i}" for i in range(6)]
+    # columns: topic/ppe, topic/pay, urgent/false, urgent/true
+    predicted = np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 1, 0, 1], [0, 0, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0]])
+    human = np.array([[1, 0, 1, 0], [1, 1, 0, 1], [0, 0, 1, 0]], dtype=float)[: len(human_units)]
+    s = {"unit": "document", "reference": "majority", "sample": "s.csv", "by": None, **(settings or {})}
+    t = prevalence.prevalence_table(cb=CB, units=units, predicted=predicted, human_units=human_units, human=human,
+                                    settings=s, sample=sample, groups=groups)  # fmt: skip
+    return t.to_pandas()
+
+
+SAMPLE = pd.DataFrame({"unit": ["d0", "d1", "d3"], "stratum": ["all"] * 3, "inclusion_probability": [0.5] * 3})
+
+
+def test_table_rows_codes_and_groups():
+    groups = ["nurse", "nurse", "cook", None, "cook", "nurse"]
+    df = _table(SAMPLE, ["d0", "d1", "d3"], {"by": "meta_job"}, groups=groups)
+    # every value of the choice field and a boolean's true; whole corpus then each group (missing named)
+    assert list(df[df.by.isna()][["field", "value"]].itertuples(index=False, name=None)) == [
+        ("topic", "ppe"), ("topic", "pay"), ("urgent", "true")]  # fmt: skip
+    assert sorted(df.group.dropna().unique()) == ["(missing)", "cook", "nurse"]
+    ppe = df[(df.value == "ppe") & df.by.isna()].iloc[0]
+    # naive 3/6; errors on the sample d0 0, d1 +1, d3 0 -> HT total 2 -> (3 + 2) / 6
+    assert ppe.naive == pytest.approx(0.5) and ppe.corrected == pytest.approx(5 / 6)
+    assert ppe.refused is None or pd.isna(ppe.refused)
+    nurse = df[(df.value == "ppe") & (df.group == "nurse")].iloc[0]
+    assert (nurse.n_units, nurse.n_sample) == (3, 2)
+    assert nurse.corrected == pytest.approx((1 + 0 + 0 + 2) / 3)
+
+
+@pytest.mark.parametrize(
+    ("sample", "human_units", "settings", "reason"),
+    [
+        (None, ["d0", "d1", "d3"], {"sample": None}, "no validation.sample"),
+        (SAMPLE, ["d0", "d1", "d2"], {}, "not in the sample"),
+        (SAMPLE, ["d0", "d1"], {}, "have no human coding"),
+        (SAMPLE.assign(unit=["d0", "d1", "x9"]), ["d0", "d1", "d3"], {}, "not units of this corpus"),
+    ],
+)
+def test_refuses_with_the_reason_when_not_a_probability_sample(sample, human_units, settings, reason):
+    df = _table(sample, human_units, settings)
+    assert df.refused.str.contains(reason).all()
+    assert df.corrected.isna().all() and df.ci_low.isna().all()
+    assert df.naive.notna().all()  # the model's prevalence is still given
+
+
+def test_read_sample_names_the_file_and_problem(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text("unit,stratum,inclusion_probability\nd1,a,0.5\nd2,a,1.5\n")
+    with pytest.raises(ConfigError, match=r"s\.csv, line 3: inclusion_probability"):
+        prevalence.read_sample(p)
+    p.write_text("unit,stratum\nd1,a\n")
+    with pytest.raises(ConfigError, match="no inclusion_probability column"):
+        prevalence.read_sample(p)
+    p.write_text("unit,doc_id,stratum,inclusion_probability,seed\nd1,d1,a,0.5,7\n")
+    assert prevalence.read_sample(p).inclusion_probability.tolist() == [0.5]
+
+
+def test_simple_random_sample_interval_by_hand():
+    # 100 units, the model codes 30; 10 drawn at random (pi 1/10), the model missed the code on one of them
+    predicted = np.zeros(100)
+    predicted[:30] = 1
+    truth = np.full(100, NAN)
+    drawn = [0, 5, 31, 40, 50, 60, 70, 80, 90, 99]
+    truth[drawn] = predicted[drawn]
+    truth[31] = 1
+    pi = np.where(np.isnan(truth), NAN, 0.1)
+    e = prevalence.estimate(predicted, truth, pi, np.where(np.isnan(truth), None, "all"))
+    assert e.corrected == pytest.approx((30 + 1 / 0.1) / 100)
+    # z: one 10, nine 0 (mean 1): (1 - 0.1) * 10 / 9 * (81 + 9) = 90, or N^2 (1 - f) s^2 / n = 1e4 * 0.9 * 0.1 / 10
+    se = math.sqrt(90) / 100
+    assert e.se == pytest.approx(se)
+    assert (e.ci_low, e.ci_high) == pytest.approx((0.4 - 1.959963984540054 * se, 0.4 + 1.959963984540054 * se))
