@@ -135,3 +135,119 @@ def test_missing_field_beside_a_value_is_named_not_a_crash():
     df = df.astype({c: "string" for c in ("coder", "doc_id", "field", "value", "quote")})
     problems, _ = gold._problem(df, CB, TEXTS, "document", bool)
     assert problems[0].startswith("unknown field None; allowed: emotions")
+
+
+# -- the agreement numbers and their n -------------------------------------------------------------------------
+
+
+def _subset_study():
+    """ann codes 50 documents, bob the first 20 of them, cy the first 8 (coders of different subsets); the model
+    all 50. One code ("fear") each coder marks often; one ("grief") ann marks on 2 documents only."""
+    from qualcode.validity import agreement
+
+    rng = np.random.default_rng(5)
+    fear = rng.integers(0, 2, 50)
+    grief = np.zeros(50, dtype=np.int64)
+    grief[[3, 30]] = 1
+    rated = {"ann": np.arange(50) < 50, "bob": np.arange(50) < 20, "cy": np.arange(50) < 8, "model": np.ones(50, bool)}
+    flip = {"ann": 0.0, "bob": 0.1, "cy": 0.2, "model": 0.3}
+    codes = []
+    for name, truth in (("fear", fear), ("grief", grief)):
+        cols = []
+        for r in rated:
+            x = np.where(rng.random(50) < flip[r], 1 - truth, truth) if name == "fear" else truth
+            cols.append(np.where(rated[r], x, -1))
+        codes.append(agreement.Code("emotions", name, ("absent", "present"), np.column_stack(cols)))
+    rows, _ = agreement.evaluate(codes, list(rated), ["model"], "majority", agreement.bootstrap_weights(50, 30, 1))
+    return pd.DataFrame(rows), codes
+
+
+SETTINGS = {"unit": "document", "reference": "majority", "bootstrap": 30, "seed": 1, "replicates": 1, "arms": {}}
+
+
+def test_majority_rows_say_what_it_rested_on():
+    table, codes = _subset_study()
+    x = codes[0].ratings[:, :3]  # the human coders
+    coders = (x >= 0).sum(1)
+    ones = (x == 1).sum(1)
+    tied = (coders >= 2) & (2 * ones == coders)
+    got = table[table.rater_a == "majority"].set_index(["value", "metric"])
+    assert got.loc[("fear", "majority_one_coder"), "estimate"] == pytest.approx((coders == 1).mean())  # 30 of 50
+    assert got.loc[("fear", "majority_tied"), "estimate"] == pytest.approx(tied.mean())
+    assert got.loc[("fear", "majority_one_coder"), "n_units"] == 50
+    decided = ~tied
+    assert got.loc[("fear", "prevalence"), "estimate"] == pytest.approx((2 * ones > coders)[decided].mean())
+    assert got.loc[("fear", "prevalence"), "n_units"] == decided.sum()
+
+
+def test_methods_quotes_n_wherever_it_quotes_a_number():
+    import re
+
+    from qualcode.reporting import methods
+
+    table, codes = _subset_study()
+    text = methods.validation_paragraph(table, SETTINGS)
+    # who coded what: each coder's documents and each pair's shared ones
+    assert "documents coded by ann: 50, bob: 20, cy: 8" in text
+    assert "ann and bob both: 20" in text and "ann and cy both: 8" in text
+    coders = (codes[0].ratings[:, :3] >= 0).sum(1)
+    assert f"The majority covers 50 documents: on {int((coders == 1).sum())} of them only one coder" in text
+    assert "up to" not in text
+    alpha = table[table.metric == "krippendorff_alpha"]
+    model_vs = alpha[(alpha.rater_a == "model") & (alpha.rater_b == "majority")]
+    n = sorted(model_vs.n_units[model_vs.estimate.notna()])
+    assert f"n = {n[0]} to {n[-1]} documents" in text or f"n = {n[0]} documents" in text
+    # every sentence quoting a coefficient (a number with two decimals) says on how many units
+    for sentence in re.split(r"(?<=\.) (?=[A-Z])", text):
+        if re.search(r"\b[01]\.\d\d\b", sentence):
+            assert re.search(r"n = \d+( to \d+)? documents", sentence), sentence
+
+
+def test_rare_codes_are_warned_about_and_marked(tmp_path):
+    from qualcode.reporting import agreement, methods
+    from qualcode.validity import validation
+
+    table, codes = _subset_study()
+    rare = table[validation.too_rare(table)]
+    # by hand: each rater's positives (the majority's: more than half of the unit's coders, ties left out)
+    count = {}
+    for code in codes:
+        x = code.ratings
+        for i, r in enumerate(("ann", "bob", "cy", "model")):
+            count[code.value, r] = int((x[:, i] == 1).sum())
+        coders, ones = (x[:, :3] >= 0).sum(1), (x[:, :3] == 1).sum(1)
+        count[code.value, "majority"] = int((2 * ones > coders).sum())
+    pairs = table[table.rater_b.notna()]
+    expected = {(v, a, b) for v, a, b in zip(pairs.value, pairs.rater_a, pairs.rater_b, strict=True)
+                if min(count[v, a], count[v, b]) < 5}  # fmt: skip
+    assert set(zip(rare.value, rare.rater_a, rare.rater_b, strict=True)) == expected
+    # grief (ann marked it on 2 documents) in every comparison; fear only beside cy (8 documents)
+    assert {v for v, _, _ in expected} == {"grief"} | ({"fear"} if count["fear", "cy"] < 5 else set())
+    assert all("cy" in (a, b) for v, a, b in expected if v == "fear")
+    text = methods.validation_paragraph(table, SETTINGS)
+    names = "emotions: fear, emotions: grief" if count["fear", "cy"] < 5 else "emotions: grief"
+    assert f"code(s) ({names}) a rater marked the code present on fewer than 5 documents" in text
+    page = tmp_path / "agreement.html"
+    agreement.agreement_html(table, pd.DataFrame(), "majority", page, ["model"], "document")
+    html = page.read_text()
+    assert "The unit of analysis is the <strong>document</strong>" in html
+    assert "only one coder coded the unit" in html
+    assert "*</td>" in html and "fewer than 5 documents" in html
+    rows = agreement.forest(table, "majority", ["model"])
+    assert rows[rows.code == "emotions: grief"].rare.all()
+    assert not rows[(rows.code == "emotions: fear") & (rows.label == "ann vs bob")].rare.any()
+    # each human pair its own labelled row, not one "human-human" row
+    assert set(rows.label) == {"ann vs bob", "ann vs cy", "bob vs cy", "model vs majority"}
+    agreement.plot_agreement(table, "majority", tmp_path / "forest.png", ["model"])
+    assert (tmp_path / "forest.png").stat().st_size > 0
+
+
+def test_agreement_page_names_the_chunk_unit(tmp_path):
+    from qualcode.reporting import agreement
+
+    table, _ = _subset_study()
+    page = tmp_path / "agreement.html"
+    agreement.agreement_html(table, pd.DataFrame(), "ann", page, ["model"], "chunk")
+    html = page.read_text()
+    assert "The unit of analysis is the <strong>chunk</strong>" in html and "chunks compared" in html
+    assert "majority" not in html.split("<table")[0]  # a named reference: nothing about a majority

@@ -47,6 +47,30 @@ def human_raters(agreement: pd.DataFrame, models: Sequence[str] = (MODEL,)) -> l
     return sorted(names - RESERVED - set(models))
 
 
+RARE = 5  # fewer positives than this by a rater: a presence code's coefficients and intervals mean little
+
+
+def positives(agreement: pd.DataFrame) -> dict[tuple[str, str, str], int]:
+    """(field, value, rater) -> the units the rater marked present (the majority too), from the prevalence rows."""
+    p = agreement[(agreement.metric == "prevalence") & agreement.estimate.notna()]
+    return {
+        (f, v, r): int(round(e * n))
+        for f, v, r, e, n in zip(p.field, p.value, p.rater_a, p.estimate, p.n_units, strict=True)
+    }
+
+
+def too_rare(agreement: pd.DataFrame, threshold: int = RARE) -> pd.Series:
+    """Per row: a presence code compared between raters either of whom marked it present on fewer than
+    `threshold` units (its kappa or alpha, interval included, rests on a handful of units)."""
+    count = positives(agreement)
+    rare = [
+        v is not None and v == v and b is not None and b == b
+        and min(count.get((f, v, a), 0), count.get((f, v, b), 0)) < threshold
+        for f, v, a, b in zip(agreement.field, agreement.value, agreement.rater_a, agreement.rater_b, strict=True)
+    ]  # fmt: skip
+    return pd.Series(rare, index=agreement.index, dtype=bool)
+
+
 def check_coders(coders: set[str], models: Sequence[str], reference: str | None) -> None:
     """The human coders' names are free (not reserved, not an arm's), and `reference` (None: not checked), unless
     the majority, is one of them."""
