@@ -9,8 +9,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from qualcode.errors import ConfigError
+from qualcode.inputs import codebook
 from qualcode.inputs.codebook import Codebook
 from qualcode.validity import prevalence
 
@@ -186,3 +188,113 @@ def test_simple_random_sample_interval_by_hand():
     se = math.sqrt(90) / 100
     assert e.se == pytest.approx(se)
     assert (e.ci_low, e.ci_high) == pytest.approx((0.4 - 1.959963984540054 * se, 0.4 + 1.959963984540054 * se))
+
+
+# -- the example, end to end ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The example coded once through the workflow (its human codings, no validation.sample), then again with a
+    sample file naming exactly the coded documents and validation.by; both runs' outputs are kept."""
+    from conftest import _quote_the_passage
+    from fakeserver import FakeServer
+    from workflow_helpers import fake_config, run, scratch_copy, write_config
+
+    work = scratch_copy(tmp_path_factory.mktemp("prevalence") / "work")
+    key = {"QUALCODE_TEST_KEY": "test-" + "k" * 20}
+    with FakeServer(seed=1) as server:
+        server.answer_fn = _quote_the_passage
+        config = fake_config(work, server)
+        run(work, "--configfile", str(config), env=key)
+        first = {
+            "prevalence": pd.read_parquet(work / "results/prevalence.parquet"),
+            "methods": (work / "results/methods.md").read_text(),
+            "figure": (work / "results/report/prevalence.png").read_bytes(),
+        }
+        gold = pd.read_csv(work / "config/gold/coder_a.csv", dtype=str)
+        docs = pd.read_parquet(work / "results/documents.parquet", columns=["doc_id"])
+        drawn = sorted(gold.doc_id.unique())
+        sample = pd.DataFrame({"unit": drawn, "doc_id": drawn, "stratum": "all",
+                               "inclusion_probability": len(drawn) / len(docs), "seed": 7})  # fmt: skip
+        sample.to_csv(work / "config/sample.csv", index=False)
+        overrides = yaml.safe_load(config.read_text())
+        overrides["validation"] = {"sample": "config/sample.csv", "by": "meta_occupation"}
+        config = write_config(work, overrides)
+        run(work, "--configfile", str(config), env=key)
+        yield work, first
+
+
+def _human(work, field, value):
+    """By hand, from the two example files: per document, the share of the two coders who gave the value."""
+    a = pd.read_csv(work / "config/gold/coder_a.csv", dtype=str, keep_default_na=False)
+    b = pd.read_csv(work / "config/gold/coder_b.csv", dtype=str, keep_default_na=False)
+    docs = sorted(set(a.doc_id) | set(b.doc_id))
+    in_a = set(a.doc_id[(a.field == field) & (a.value.str.strip() == value)])
+    in_b = {d for d, cell in zip(b.doc_id, b[field], strict=True) if value in [v.strip() for v in cell.split(";")]}
+    return pd.Series([((d in in_a) + (d in in_b)) / 2 for d in docs], index=docs)
+
+
+@pytest.mark.e2e
+def test_example_default_run_refuses_with_the_reason(example):
+    _, first = example
+    df = first["prevalence"]
+    assert len(df) and df.by.isna().all()
+    assert df.refused.str.startswith("no validation.sample").all() and df.corrected.isna().all()
+    assert "not corrected for the model's errors" in first["methods"] and "no validation.sample" in first["methods"]
+    assert first["figure"][:4] == b"\x89PNG"
+
+
+@pytest.mark.e2e
+def test_example_with_a_sample_gives_the_hand_computed_estimate(example):
+    work, _ = example
+    df = pd.read_parquet(work / "results/prevalence.parquet")
+    assert df.refused.isna().all()
+    docs = pd.read_parquet(work / "results/documents.parquet", columns=["doc_id", "meta_occupation"])
+    codes = pd.read_parquet(work / "results/codes.parquet")
+    codings = pd.read_parquet(work / "results/codings.parquet", columns=["chunk_id", "status"])
+    coded = codes[codes.chunk_id.isin(codings.chunk_id[codings.status == "coded"])]
+    field, value = "material_conditions", "ppe_shortage"
+    given = set(coded.doc_id[(coded.field == field) & (coded.value == value)])
+    yhat = docs.doc_id.map(lambda d: float(d in given))
+    y = _human(work, field, value)
+    n, pi = len(docs), len(y) / len(docs)
+    d = y - yhat[docs.doc_id.isin(y.index)].set_axis(docs.doc_id[docs.doc_id.isin(y.index)]).loc[y.index]
+    corrected = (yhat.sum() + d.sum() / pi) / n
+    se = np.sqrt(n**2 * (1 - pi) * d.var(ddof=1) / len(y)) / n  # stratified formula, one stratum
+    row = df[(df.field == field) & (df.value == value) & df.by.isna()].iloc[0]
+    assert row.naive == pytest.approx(yhat.mean())
+    assert row.corrected == pytest.approx(corrected) and row.se == pytest.approx(se)
+    assert row.n_sample == len(y) and row.unit == "document"
+    groups = df[df.by == "meta_occupation"]
+    assert set(groups.group) == set(docs.meta_occupation.fillna("(missing)"))
+    methods = (work / "results/methods.md").read_text()
+    assert f"human-coded probability sample (n = {len(y)} documents" in methods and "by meta_occupation" in methods
+    assert (work / "results/report/prevalence.png").stat().st_size > 0
+
+
+def test_an_estimate_outside_0_1_is_kept_and_said():
+    # a group of 2 units, the model coded both; its one sampled unit (pi 1/2) was a false positive: 2 - 1/0.5 = 0
+    # over 2 units is fine; with pi 1/4 it is (2 - 4) / 2 = -1: unbiased over draws, absurd for this one
+    predicted = np.array([1, 1, 0, 0, 0, 0, 0, 0])
+    truth = np.array([0.0, NAN, 0.0, 0.0, NAN, NAN, NAN, NAN])
+    pi = np.where(np.isnan(truth), NAN, 0.25)
+    e = prevalence.estimate(predicted, truth, pi, np.where(np.isnan(truth), None, "s"), np.arange(8) < 2)
+    assert e.corrected == pytest.approx(-1.0)
+    assert "outside [0, 1]" in e.note and 0.0 <= e.ci_low <= e.ci_high <= 1.0
+
+
+def test_a_bad_sample_file_stops_the_run_before_any_request(tmp_path, monkeypatch):
+    from qualcode import config, preflight
+
+    from workflow_helpers import scratch_copy
+
+    work = scratch_copy(tmp_path / "w")
+    monkeypatch.chdir(work)
+    (work / "sample.csv").write_text("unit,stratum,inclusion_probability\nx,a,2\n")
+    raw = yaml.safe_load((work / "config/config.yaml").read_text())
+    raw["validation"]["sample"] = "sample.csv"
+    raw["llm"] = {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    cfg = config.resolve(raw)
+    with pytest.raises(ConfigError, match=r"sample\.csv, line 2: inclusion_probability must be a number in \(0, 1\]"):
+        preflight.before_reading(cfg, codebook.load(cfg.codebook))

@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .inputs import ingest
 from .inputs.codebook import Codebook
 from .inputs.ingest import InputFile
-from .validity import gold, validation
+from .validity import gold, prevalence, validation
 
 
 def inputs(cfg: Config) -> tuple[list[InputFile], list[str]]:
@@ -37,7 +37,10 @@ def inputs(cfg: Config) -> tuple[list[InputFile], list[str]]:
 
 def human_codings(cfg: Config, cb: Codebook, files: list[InputFile]) -> None:
     """The human codings (validation.gold) as far as they can be checked before any document is read: each file
-    exists and can be read, names at least one document of the listed files, and its coders' names are free."""
+    exists and can be read, names at least one document of the listed files, and its coders' names are free; and
+    the validation sample's file (validation.sample) can be used."""
+    if cfg.validation.sample:
+        prevalence.read_sample(cfg.validation.sample)
     for path in cfg.validation.gold:
         if not Path(path).is_file():
             raise ConfigError(f"validation.gold: {path} not found (paths are relative to the working directory)")

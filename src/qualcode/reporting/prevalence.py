@@ -26,22 +26,26 @@ def plot_prevalence(prevalence: pd.DataFrame, path: str | Path) -> None:
         _message(path, "The codebook has no choice or boolean fields: no prevalence to estimate.")
         return
     refused = prevalence.refused.dropna()
-    rows = prevalence.head(ROWS_SHOWN).reset_index(drop=True)
-    # n: human-coded sampled units behind each corrected estimate
+    overall = prevalence[prevalence.by.isna()]
+    # the groups beside their codes when they fit; else the whole corpus only (each code's row first)
+    rows = prevalence if len(prevalence) <= ROWS_SHOWN else overall
+    rows = rows.head(ROWS_SHOWN).reset_index(drop=True)
     labels = [_label(r) for _, r in rows.iterrows()]
-    hidden = len(prevalence) - len(rows)
+    hidden = len(overall) - int(rows.by.isna().sum())
+    by = prevalence.by.dropna()
     with _figure(path, 7.5, 1.8 + 0.22 * len(rows)) as fig:
         ax = fig.subplots()
         ys = np.arange(len(rows))
         ax.plot(rows.naive, ys, "o", color="#868e96", ms=4, label="model's codes (naive)")
         ok = rows.corrected.notna().to_numpy()
+        shown = rows.corrected.clip(0, 1)  # an estimate outside [0, 1] (a small group) is drawn at the edge
         fragile = rows.note.fillna("").str.startswith("fragile").to_numpy()
-        low = (rows.corrected - rows.ci_low.fillna(rows.corrected)).clip(lower=0).to_numpy()
-        high = (rows.ci_high.fillna(rows.corrected) - rows.corrected).clip(lower=0).to_numpy()
+        low = (shown - rows.ci_low.fillna(shown)).clip(lower=0).to_numpy()
+        high = (rows.ci_high.fillna(shown) - shown).clip(lower=0).to_numpy()
         for weak in (False, True):  # hollow: few human positives or disagreements, an interval to doubt
             at = ok & (fragile == weak)
             if at.any():
-                ax.errorbar(rows.corrected[at], ys[at] + 0.2, xerr=[low[at], high[at]], fmt="s", color="#1c7ed6",
+                ax.errorbar(shown[at], ys[at] + 0.2, xerr=[low[at], high[at]], fmt="s", color="#1c7ed6",
                             mfc="white" if weak else "#1c7ed6", ms=4, lw=1, capsize=2,
                             label="corrected (fewer than 5 positives or disagreements)" if weak else "corrected",
                             )  # fmt: skip
@@ -58,5 +62,7 @@ def plot_prevalence(prevalence: pd.DataFrame, path: str | Path) -> None:
         if len(refused):
             title += "\n" + "\n".join(textwrap.wrap("Not corrected: " + str(refused.iloc[0]), 110))
         if hidden:
-            title += f"\n{hidden} more rows not shown (see prevalence.parquet)"
+            title += f"\n{hidden} more codes not shown (see prevalence.parquet)"
+        if len(by) and not rows.by.notna().any():
+            title += f"\nby {by.iloc[0]}: too many rows to draw, see prevalence.parquet"
         fig.suptitle(title, fontsize=8)

@@ -17,7 +17,8 @@ sample, without replacement within a stratum, f_h its sampling fraction):
 
 which is the textbook N_h^2 (1 - f_h) s_h^2 / n_h when pi is the same within a stratum. A group (a value of
 `validation.by`) is a domain: z is zero outside it and N is the group's size. The interval is the normal one,
-theta +- 1.96 SE, clipped to [0, 1].
+theta +- 1.96 SE, clipped to [0, 1]. theta itself is not clipped (it stays unbiased): in a small group it
+can fall outside [0, 1], and the row's note says so.
 
 Humans' y_i: the reference coder's code (`validation.reference`), or with `majority` the coders' majority, a tie
 counting one half. Without a probability sample (no `validation.sample`, human-coded units outside it, sampled
@@ -106,7 +107,10 @@ def estimate(
     elif min(positives, disagreements) < RARE:
         note = (f"fragile: {positives} human positive(s) and {disagreements} disagreement(s) with the model among "
                 f"{n_sample} sampled units (fewer than {RARE}); the normal interval may undercover")  # fmt: skip
-    low, high = max(0.0, theta - Z95 * se), min(1.0, theta + Z95 * se)
+    if not 0 <= theta <= 1:
+        note = (f"the corrected estimate {theta:.3f} is outside [0, 1]: too few sampled units here "
+                f"({n_sample}) to correct the model's {naive:.3f} reliably")  # fmt: skip
+    low, high = (min(1.0, max(0.0, x)) for x in (theta - Z95 * se, theta + Z95 * se))
     return Estimate(naive, theta, se, low, high, n_units, n_sample, positives, disagreements, note)
 
 
