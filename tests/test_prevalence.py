@@ -298,3 +298,12 @@ def test_a_bad_sample_file_stops_the_run_before_any_request(tmp_path, monkeypatc
     cfg = config.resolve(raw)
     with pytest.raises(ConfigError, match=r"sample\.csv, line 2: inclusion_probability must be a number in \(0, 1\]"):
         preflight.before_reading(cfg, codebook.load(cfg.codebook))
+
+
+def test_a_group_without_sampled_units_gets_no_corrected_estimate():
+    predicted = np.array([1, 0, 1, 1])
+    truth = np.array([1.0, 0.0, NAN, NAN])
+    pi = np.array([0.5, 0.5, NAN, NAN])
+    e = prevalence.estimate(predicted, truth, pi, np.array(["s", "s", None, None]), np.array([0, 0, 1, 1], bool))
+    assert e.naive == 1.0 and e.corrected is None and e.ci_low is None  # not 1.0 with a zero-wide interval
+    assert "no sampled unit" in e.note

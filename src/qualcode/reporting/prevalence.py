@@ -57,7 +57,7 @@ def plot_prevalence(prevalence: pd.DataFrame, path: str | Path) -> None:
         ax.set_ylim(len(rows) - 0.5, -0.5)
         ax.set_xlim(0, 1)
         ax.set_xlabel(f"share of {rows.unit.iloc[0]}s with the code (95% interval; n: human-coded sampled units)")
-        ax.legend(loc="lower right", fontsize=7)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=7)
         title = "Prevalence per code: the model's codes and corrected with the human-coded sample"
         if len(refused):
             title += "\n" + "\n".join(textwrap.wrap("Not corrected: " + str(refused.iloc[0]), 110))

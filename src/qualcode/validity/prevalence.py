@@ -86,6 +86,9 @@ def estimate(
     if n_units == 0:
         return Estimate(None, None, None, None, None, 0, 0, 0, 0, "no unit in this group")
     naive = float(predicted[domain].mean())
+    if n_sample == 0:  # the estimate would be the naive one with a variance of zero: false certainty
+        return Estimate(naive, None, None, None, None, n_units, 0, 0, 0,
+                        "no sampled unit in this group: nothing to correct the model's codes with")  # fmt: skip
     z = np.where(in_domain, (np.nan_to_num(truth) - predicted) / np.where(sampled, pi, 1.0), 0.0)
     total = float(predicted[domain].sum() + z[sampled].sum())
     variance = 0.0
@@ -102,9 +105,7 @@ def estimate(
     theta = total / n_units
     se = float(np.sqrt(max(variance, 0.0))) / n_units
     note = None
-    if n_sample == 0:
-        note = "no sampled unit in this group: the corrected estimate is the naive one, with no correction"
-    elif min(positives, disagreements) < RARE:
+    if min(positives, disagreements) < RARE:
         note = (f"fragile: {positives} human positive(s) and {disagreements} disagreement(s) with the model among "
                 f"{n_sample} sampled units (fewer than {RARE}); the normal interval may undercover")  # fmt: skip
     if not 0 <= theta <= 1:
