@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from qualcode.errors import ConfigError
 from qualcode.inputs import codebook
 from qualcode.inputs.codebook import Codebook
 from qualcode.validity import prevalence
+from qualcode.validity.sampling import SampleError
 
 NAN = float("nan")
 
@@ -161,18 +161,6 @@ def test_refuses_with_the_reason_when_not_a_probability_sample(sample, human_uni
     assert df.naive.notna().all()  # the model's prevalence is still given
 
 
-def test_read_sample_names_the_file_and_problem(tmp_path):
-    p = tmp_path / "s.csv"
-    p.write_text("unit,stratum,inclusion_probability\nd1,a,0.5\nd2,a,1.5\n")
-    with pytest.raises(ConfigError, match=r"s\.csv, line 3: inclusion_probability"):
-        prevalence.read_sample(p)
-    p.write_text("unit,stratum\nd1,a\n")
-    with pytest.raises(ConfigError, match="no inclusion_probability column"):
-        prevalence.read_sample(p)
-    p.write_text("unit,doc_id,stratum,inclusion_probability,seed\nd1,d1,a,0.5,7\n")
-    assert prevalence.read_sample(p).inclusion_probability.tolist() == [0.5]
-
-
 def test_simple_random_sample_interval_by_hand():
     # 100 units, the model codes 30; 10 drawn at random (pi 1/10), the model missed the code on one of them
     predicted = np.zeros(100)
@@ -291,12 +279,12 @@ def test_a_bad_sample_file_stops_the_run_before_any_request(tmp_path, monkeypatc
 
     work = scratch_copy(tmp_path / "w")
     monkeypatch.chdir(work)
-    (work / "sample.csv").write_text("unit,stratum,inclusion_probability\nx,a,2\n")
+    (work / "sample.csv").write_text("unit,doc_id,stratum,inclusion_probability,seed\nx,x,a,2,7\n")
     raw = yaml.safe_load((work / "config/config.yaml").read_text())
     raw["validation"]["sample"] = "sample.csv"
     raw["llm"] = {"provider": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
     cfg = config.resolve(raw)
-    with pytest.raises(ConfigError, match=r"sample\.csv, line 2: inclusion_probability must be a number in \(0, 1\]"):
+    with pytest.raises(SampleError, match=r"sample\.csv, row 2: inclusion_probability must be a number in \(0, 1\]"):
         preflight.before_reading(cfg, codebook.load(cfg.codebook))
 
 

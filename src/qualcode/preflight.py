@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .inputs import ingest
 from .inputs.codebook import Codebook
 from .inputs.ingest import InputFile
-from .validity import gold, prevalence, validation
+from .validity import gold, sampling, validation
 
 
 def inputs(cfg: Config) -> tuple[list[InputFile], list[str]]:
@@ -37,10 +37,7 @@ def inputs(cfg: Config) -> tuple[list[InputFile], list[str]]:
 
 def human_codings(cfg: Config, cb: Codebook, files: list[InputFile]) -> None:
     """The human codings (validation.gold) as far as they can be checked before any document is read: each file
-    exists and can be read, names at least one document of the listed files, and its coders' names are free; and
-    the validation sample's file (validation.sample) can be used."""
-    if cfg.validation.sample:
-        prevalence.read_sample(cfg.validation.sample)
+    exists and can be read, names at least one document of the listed files, and its coders' names are free."""
     for path in cfg.validation.gold:
         if not Path(path).is_file():
             raise ConfigError(f"validation.gold: {path} not found (paths are relative to the working directory)")
@@ -66,6 +63,8 @@ def before_reading(cfg: Config, cb: Codebook, gold_too: bool = True) -> tuple[li
     files, notes = inputs(cfg)
     if gold_too:
         human_codings(cfg, cb, files)
+        if cfg.validation.sample is not None:  # the validation sample's file: its probabilities are read later
+            sampling.read_sample(cfg.validation.sample)
     return files, notes
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..validity.validation import RARE, positives, too_rare
+from ..validity.validation import RARE, majority_basis, positives, too_rare
 from . import pages
 from .figures import _figure, _message, _short
 
@@ -33,6 +33,9 @@ def forest(agreement: pd.DataFrame, reference: str, models: Sequence[str] = ("mo
     scored = df.rater_a.isin(models) & (df.rater_b == reference)
     df["comparison"] = np.where(humans, "human-human", df.rater_a + " vs " + reference)
     df["label"] = np.where(humans, df.rater_a + " vs " + df.rater_b, df.comparison)
+    if "split" in df and (df.split != "all").any():  # dev and holdout (validation.holdout): each its own row
+        df["comparison"] = df.comparison + " (" + df.split + ")"
+        df["label"] = df.label + " (" + df.split + ")"
     df = df[humans | scored]
     df["code"] = [_code_label(f, v) for f, v in zip(df.field, df.value, strict=True)]
     return df
@@ -57,11 +60,14 @@ def plot_agreement(
     hidden = max(0, len(codes) - CODES_SHOWN)
     codes = codes[:CODES_SHOWN]
     y = {c: i for i, c in enumerate(codes)}
-    pairs = sorted(set(rows.label[rows.comparison == "human-human"]))
-    labels = [*pairs, *[f"{m} vs {reference}" for m in models]]
+    pairs = sorted(set(rows.label[rows.comparison.str.startswith("human-human")]))
+    named = [f"{m} vs {reference}" for m in models]
+    found = set(rows.label)
+    scored = [c for n in named for c in (n, f"{n} (dev)", f"{n} (holdout)") if c in found] or named
+    labels = [*pairs, *scored]
     step = 0.6 / max(len(labels) - 1, 1)
     colours = {p: HUMAN_COLOURS[i % len(HUMAN_COLOURS)] for i, p in enumerate(pairs)}
-    colours |= {f"{m} vs {reference}": FOREST_COLOURS[i % len(FOREST_COLOURS)] for i, m in enumerate(models)}
+    colours |= {c: FOREST_COLOURS[i % len(FOREST_COLOURS)] for i, c in enumerate(scored)}
     styles = {
         c: (colours[c], "o" if c in pairs else "s", -0.3 + i * step if len(labels) > 1 else 0.0)
         for i, c in enumerate(labels)
@@ -105,17 +111,6 @@ def plot_agreement(
 UNIT_NAMES = {"document": "documents", "chunk": "chunks"}
 
 
-def majority_basis(agreement: pd.DataFrame) -> tuple[int, int, int] | None:
-    """What the coders' majority rested on: (units some coder coded, units only one coder coded, units tied), from
-    the first presence code's rows (every presence code is rated on the same units); None without such rows."""
-    rows = agreement[(agreement.rater_a == "majority") & agreement.value.notna()]
-    one, tied = rows[rows.metric == "majority_one_coder"], rows[rows.metric == "majority_tied"]
-    if one.empty:
-        return None
-    n = int(one.n_units.iloc[0])
-    return n, round(float(one.estimate.iloc[0] or 0) * n), round(float(tied.estimate.iloc[0] or 0) * n)
-
-
 def agreement_html(
     agreement: pd.DataFrame,
     confusion: pd.DataFrame,
@@ -140,15 +135,17 @@ def agreement_html(
     df["rare"] = rare[df.index]
     df["code"] = [_code_label(f, v) for f, v in zip(df.field, df.value, strict=True)]
     df["pair"] = df.rater_a + " vs " + df.rater_b
+    split = "split" in df and (df.split != "all").any()  # dev and holdout apart (validation.holdout)
     df["estimate (95% CI)"] = [
         ("undefined" if pd.isna(e) else f"{e:.2f} ({lo:.2f} to {hi:.2f})" if pd.notna(lo) else f"{e:.2f}")
         + (" *" if r else "")
         for e, lo, hi, r in zip(df.estimate, df.ci_low, df.ci_high, df.rare, strict=True)
     ]
     df[f"{units} compared"] = df.n_units
+    splits = df["split"] if "split" in df else pd.Series("all", index=df.index)
     df["positives (a / b)"] = [
-        "" if v is None or v != v else f"{count.get((f, v, a), '?')} / {count.get((f, v, b), '?')}"
-        for f, v, a, b in zip(df.field, df.value, df.rater_a, df.rater_b, strict=True)
+        "" if v is None or v != v else f"{count.get((s, f, v, a), '?')} / {count.get((s, f, v, b), '?')}"
+        for s, f, v, a, b in zip(splits, df.field, df.value, df.rater_a, df.rater_b, strict=True)
     ]
     intro = (f"<p>The unit of analysis is the <strong>{html.escape(unit)}</strong> (<code>validation.unit</code>): "
              f"every number of units below counts {html.escape(units)}.")  # fmt: skip
@@ -166,6 +163,8 @@ def agreement_html(
     verdict = ""
     for m in models:
         scored = agreement[(agreement.rater_a == m) & (agreement.rater_b == reference)]
+        if split:  # one split's codes: the holdout where the model was scored on it, else dev
+            scored = scored[scored.split == ("holdout" if (scored.split == "holdout").any() else "dev")]
         alpha = scored[scored.metric == "krippendorff_alpha"]
         poor = int((alpha.assessment == "poor").sum())
         if poor:
@@ -174,9 +173,15 @@ def agreement_html(
                 f"<p><strong>Agreement between {who} and {html.escape(reference)} is poor (alpha below 0.667) for "
                 f"{poor} of {len(alpha)} codes</strong>: do not rely on its codes for them.</p>\n"
             )
-    cols = ["code", "pair", "metric", "estimate (95% CI)", f"{units} compared", "positives (a / b)", "assessment"]
+    cols = [*(["split"] if split else []), "code", "pair", "metric", "estimate (95% CI)", f"{units} compared",
+            "positives (a / b)", "assessment"]  # fmt: skip
+    held = (
+        "<p>The units are split into <em>dev</em> (where the arms are compared and the configuration is chosen) "
+        "and <em>holdout</em> (set aside: only the run's model is scored on it); see the split column.</p>\n"
+        if split else ""
+    )  # fmt: skip
     body = (
-        "<h1>Agreement with human coders</h1>\n" + intro + verdict
+        "<h1>Agreement with human coders</h1>\n" + intro + held + verdict
         + df[cols].to_html(index=False, na_rep="", border=0, escape=True)
     )  # fmt: skip
     if not confusion.empty:

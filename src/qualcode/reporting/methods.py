@@ -6,11 +6,12 @@ what was actually run, not what the config intended.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from ..validity.validation import RARE, human_raters, positives, reference_used, too_rare
+from ..validity.validation import RARE, human_raters, majority_basis, positives, reference_used, too_rare
 
 NOT_RECORDED = "not recorded"
 
@@ -156,11 +157,14 @@ def _spread(values: Any, n_units: Any = None, units: str = "units") -> str:
 
 def _coded(agreement: pd.DataFrame, raters: list[str], unit: str) -> str:
     """Who coded how many units, and how many units each pair shares."""
+    # per split (dev and holdout hold different units) the most units any code was rated on, summed
+    split = agreement["split"] if "split" in agreement else pd.Series("all", index=agreement.index)
     rated = agreement[(agreement.metric == "prevalence") & agreement.rater_a.isin(raters)]
-    n = rated.groupby("rater_a").n_units.max()
+    n = rated.groupby([split[rated.index], rated.rater_a]).n_units.max().groupby(level=1).sum()
     each = ", ".join(f"{r}: {int(n.get(r, 0))}" for r in raters)
-    shared = agreement[(agreement.metric == "krippendorff_alpha") & agreement.rater_a.isin(raters)
-                       & agreement.rater_b.isin(raters)].groupby(["rater_a", "rater_b"]).n_units.max()  # fmt: skip
+    pairs = agreement[(agreement.metric == "krippendorff_alpha") & agreement.rater_a.isin(raters)
+                      & agreement.rater_b.isin(raters)]  # fmt: skip
+    shared = pairs.groupby([split[pairs.index], pairs.rater_a, pairs.rater_b]).n_units.max().groupby(level=[1, 2]).sum()
     both = "; ".join(f"{a} and {b} both: {int(k)}" for (a, b), k in shared.items())
     return f"{unit} coded by {each}" + (f"; {both}" if both else "")
 
@@ -169,6 +173,31 @@ def _arm(name: str, arm: dict[str, Any]) -> str:
     changed = [f"{k} {v}" for k, v in sorted(arm.get("llm", {}).items())]
     changed += [f"{k} prompt template {v}" for k, v in sorted(arm.get("prompts", {}).items())]
     return f"{name} ({', '.join(changed) or 'no change'})"
+
+
+def holdout_paragraph(holdout: Mapping[str, Any] | None) -> str | None:
+    """What was done with the holdout (the manifest's `holdout`: settings and every scoring, from
+    validation.holdout_log): whether the configuration was fixed before it was scored, or how often and under how
+    many configurations it was scored. None without a holdout."""
+    if not holdout or not holdout.get("share"):
+        return None
+    scorings = holdout.get("scorings") or []
+    text = (
+        f"A share of {holdout['share']:g} of the units was set aside as a holdout (by a hash of each unit's id, seed "
+        f"{holdout['seed']}); arms were compared, and the configuration chosen, on the other units (dev)."
+    )
+    if not scorings:
+        return text + " The holdout has not been scored."
+    configs = sorted({s["config_sha256"] for s in scorings})
+    locked = all(s.get("lock") and s["config_sha256"].startswith(s["lock"]) for s in scorings)
+    if locked and len(configs) == 1:
+        return text + (f" Model, prompt and codebook were fixed (configuration hash {configs[0][:12]}) before the "
+                       f"holdout was scored ({len(scorings)} time(s), always under that configuration).")  # fmt: skip
+    return text + (
+        f" The holdout was scored {len(scorings)} time(s) under {len(configs)} configuration(s) "
+        f"({', '.join(c[:12] for c in configs)}), not only under one locked beforehand (validation.lock), so its "
+        "figures may reflect choices made after seeing them."
+    )
 
 
 def validation_paragraph(
@@ -190,7 +219,14 @@ def validation_paragraph(
             + ". Arms shared the answer cache, and are compared below with each other and with the human coders."
         )
     if not agreement.empty:
-        alpha = agreement[agreement.metric == "krippendorff_alpha"]
+        # with a holdout, the numbers quoted are the holdout's where it was scored (the arms': dev's, where alone
+        # they are compared), else dev's
+        splits = set(agreement.split) if "split" in agreement else {"all"}
+        final = "holdout" if "holdout" in splits else "dev" if "dev" in splits else "all"
+        by_split = {m: agreement.split == ("dev" if m != "model" and final == "holdout" else final)
+                    for m in models} if "split" in agreement else {}  # fmt: skip
+        quoted = agreement[agreement.split == final] if "split" in agreement else agreement
+        alpha = quoted[quoted.metric == "krippendorff_alpha"]
         raters = human_raters(agreement, models)
         pairs = alpha[alpha.rater_b.notna()]
         human = pairs[pairs.rater_a.isin(raters) & pairs.rater_b.isin(raters)]
@@ -207,19 +243,19 @@ def validation_paragraph(
             + f", each with a 95% percentile bootstrap interval over units ({settings['bootstrap']} resamples, seed "
             f"{settings['seed']}); against {ref_name} also the model's precision, recall and F1."
         )
-        if reference == "majority":
-            majority = agreement[(agreement.rater_a == "majority") & agreement.value.notna()]
-            one = majority[majority.metric == "majority_one_coder"]
-            tied = majority[majority.metric == "majority_tied"]
-            if len(one):
-                n = int(one.n_units.iloc[0])
-                k1, kt = round(float(one.estimate.iloc[0] or 0) * n), round(float(tied.estimate.iloc[0] or 0) * n)
-                text += (f" The majority covers {n} {unit}: on {k1} of them only one coder coded the unit, so the "
-                         f"majority there is that coder's code, and {kt} were left out as ties.")  # fmt: skip
+        if reference == "majority" and (basis := majority_basis(agreement)) is not None:
+            n, k1, kt = basis
+            text += (f" The majority covers {n} {unit}: on {k1} of them only one coder coded the unit, so the "
+                     f"majority there is that coder's code, and {kt} were left out as ties.")  # fmt: skip
+        if final != "all":
+            arms_on_dev = "; the arms', on dev, where they were compared." if final == "holdout" and arms else "."
+            text += f" The figures below are on the {final} units{arms_on_dev}"
         if len(human):
             text += f" Krippendorff's alpha between human coders: {_spread(human.estimate, human.n_units, unit)}."
+        all_pairs = agreement[(agreement.metric == "krippendorff_alpha") & agreement.rater_b.notna()]
         for m in models:
-            vs_ref = pairs[(pairs.rater_a == m) & (pairs.rater_b == reference)]
+            mine = all_pairs[by_split[m][all_pairs.index]] if by_split else all_pairs
+            vs_ref = mine[(mine.rater_a == m) & (mine.rater_b == reference)]
             poor = int((vs_ref.assessment == "poor").sum())
             who = "the model" if m == "model" else f"arm {m}"
             text += f" Between {who} and {ref_name}: {_spread(vs_ref.estimate, vs_ref.n_units, unit)}"
@@ -230,8 +266,9 @@ def validation_paragraph(
         if len(rare):
             count = positives(agreement)
             names = sorted({f"{f}: {v}" for f, v in zip(rare.field, rare.value, strict=True)})
-            fewest = min(count.get((f, v, r), 0) for f, v, a, b in zip(rare.field, rare.value, rare.rater_a,
-                         rare.rater_b, strict=True) for r in (a, b))  # fmt: skip
+            splits = rare["split"] if "split" in rare else ["all"] * len(rare)
+            fewest = min(count.get((s, f, v, r), 0) for s, f, v, a, b in zip(splits, rare.field, rare.value,
+                         rare.rater_a, rare.rater_b, strict=True) for r in (a, b))  # fmt: skip
             text += (f" For {len(names)} code(s) ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}) a rater "
                      f"marked the code present on fewer than {RARE} {unit} (as few as {fewest}): their coefficients "
                      "and intervals rest on a handful of units and are not interpreted.")  # fmt: skip

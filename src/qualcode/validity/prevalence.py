@@ -40,11 +40,10 @@ import pyarrow as pa
 from ..errors import ConfigError
 from ..inputs.codebook import Codebook
 from ..outputs import tables
-from . import gold, validation
+from . import gold, sampling, validation
 
 Z95 = 1.959963984540054
 METHOD = "difference estimator with Horvitz-Thompson weights (design-based; Egami et al. 2023)"
-SAMPLE_COLUMNS = ("unit", "doc_id", "stratum", "inclusion_probability", "seed")
 RARE = 5  # fewer human positives (or disagreements with the model) than this in the sample: a fragile interval
 
 
@@ -113,32 +112,6 @@ def estimate(
                 f"({n_sample}) to correct the model's {naive:.3f} reliably")  # fmt: skip
     low, high = (min(1.0, max(0.0, x)) for x in (theta - Z95 * se, theta + Z95 * se))
     return Estimate(naive, theta, se, low, high, n_units, n_sample, positives, disagreements, note)
-
-
-def read_sample(path: str | Path) -> pd.DataFrame:
-    """The validation sample's CSV (validation.sample): one row per sampled unit, its stratum and inclusion
-    probability. A file that cannot be used is an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file (validation.sample)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ConfigError(f"{path}: not a readable CSV file ({exc}) (validation.sample)") from None
-    missing = [c for c in ("unit", "stratum", "inclusion_probability") if c not in df.columns]
-    if missing:
-        raise ConfigError(f"{path}: no {', '.join(missing)} column (validation.sample needs the columns "
-                          f"{', '.join(SAMPLE_COLUMNS)}, as written by the gold_sample target)")  # fmt: skip
-    pi = pd.to_numeric(df["inclusion_probability"], errors="coerce")
-    bad = pi.isna() | (pi <= 0) | (pi > 1)
-    if bad.any():
-        i = int(np.argmax(bad.to_numpy()))
-        raise ConfigError(f"{path}, line {i + 2}: inclusion_probability must be a number in (0, 1] "
-                          f"(got {df['inclusion_probability'].iloc[i]!r})")  # fmt: skip
-    dup = df["unit"].duplicated()
-    if dup.any():
-        raise ConfigError(f"{path}: unit {df['unit'][dup].iloc[0]!r} is listed twice (validation.sample)")
-    return df.assign(inclusion_probability=pi.astype(np.float64))
 
 
 def human_truth(presence: Mapping[str, np.ndarray], rated: Mapping[str, np.ndarray], reference: str) -> np.ndarray:
@@ -295,7 +268,7 @@ def write_prevalence(
     if not human.empty:
         human_units, presence, rated = validation.ratings(cb, human, chunk_table, unit)
         truth = human_truth(presence, rated, validation.reference_used(list(presence), settings["reference"]))
-    sample = read_sample(settings["sample"]) if settings.get("sample") else None
+    sample = sampling.read_sample(settings["sample"]) if settings.get("sample") else None
     groups = None
     if by:
         group_of_doc = dict(zip(docs["doc_id"], docs[by], strict=True))
