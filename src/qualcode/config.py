@@ -535,7 +535,15 @@ class ValidationConfig(_Strict):
     sample: str | None = Field(
         None,
         description="The sample file `gold_sample` wrote (results/gold_sample/sample.csv), kept with the human "
-        "codings: it says the coded units are a probability sample and gives their inclusion probabilities.",
+        "codings: it says the coded units are a probability sample and gives their inclusion probabilities. With "
+        "it, prevalence.parquet gives corrected prevalences with 95% intervals; without it (or when the human-coded "
+        "units are not exactly this sample) the model's prevalences only, and why none are corrected.",
+    )
+    by: str | None = Field(
+        None,
+        min_length=1,
+        description="A column of documents.parquet (e.g. meta_occupation) to give prevalences by, besides the "
+        "whole corpus.",
     )
     holdout: float = Field(
         0.0,

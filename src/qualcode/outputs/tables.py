@@ -170,6 +170,30 @@ STABILITY = pa.schema(
     ]
 )
 
+# Prevalence of each code over the corpus (the prevalence rule): from the model's codes and corrected with the
+# human-coded probability sample (validity.prevalence), overall (by, group null) and by validation.by's groups.
+PREVALENCE = pa.schema(
+    [
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("by", pa.string()),  # the grouping column (validation.by); null: the whole corpus
+        pa.field("group", pa.string()),
+        pa.field("unit", pa.string(), nullable=False),  # document or chunk (validation.unit)
+        pa.field("n_units", pa.int64(), nullable=False),  # units of the corpus (the group)
+        pa.field("naive", pa.float64()),  # share of them the model gave the code
+        pa.field("n_sample", pa.int64(), nullable=False),  # human-coded sampled units among them
+        pa.field("human_positives", pa.int64(), nullable=False),
+        pa.field("disagreements", pa.int64(), nullable=False),  # sampled units where humans and model differ
+        pa.field("corrected", pa.float64()),
+        pa.field("se", pa.float64()),
+        pa.field("ci_low", pa.float64()),  # 95%
+        pa.field("ci_high", pa.float64()),
+        pa.field("method", pa.string()),
+        pa.field("refused", pa.string()),  # why no corrected estimate is given (not a probability sample)
+        pa.field("note", pa.string()),  # a warning: too few positives or disagreements for the interval
+    ]
+)
+
 # Written by the validate stage, always (empty without human codings), after the coding tables.
 VALIDATION = ("agreement", "confusion", "stability")
 
@@ -216,7 +240,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
     return {
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
         "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
-        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY,
+        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY, "prevalence": PREVALENCE,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
     }[name]  # fmt: skip
 
