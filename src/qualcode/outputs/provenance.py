@@ -215,6 +215,37 @@ class RunDescription(Mapping[str, Any]):
         return len(self._load())
 
 
+def record_holdout_scoring(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one scoring of the holdout (validation.holdout_log): a line of JSON, never rewritten, kept outside
+    the results so that deleting them does not erase that the holdout was seen."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(dict(record), sort_keys=True) + "\n")
+
+
+def holdout_scorings(path: str | Path) -> list[dict[str, Any]]:
+    """Every scoring of the holdout recorded in validation.holdout_log (none if there is no such file)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def holdout(cfg: Config) -> dict[str, Any]:
+    """The manifest's record of the holdout: its settings, the lock, and every scoring with its config hash."""
+    v = cfg.validation
+    scorings = holdout_scorings(v.holdout_log)
+    return {
+        "share": v.holdout,
+        "seed": v.holdout_seed,
+        "lock": v.lock,
+        "log": v.holdout_log,
+        "scorings": scorings,
+        "configurations": sorted({s["config_sha256"] for s in scorings}),
+    }
+
+
 def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
     return {str(Path(p).as_posix()): file_sha256(p) for p in sorted(map(str, paths))}
 
@@ -280,9 +311,7 @@ def _modes(calls: pd.DataFrame) -> dict[str, Any]:
     which batches. Calls that received no answer are counted nowhere."""
     answered = calls[calls.answered_at.notna()]
     batch = answered.batch_id.notna()
-    mode = "batch" if batch.all() and len(answered) else "batch and realtime" if batch.any() else "realtime"
-    return {
-        "mode": mode,
+    return {  # the mode configured is the manifest's `requests.mode`
         "answers_realtime": int((~batch).sum()),
         "answers_batch": int(batch.sum()),
         "batch_ids": sorted(answered.batch_id.dropna().unique().tolist()),
@@ -315,6 +344,13 @@ def models(calls: pd.DataFrame) -> dict[str, Any]:
         "first_answer_at": answered.min() if len(answered) else None,
         "last_answer_at": answered.max() if len(answered) else None,
     }
+
+
+def batches(cfg: Config, calls: pd.DataFrame) -> dict[str, Any]:
+    """How the answers travelled: the mode configured, and the batches that answered this run's requests (those of
+    every answer the tables hold, cached ones included, are `counts.batch_ids`)."""
+    sent = calls[~calls.cache_hit]
+    return {"mode": cfg.llm.mode, "batch_ids_sent": sorted(sent.batch_id.dropna().unique().tolist())}
 
 
 def manifest(
@@ -354,8 +390,10 @@ def manifest(
         "workflow": git_state(workflow_dir),
         "execution": dict(execution or {}),
         "model": models(tables["llm_calls"]),
+        "requests": batches(cfg, tables["llm_calls"]),
         "sampling": {k: cfg.llm.model_dump()[k] for k in ("temperature", "top_p", "max_tokens", "seed")},
         "structured_output": cfg.llm.structured_output,
         "chunking": cfg.chunking.model_dump(),
         "counts": counts(tables),
+        "holdout": holdout(cfg),
     }

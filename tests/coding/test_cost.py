@@ -142,7 +142,7 @@ def test_the_manifest_and_methods_state_tokens_cached_and_not_cost_and_mode(cach
     counts = json.loads((wd / "results/manifest.json").read_text())["counts"]
     assert counts["tokens_in"] == calls.tokens_in.sum() and counts["tokens_cached"] == sum(server.cached_tokens)
     assert counts["cost"] == pytest.approx(calls.cost.sum(), abs=1e-6)
-    assert counts["mode"] == "realtime" and counts["answers_realtime"] == len(calls) and counts["batch_ids"] == []
+    assert counts["answers_batch"] == 0 and counts["answers_realtime"] == len(calls) and counts["batch_ids"] == []
     methods = (wd / "results/methods.md").read_text()
     assert (
         f"{counts['tokens_in']} input tokens ({counts['tokens_cached']} of them served from the provider's" in methods
