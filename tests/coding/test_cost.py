@@ -14,9 +14,9 @@ import tiktoken
 from qualcode.config import Config, Price
 from qualcode.records import Chunk, ChunkResult
 
+from conftest import REPO
 from workflow_helpers import fake_config, run, scratch_copy
 
-REPO = Path(__file__).parent.parent
 KEY = "sk-test-FAKE-cost-key-19"
 # per million tokens: the three prices differ, so a token billed at the wrong one changes the total
 PRICE = {"input": 2.0, "output": 8.0, "cached_input": 0.5, "batch_discount": 0.5}

@@ -76,9 +76,8 @@ RESULTS = pa.schema(
         pa.field("reasks", pa.int32(), nullable=False),
         pa.field("retries", pa.int32(), nullable=False),
         pa.field("answered_at", pa.string()),
-        pa.field("batch_id", pa.string()),
+        pa.field("batch_id", pa.string()),  # the Batch API batch (or batch file) that answered; null: realtime
         pa.field("cache_hit", pa.bool_(), nullable=False),
-        pa.field("batch_id", pa.string()),  # the Batch API batch that answered; null for a realtime answer
     ]
 )
 
