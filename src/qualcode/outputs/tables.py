@@ -70,12 +70,13 @@ RESULTS = pa.schema(
         pa.field("finish_reason", pa.string()),
         pa.field("tokens_in", pa.int64()),
         pa.field("tokens_out", pa.int64()),
+        pa.field("tokens_cached", pa.int64()),  # of tokens_in, served from the provider's prompt cache
         pa.field("latency_s", pa.float64()),
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("reasks", pa.int32(), nullable=False),
         pa.field("retries", pa.int32(), nullable=False),
         pa.field("answered_at", pa.string()),
-        pa.field("batch_id", pa.string()),
+        pa.field("batch_id", pa.string()),  # the Batch API batch (or batch file) that answered; null: realtime
         pa.field("cache_hit", pa.bool_(), nullable=False),
     ]
 )
@@ -405,8 +406,18 @@ def results_table(results: Sequence[ChunkResult]) -> pa.Table:
     return pa.Table.from_pylist([r.to_row() for r in results], schema=RESULTS)
 
 
+# Columns of the coding results added after shards were first written: a shard coded by an earlier version (kept by
+# Snakemake, whose outputs are up to date) has none, and reads with them null, which is what they are: unknown.
+RESULTS_ADDED_LATER = frozenset({"tokens_cached", "batch_id"})
+
+
 def read_results(paths: Iterable[str | Path]) -> list[ChunkResult]:
-    return [ChunkResult(**r) for p in paths for r in read(p, "results", RESULTS.names).to_pylist()]
+    rows = []
+    for p in paths:
+        present = set(pq.read_schema(p).names)
+        columns = [c for c in RESULTS.names if c in present or c not in RESULTS_ADDED_LATER]
+        rows += [ChunkResult(**r) for r in read(p, "results", columns).to_pylist()]
+    return rows
 
 
 def iter_shards(

@@ -122,10 +122,52 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
         f"chunks were coded and {failed}. Each code came with a verbatim evidence quote where the codebook asked "
         f"for one: {n('counts', 'quotes_grounded')} of {n('counts', 'quotes')} quotes (one per chunk and field) "
         f"were found in the source text (exactly or up to whitespace, case and quotation marks) and "
-        f"{n('counts', 'quotes_ungrounded')} were not.{_empty(m)} The configuration is identified by SHA-256 "
+        f"{n('counts', 'quotes_ungrounded')} were not.{_empty(m)}{_usage(m)} The configuration is identified by "
+        f"SHA-256 "
         f"{_short(_get(m, 'origin', 'qualcode.config_sha256'))} (resolved settings, see manifest.json); every "
         f"request and answer (replicates and comparison arms included) is in the replay archive, from which every "
         f"table can be rebuilt without the model."
+    )
+
+
+def _count(c: dict[str, Any], key: str) -> int:
+    value = c.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def _batch_ids(c: dict[str, Any]) -> list[str]:
+    ids = c.get("batch_ids")
+    return [str(i) for i in ids if i] if isinstance(ids, list) else []
+
+
+def _usage(m: dict[str, Any]) -> str:
+    """Tokens (cached and not), how the answers were obtained and what they cost, as the manifest counted them."""
+    c = _get(m, "counts")
+    if not isinstance(c, dict) or not isinstance(c.get("tokens_in"), int):
+        return ""
+    batch, realtime = _count(c, "answers_batch"), _count(c, "answers_realtime")
+    if batch and realtime:
+        how = f"{batch} through the provider's Batch API and {realtime} one request at a time"
+    else:
+        how = "through the provider's Batch API" if batch else "one request at a time"
+    batches = _batch_ids(c)
+    which = f" (batch{'es' if len(batches) > 1 else ''} {', '.join(batches)})" if batches else ""
+    price = (_get(m, "config", "prices") or {}).get(_get(m, "config", "llm", "model") or "")
+    cost = c.get("cost")
+    if not isinstance(cost, (int, float)) or not isinstance(price, dict):
+        paid = "no price was configured, so no cost is stated"
+    else:
+        cached_price = price.get("cached_input") if price.get("cached_input") is not None else price.get("input")
+        discount = price.get("batch_discount")
+        paid = (
+            f"they cost {cost:.4f} at the configured prices (per million tokens: input {_text(price.get('input'))}, "
+            f"cached input {_text(cached_price)}, output {_text(price.get('output'))}"
+            + (f"; {discount:.0%} less in a batch" if batch and isinstance(discount, (int, float)) else "")
+            + ")"
+        )
+    return (
+        f" Answers were obtained {how}{which}: {c['tokens_in']} input tokens ({_count(c, 'tokens_cached')} of them "
+        f"served from the provider's prompt cache) and {_count(c, 'tokens_out')} output tokens; {paid}."
     )
 
 
@@ -347,7 +389,9 @@ def _table(m: dict[str, Any]) -> str:
         ("Quotes grounded / ungrounded", _pair(c.get("quotes_grounded"), c.get("quotes_ungrounded"))),
         ("Empty answers", _text(", ".join(f"{k} {v}" for k, v in (c.get("answers_empty") or {}).items()), "none")),
         ("Tokens in / out (all answers)", _pair(c.get("tokens_in"), c.get("tokens_out"))),
-        ("Cost (all answers)", c.get("cost") if c.get("cost") is not None else "no price set"),
+        ("Input tokens from the prompt cache", c.get("tokens_cached")),
+        ("Answers obtained", _modes(c)),
+        ("Cost (all answers, as paid)", c.get("cost") if c.get("cost") is not None else "no price set"),
         ("Config SHA-256", m["origin"].get("qualcode.config_sha256")),
         ("Codebook SHA-256", m["sha256"].get("codebook")),
         ("System prompt template SHA-256", m["sha256"]["prompts"].get("system")),
@@ -359,6 +403,14 @@ def _table(m: dict[str, Any]) -> str:
     lines = ["| Parameter | Value |", "|---|---|"]
     lines += [f"| {k} | {_text(v)} |" for k, v in rows]
     return "\n".join(lines)
+
+
+def _modes(c: dict[str, Any]) -> str | None:
+    if not isinstance(c.get("answers_realtime"), int) and not isinstance(c.get("answers_batch"), int):
+        return None
+    batches = ", ".join(_batch_ids(c))
+    text = f"{_count(c, 'answers_realtime')} realtime, {_count(c, 'answers_batch')} in a batch"
+    return text + (f" ({batches})" if batches else "")
 
 
 def _environment(env: dict[str, Any]) -> str:
