@@ -1,5 +1,6 @@
 # Validate the config and codebook before any rule runs, and define the input functions.
 
+import os
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -35,11 +36,21 @@ RESULTS = CFG.results_dir
 TABLES = qualcode.outputs.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.outputs.tables.VALIDATION
 
-_codebook_raw = qualcode.inputs.codebook.read(CFG.codebook)
-CODEBOOK = qualcode.inputs.codebook.parse(_codebook_raw, CFG.codebook)
-validate(_codebook_raw, "../../schemas/codebook.schema.json")
-# Content hashes stamped into every table (byte-identical tables for identical inputs).
-ORIGIN = qualcode.outputs.provenance.origin(CFG)
+# `snakemake propose` needs no codebook (it proposes one): only then may the codebook file be missing.
+PROPOSING = workflow.dag_settings is not None and set(
+    workflow.dag_settings.targets or ()
+) <= {"propose", "propose_codebook"} and bool(workflow.dag_settings.targets)
+if Path(CFG.codebook).is_file() or (PROPOSING is False and workflow.is_main_process):
+    _codebook_raw = qualcode.inputs.codebook.read(CFG.codebook)
+    CODEBOOK = qualcode.inputs.codebook.parse(_codebook_raw, CFG.codebook)
+    validate(_codebook_raw, "../../schemas/codebook.schema.json")
+else:
+    CODEBOOK = None
+# Content hashes stamped into every table (byte-identical tables for identical inputs); without a codebook (propose
+# only), that of an empty file.
+ORIGIN = qualcode.outputs.provenance.origin(
+    CFG if CODEBOOK is not None else CFG.model_copy(update={"codebook": os.devnull})
+)
 
 # Whatever can stop the run is found now, before any request (`qualcode check` runs the same): a missing .gguf
 # file, no inputs, human codings that cannot be read or name none of the listed files. The inputs reach Snakemake
@@ -47,7 +58,7 @@ ORIGIN = qualcode.outputs.provenance.origin(CFG)
 # name would be wildcards, and a name that is not UTF-8 would crash it. The main process rewrites the listing only
 # when it changed, so its time tells Snakemake to ingest again.
 INPUT_FILES, _notes = qualcode.preflight.before_reading(
-    CFG, CODEBOOK, gold_too=workflow.is_main_process
+    CFG, CODEBOOK, gold_too=workflow.is_main_process and CODEBOOK is not None
 )
 INPUT_LISTING = f"{RESULTS}/work/inputs.json"
 if workflow.is_main_process:
