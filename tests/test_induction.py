@@ -299,3 +299,85 @@ def test_candidates_table_fits_the_registry():
     t = proposal.candidates_table(df, tables.CANDIDATES)
     assert t.schema == tables.CANDIDATES
     assert t.column("quote_start").to_pylist() == [None]
+
+
+# -- the whole proposal through the shared asker, against the fake server -------------------------------------------
+
+MASKS = ("Shortage of masks", "Not enough masks or protective equipment.")
+PRIDE = ("Pride in the team", "Proud of what colleagues achieved together.")
+
+
+def _by_topic(body: dict) -> str:
+    """Open coding: the masks code for a passage about masks, else the pride code, quoting the passage's first
+    words; naming: the schema's default instance."""
+    from fakeserver import generate_instance, request_schema
+
+    schema = request_schema(body)
+    user = body["messages"][-1]["content"]
+    if schema.get("title") != asking.OPEN_TITLE:
+        return json.dumps(generate_instance(schema, user))
+    text = user.split('"""')[1].strip()
+    label, definition = MASKS if "mask" in text else PRIDE
+    return json.dumps({"codes": [{"label": label, "definition": definition, "quote": " ".join(text.split()[:3])}]})
+
+
+def _propose(fake_server, tmp_path, monkeypatch, extend=None):
+    from qualcode.coding import asker, cache
+    from qualcode.induction import run
+
+    monkeypatch.setenv("QUALCODE_TEST_KEY", "sk-test-fake")
+    fake_server.answer_fn = _by_topic
+    llm = LLMConfig(provider="openai", base_url=fake_server.base_url, model="fake", api_key_env="QUALCODE_TEST_KEY",
+                    structured_output="json_schema")  # fmt: skip
+    cfg = InductionConfig(documents=None)
+    texts = ["We had no masks for weeks.", "The masks ran out on Monday.", "I am proud of my team.",
+             "The team was proud of what we did.", "Masks were rationed to one a day."]  # fmt: skip
+    chunks = [chunk(i, t) for i, t in enumerate(texts)]
+    prompts = {k: REPO / "config" / "prompts" / f"induction_{k}.j2" for k in ("system", "user", "name")}
+    existing = proposal.existing_codes(extend[0]) if extend else []
+    templates = asking.load(prompts, cfg, llm.structured_output, existing)
+    with cache.AnswerCache(tmp_path / "cache") as answers:
+
+        def ask(questions):
+            return asker.ask_questions(questions, llm, answers, journal=tmp_path / "journal.jsonl")
+
+        return run.propose(chunks, cfg, llm, templates, ask, consolidate.offline(16, 0), extend)
+
+
+def test_extend_proposes_only_the_codes_the_codebook_lacks(fake_server, tmp_path, monkeypatch):
+    raw = {
+        "name": "Conditions",
+        "version": "1",
+        "fields": [
+            {
+                "name": "conditions",
+                "type": "multiple_choice",
+                "description": "Working conditions.",
+                "values": [{"name": "no_masks", "label": MASKS[0], "definition": MASKS[1]}],
+            }
+        ],
+    }
+    cb = codebook_mod.parse(raw, "conditions.yaml")
+    p = _propose(fake_server, tmp_path, monkeypatch, extend=(cb, raw))
+    titles = [b["response_format"]["json_schema"]["schema"]["title"] for b in fake_server.requests]
+    named = [t for t in titles if t == asking.NAME_TITLE]
+    assert len(named) == 1  # only the pride group is named; the masks group is the codebook's own code
+    assert [c.candidates for c in p.codes] == [(PRIDE[0],)]
+    masks = p.candidates[p.candidates["label"] == MASKS[0]]
+    assert set(masks["status"]) == {"existing"} and masks["code"].isna().all()
+    assert set(p.candidates.loc[p.candidates["label"] == PRIDE[0], "status"]) == {"new"}
+    assert p.codebook["fields"][0] == raw["fields"][0]
+    assert [v["name"] for v in p.codebook["fields"][1]["values"]] == [p.codes[0].name]
+    jsonschema.validate(p.codebook, SCHEMA)
+
+
+def test_without_extend_both_topics_are_proposed_and_a_rerun_sends_nothing(fake_server, tmp_path, monkeypatch):
+    p = _propose(fake_server, tmp_path, monkeypatch)
+    assert sorted(c.candidates for c in p.codes) == sorted([(MASKS[0],), (PRIDE[0],)])
+    # support by hand: masks in chunks 0, 1, 4; pride in 2, 3
+    assert {c.candidates[0]: c.chunks for c in p.codes} == {MASKS[0]: 3, PRIDE[0]: 2}
+    sent = fake_server.count()
+    assert sent == 5 + 2
+    again = _propose(fake_server, tmp_path, monkeypatch)
+    assert fake_server.count() == sent and all(a.cache_hit for a in again.asked)
+    assert again.codebook == p.codebook

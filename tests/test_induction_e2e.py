@@ -16,7 +16,7 @@ from qualcode.inputs import codebook as codebook_mod
 
 from conftest import REPO
 from fakeserver import FakeServer, generate_instance, request_schema
-from workflow_helpers import assert_invariants, fake_config, run, scratch_copy, tables
+from workflow_helpers import assert_invariants, fake_config, run, scratch_copy, tables, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -155,3 +155,30 @@ def test_the_proposed_codebook_codes_the_texts(story):
     field = cb.fields[0].name
     assert field in t["codings"].columns
     assert set(t["codes"].value) <= {v.name for v in cb.fields[0].values}
+
+
+@pytest.mark.model
+def test_the_embedded_model_proposes_a_codebook_that_codes_the_texts(tmp_path):
+    """Plumbing with the embedded SmolLM2-135M: its codes mean nothing, but they must make a valid codebook that a
+    coding run takes as it is."""
+    work = scratch_copy(tmp_path, data=False)
+    raw = work / "data" / "raw"
+    raw.mkdir(parents=True)
+    for name in list(TEXTS)[:3]:
+        (raw / name).write_text(TEXTS[name])
+    overrides = {
+        "codebook": "no-codebook-yet.yaml",
+        "induction": {"documents": None, "candidates_per_chunk": 2},
+        "llm": {"max_tokens": 400},
+        "cache_dir": str(work / "cache"),
+    }
+    run(work, "--configfile", str(write_config(work, overrides)), "propose")
+    out = work / "results" / "induction"
+    book = yaml.safe_load((out / "codebook.yaml").read_text())
+    jsonschema.validate(book, json.loads((REPO / "schemas/codebook.schema.json").read_text()))
+    candidates = pd.read_parquet(out / "candidates.parquet")
+    grounded = set(candidates.loc[candidates.grounded, "quote"].str.strip())
+    assert all(e in grounded for v in book["fields"][0]["values"] for e in v["examples"])
+    overrides["codebook"] = "results/induction/codebook.yaml"
+    run(work, "--configfile", str(write_config(work, overrides)), "tables")
+    assert_invariants(tables(work))

@@ -1,6 +1,7 @@
 # Validate the config and codebook before any rule runs, and define the input functions.
 
 import os
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -36,11 +37,22 @@ RESULTS = CFG.results_dir
 TABLES = qualcode.outputs.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.outputs.tables.VALIDATION
 
-# `snakemake propose` needs no codebook (it proposes one): only then may the codebook file be missing.
-PROPOSING = workflow.dag_settings is not None and set(
-    workflow.dag_settings.targets or ()
-) <= {"propose", "propose_codebook"} and bool(workflow.dag_settings.targets)
-if Path(CFG.codebook).is_file() or (PROPOSING is False and workflow.is_main_process):
+# `snakemake propose` needs no codebook (it proposes one): only then may the codebook file be missing. Snakemake
+# knows its targets only once the workflow is parsed, so they are read from its command line here.
+def _only_targets(names):
+    """Whether snakemake was asked for these targets alone (False when its command line cannot be read: the codebook
+    is then required, as for any other target)."""
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(sys.argv[1:])
+    except (SystemExit, Exception):
+        return False
+    return bool(args.targets) and set(args.targets) <= set(names)
+
+
+PROPOSING = _only_targets({"propose", "propose_codebook"})
+if Path(CFG.codebook).is_file() or (not PROPOSING and workflow.is_main_process):
     _codebook_raw = qualcode.inputs.codebook.read(CFG.codebook)
     CODEBOOK = qualcode.inputs.codebook.parse(_codebook_raw, CFG.codebook)
     validate(_codebook_raw, "../../schemas/codebook.schema.json")

@@ -17,7 +17,7 @@ rule propose_codebook:
         system=CFG.induction.prompts["system"],
         user=CFG.induction.prompts["user"],
         name=CFG.induction.prompts["name"],
-        extend=CFG.induction.extend or [],
+        extended=CFG.induction.extend or [],
     output:
         codebook=f"{INDUCTION}/codebook.yaml",
         candidates=f"{INDUCTION}/candidates.parquet",

@@ -11,7 +11,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     llm = config.connectable(params.llm, snakemake.config)  # noqa: F821
     cfg = config.InductionConfig.model_validate(params.induction)
     prompts = {"system": inp.system, "user": inp.user, "name": inp.name}
-    setup = run.prepare(cfg, llm, prompts, inp.chunks, inp.documents, inp.extend or None)
+    setup = run.prepare(cfg, llm, prompts, inp.chunks, inp.documents, inp.extended or None)
     limits = config.LimitsConfig.model_validate(params.limits)
     price = config.Price(**params.price) if params.price else None
     with cache.AnswerCache(params.cache_dir) as answers:

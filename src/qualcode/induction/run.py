@@ -15,6 +15,7 @@ import pandas as pd
 from ..coding.asker import Asked, Question, request_for
 from ..coding.validate import AnswerValidator
 from ..config import InductionConfig, LLMConfig
+from ..errors import QualcodeError
 from ..inputs.codebook import Codebook
 from ..records import CachedAnswer, Chunk, LLMRequest
 from . import asking, consolidate, proposal, sample
@@ -110,6 +111,13 @@ def propose(
         proposal.name_code(p, a.answer.answer if a.answer is not None else None, a.error, support.loc[p.group], taken)
         for p, a in zip(prompts, named, strict=True)
     ]
+    if not codes and extend is None:
+        failed = sum(1 for a in opened if a.answer is None)
+        raise QualcodeError(
+            f"no code could be proposed: of {len(chunks)} sampled chunks, {failed} failed and the others proposed no "
+            "candidate code (the answers are cached; see the propose_codebook log). Sample more documents "
+            "(induction.documents) or use a larger model"
+        )
     status = "new" if extend is not None else "proposed"
     by_group = {c.group: c.name for c in codes}
     candidates["code"] = [by_group.get(int(g)) if not pd.isna(g) else None for g in candidates["group"]]
