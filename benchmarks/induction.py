@@ -65,7 +65,7 @@ def recovery(human: dict[str, set[str]], proposed: dict[str, set[str]]) -> pd.Da
 
 
 def snakemake(workdir: Path, *args: str) -> None:
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", "--configfile", "bench.yaml", *args]
+    cmd = [str(Path(sys.executable).parent / "snakemake"), *args, "--cores", "2", "--configfile", "bench.yaml"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-4000:]}")

@@ -317,7 +317,7 @@ def _by_topic(body: dict) -> str:
     if schema.get("title") != asking.OPEN_TITLE:
         return json.dumps(generate_instance(schema, user))
     text = user.split('"""')[1].strip()
-    label, definition = MASKS if "mask" in text else PRIDE
+    label, definition = MASKS if "mask" in text.lower() else PRIDE
     return json.dumps({"codes": [{"label": label, "definition": definition, "quote": " ".join(text.split()[:3])}]})
 
 

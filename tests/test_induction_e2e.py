@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import jsonschema
 import pandas as pd
@@ -70,24 +71,28 @@ def story(tmp_path_factory):
         fake.answer_fn = answer
         overrides = {"codebook": "no-codebook-yet.yaml", "induction": {"documents": None, "batch_size": 2}}
         cfg = fake_config(work, fake, **overrides)
-        first = run(work, "--configfile", str(cfg), "propose", env=KEY)
+        first = run(work, "propose", "--configfile", str(cfg), env=KEY)
         sent_first = list(fake.requests)
-        outputs = {p.name: p.read_bytes() for p in (work / "results" / "induction").iterdir() if p.is_file()}
-        run(work, "--configfile", str(cfg), "propose", "--forcerun", "propose_codebook", env=KEY)
+        first_out = work / "first-proposal"
+        shutil.copytree(work / "results" / "induction", first_out)
+        outputs = {p.name: p.read_bytes() for p in first_out.iterdir() if p.is_file()}
+        run(work, "propose", "--forcerun", "propose_codebook", "--configfile", str(cfg), env=KEY)
         sent_rerun = fake.requests[len(sent_first) :]
+        rerun_outputs = {p.name: p.read_bytes() for p in (work / "results" / "induction").iterdir() if p.is_file()}
         chunks_before = set(pd.read_parquet(work / "results/work/chunks.parquet").chunk_id)
         for name, text in MORE.items():
             (raw / name).write_text(text)
-        run(work, "--configfile", str(cfg), "propose", env=KEY)
+        run(work, "propose", "--configfile", str(cfg), env=KEY)
         sent_more = fake.requests[len(sent_first) + len(sent_rerun) :]
         chunks_after = pd.read_parquet(work / "results/work/chunks.parquet")
         cfg2 = fake_config(work, fake, codebook="results/induction/codebook.yaml")
         n = fake.count()
-        run(work, "--configfile", str(cfg2), "tables", env=KEY)
+        run(work, "tables", "--configfile", str(cfg2), env=KEY)
         coded = fake.requests[n:]
     yield {
-        "work": work, "first": first, "sent_first": sent_first, "outputs": outputs, "sent_rerun": sent_rerun,
-        "chunks_before": chunks_before, "chunks_after": chunks_after, "sent_more": sent_more, "coded": coded,
+        "work": work, "first": first, "out": first_out, "sent_first": sent_first, "outputs": outputs,
+        "sent_rerun": sent_rerun, "rerun_outputs": rerun_outputs, "chunks_before": chunks_before,
+        "chunks_after": chunks_after, "sent_more": sent_more, "coded": coded,
     }  # fmt: skip
 
 
@@ -97,14 +102,14 @@ def test_propose_needs_no_codebook_and_asks_each_chunk_then_each_group(story):
     named = [b for b in sent if kind(b) == asking.NAME_TITLE]
     assert len(opened) == len(story["chunks_before"]) == len(TEXTS)  # one short chunk per text
     assert sorted(passage(b) for b in opened) == sorted(TEXTS.values())
-    candidates = pd.read_parquet(story["work"] / "results/induction/candidates.parquet")
+    candidates = pd.read_parquet(story["out"] / "candidates.parquet")
     # ... one naming request per group proposed (max_codes is not reached)
     assert len(named) == candidates.loc[candidates.status == "proposed", "group"].nunique() > 1
     assert len(sent) == len(opened) + len(named)
 
 
 def test_outputs_validate_and_ungrounded_quotes_are_never_examples(story):
-    out = story["work"] / "results" / "induction"
+    out = story["out"]
     book = yaml.safe_load((out / "codebook.yaml").read_text())
     jsonschema.validate(book, json.loads((REPO / "schemas/codebook.schema.json").read_text()))
     cb = codebook_mod.load(out / "codebook.yaml")
@@ -134,9 +139,8 @@ def test_outputs_validate_and_ungrounded_quotes_are_never_examples(story):
 
 def test_rerun_sends_nothing_and_gives_the_same_outputs(story):
     assert story["sent_rerun"] == []
-    out = story["work"] / "results" / "induction"
     for name in ("codebook.yaml", "proposed_codes.csv", "codebook.qdc", "methods.md"):
-        assert (out / name).read_bytes() == story["outputs"][name], name
+        assert story["rerun_outputs"][name] == story["outputs"][name], name
 
 
 def test_adding_documents_sends_only_their_chunks(story):
@@ -172,7 +176,7 @@ def test_the_embedded_model_proposes_a_codebook_that_codes_the_texts(tmp_path):
         "llm": {"max_tokens": 400},
         "cache_dir": str(work / "cache"),
     }
-    run(work, "--configfile", str(write_config(work, overrides)), "propose")
+    run(work, "propose", "--configfile", str(write_config(work, overrides)))
     out = work / "results" / "induction"
     book = yaml.safe_load((out / "codebook.yaml").read_text())
     jsonschema.validate(book, json.loads((REPO / "schemas/codebook.schema.json").read_text()))
@@ -180,5 +184,5 @@ def test_the_embedded_model_proposes_a_codebook_that_codes_the_texts(tmp_path):
     grounded = set(candidates.loc[candidates.grounded, "quote"].str.strip())
     assert all(e in grounded for v in book["fields"][0]["values"] for e in v["examples"])
     overrides["codebook"] = "results/induction/codebook.yaml"
-    run(work, "--configfile", str(write_config(work, overrides)), "tables")
+    run(work, "tables", "--configfile", str(write_config(work, overrides)))
     assert_invariants(tables(work))

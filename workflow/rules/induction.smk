@@ -37,7 +37,7 @@ rule propose_codebook:
         llm=qualcode.config.job_llm(CFG.llm),
         cache_dir=CACHE_DIR,
         # not an output: the journal must outlive a failed job
-        journal=f"{RESULTS}/work/journal/induction.jsonl",
+        journal=f"{RESULTS}/work/journal/induction/propose.jsonl",
         limits=CFG.limits.model_dump(exclude={"confirm_new_requests"}),
         price=(
             CFG.prices[CFG.llm.model].model_dump() if CFG.llm.model in CFG.prices else None

@@ -61,7 +61,7 @@ def open_code(chunks: Sequence[Chunk], templates: asking.Templates, llm: LLMConf
     schema = asking.open_schema(templates.max_candidates)
     validate = _validator(schema, asking.OpenAnswer)
     questions = [
-        Question(label=c.chunk_id, request=request_for(llm, templates.open_messages(c), schema), validate=validate)
+        Question(c.chunk_id, request_for(llm, templates.open_messages(c), schema), validate)
         for c in chunks
     ]
     return ask(questions)
@@ -75,7 +75,7 @@ def name_groups(
         schema = asking.name_schema(len(p.quotes))
         request = request_for(llm, templates.name_messages(p.labels, p.quotes), schema)
         validate = _validator(schema, asking.NameAnswer)
-        questions.append(Question(label=f"group {p.group}", request=request, validate=validate))
+        questions.append(Question(f"group {p.group}", request, validate))
     return ask(questions)
 
 
@@ -129,7 +129,7 @@ def propose(
     table = consolidate.saturation([c.chunk_id for c in chunks], candidates, cfg.batch_size)
     sentence = consolidate.methods_sentence(table, len(codes))
     book = proposal.codebook_dict(codes, cfg.field_name, cfg.research_question, extend[1] if extend else None)
-    pairs = [(a.request, a.answer, a.key) for a in (*opened, *named) if a.answer is not None]
+    pairs = [(a.question.request, a.answer, a.key) for a in (*opened, *named) if a.answer is not None]
     return Proposal(candidates, table, codes, book, sentence, status, pairs, [*opened, *named])
 
 
