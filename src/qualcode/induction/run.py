@@ -60,10 +60,7 @@ def _validator(schema: dict[str, Any], model: type) -> AnswerValidator:
 def open_code(chunks: Sequence[Chunk], templates: asking.Templates, llm: LLMConfig, ask: Ask) -> list[Asked]:
     schema = asking.open_schema(templates.max_candidates)
     validate = _validator(schema, asking.OpenAnswer)
-    questions = [
-        Question(c.chunk_id, request_for(llm, templates.open_messages(c), schema), validate)
-        for c in chunks
-    ]
+    questions = [Question(c.chunk_id, request_for(llm, templates.open_messages(c), schema), validate) for c in chunks]
     return ask(questions)
 
 
