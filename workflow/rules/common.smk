@@ -37,6 +37,7 @@ RESULTS = CFG.results_dir
 TABLES = qualcode.outputs.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.outputs.tables.VALIDATION
 
+
 # `snakemake propose` needs no codebook (it proposes one): only then may the codebook file be missing. Snakemake
 # knows its targets only once the workflow is parsed, so they are read from its command line here.
 def _only_targets(names):

@@ -32,6 +32,9 @@ rule propose_codebook:
         f"{RESULTS}/logs/propose_codebook/propose_codebook.log",
     benchmark:
         f"{RESULTS}/benchmarks/propose_codebook/propose_codebook.tsv"
+    threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
+    resources:
+        llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     params:
         induction=CFG.induction.model_dump(mode="json"),
         llm=qualcode.config.job_llm(CFG.llm),
@@ -40,12 +43,11 @@ rule propose_codebook:
         journal=f"{RESULTS}/work/journal/induction/propose.jsonl",
         limits=CFG.limits.model_dump(exclude={"confirm_new_requests"}),
         price=(
-            CFG.prices[CFG.llm.model].model_dump() if CFG.llm.model in CFG.prices else None
+            CFG.prices[CFG.llm.model].model_dump()
+            if CFG.llm.model in CFG.prices
+            else None
         ),
         version=ORIGIN["qualcode.version"],
-    threads: CFG.llm.n_threads if CFG.llm.provider == "local" else 1
-    resources:
-        llm_requests=1 if CFG.llm.provider == "local" else CFG.llm.concurrency,
     script:
         "../scripts/propose_codebook.py"
 
