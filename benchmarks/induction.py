@@ -48,7 +48,8 @@ def read_question(folder: Path, question: str) -> tuple[pd.DataFrame, dict[str, 
         for c in code_cols:
             if rec[c].strip():
                 human.setdefault(_name(rec[c].split("->")[0]), set()).add(rec["ResponseId"])
-    return pd.DataFrame(answers), human
+    # a respondent listed twice is one document (their codes are pooled above)
+    return pd.DataFrame(answers).drop_duplicates("id"), human
 
 
 def f1(a: set[str], b: set[str]) -> float:
@@ -86,6 +87,7 @@ def main() -> None:
 
     answers, human = read_question(args.folder, args.question)
     work = args.keep or Path(tempfile.mkdtemp(prefix="qualcode-induction-"))
+    work.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "schemas"):
         src, dest = REPO / name, work / name
         if not dest.exists():
@@ -124,6 +126,9 @@ def main() -> None:
     print((work / "results/induction/methods.md").read_text().strip())
     print(table.to_string(index=False, float_format="%.2f"))
     print(f"mean best F1 over human codes (codebook recovery): {table['f1'].mean():.3f}")
+    # what a useless proposal scores: one code on every answer
+    everything = recovery(human, {"every_answer": set(answers["id"])})
+    print(f"baseline, one code on every answer: {everything['f1'].mean():.3f}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
