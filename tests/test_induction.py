@@ -192,7 +192,9 @@ def test_value_names_are_codebook_names_and_unique():
 def test_open_and_name_schemas_are_valid_and_bounded():
     for schema in (asking.open_schema(5), asking.name_schema(3), asking.name_schema(0)):
         jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.validate({"codes": []}, asking.open_schema(5))
+    jsonschema.validate({"codes": [{"label": "x", "definition": "", "quote": ""}]}, asking.open_schema(5))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"codes": []}, asking.open_schema(5))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"codes": [{"label": "x", "definition": "", "quote": ""}] * 6}, asking.open_schema(5))
     with pytest.raises(jsonschema.ValidationError):

@@ -47,7 +47,9 @@ def open_schema(max_candidates: int) -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": OPEN_TITLE,
         "type": "object",
-        "properties": {"codes": {"type": "array", "items": code, "maxItems": max_candidates}},
+        # at least one: open coding codes every passage (a passage of no interest gets a code saying so), and a
+        # model allowed an empty list may give nothing but empty lists
+        "properties": {"codes": {"type": "array", "items": code, "minItems": 1, "maxItems": max_candidates}},
         "required": ["codes"],
         "additionalProperties": False,
     }
@@ -89,7 +91,7 @@ class OpenCode(_Strict):
 
 
 class OpenAnswer(_Strict):
-    codes: list[OpenCode]
+    codes: list[OpenCode] = Field(..., min_length=1)
 
 
 class NameAnswer(_Strict):
