@@ -75,6 +75,7 @@ RESULTS = pa.schema(
         pa.field("reasks", pa.int32(), nullable=False),
         pa.field("retries", pa.int32(), nullable=False),
         pa.field("answered_at", pa.string()),
+        pa.field("batch_id", pa.string()),
         pa.field("cache_hit", pa.bool_(), nullable=False),
     ]
 )
@@ -130,6 +131,7 @@ FAILURES = pa.schema(
 # Agreement with human coders (the validate stage): tidy, one row per code, pair (or group) of raters and metric.
 AGREEMENT = pa.schema(
     [
+        pa.field("split", pa.string(), nullable=False),  # dev / holdout (validation.holdout), or all
         pa.field("field", pa.string(), nullable=False),
         pa.field("value", pa.string()),  # null: the field as a whole; else the presence of this value
         pa.field("rater_a", pa.string(), nullable=False),  # a rater, or "all" / "humans" for a group
@@ -145,6 +147,7 @@ AGREEMENT = pa.schema(
 
 CONFUSION = pa.schema(
     [
+        pa.field("split", pa.string(), nullable=False),
         pa.field("field", pa.string(), nullable=False),
         pa.field("rater", pa.string(), nullable=False),
         pa.field("reference", pa.string(), nullable=False),
@@ -164,6 +167,30 @@ STABILITY = pa.schema(
         pa.field("ci_low", pa.float64()),
         pa.field("ci_high", pa.float64()),
         pa.field("n_units", pa.int64(), nullable=False),
+    ]
+)
+
+# Prevalence of each code over the corpus (the prevalence rule): from the model's codes and corrected with the
+# human-coded probability sample (validity.prevalence), overall (by, group null) and by validation.by's groups.
+PREVALENCE = pa.schema(
+    [
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("by", pa.string()),  # the grouping column (validation.by); null: the whole corpus
+        pa.field("group", pa.string()),
+        pa.field("unit", pa.string(), nullable=False),  # document or chunk (validation.unit)
+        pa.field("n_units", pa.int64(), nullable=False),  # units of the corpus (the group)
+        pa.field("naive", pa.float64()),  # share of them the model gave the code
+        pa.field("n_sample", pa.int64(), nullable=False),  # human-coded sampled units among them
+        pa.field("human_positives", pa.int64(), nullable=False),
+        pa.field("disagreements", pa.int64(), nullable=False),  # sampled units where humans and model differ
+        pa.field("corrected", pa.float64()),
+        pa.field("se", pa.float64()),
+        pa.field("ci_low", pa.float64()),  # 95%
+        pa.field("ci_high", pa.float64()),
+        pa.field("method", pa.string()),
+        pa.field("refused", pa.string()),  # why no corrected estimate is given (not a probability sample)
+        pa.field("note", pa.string()),  # a warning: too few positives or disagreements for the interval
     ]
 )
 
@@ -242,7 +269,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
     return {
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
         "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
-        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY,
+        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY, "prevalence": PREVALENCE,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
         "candidates": CANDIDATES, "saturation": SATURATION,  # snakemake propose
     }[name]  # fmt: skip
