@@ -673,6 +673,68 @@ class PilotConfig(_Strict):
     seed: int = Field(1, description="Seed of the sample: the same seed and corpus give the same documents.")
 
 
+class InductionConfig(_Strict):
+    """Proposing a codebook from the data (`snakemake propose`): open coding of a sample of chunks, the candidates
+    merged into codes, and a codebook for the researcher to edit. Nothing proposed is applied by itself."""
+
+    documents: int | None = Field(
+        20, ge=1, description="Documents to sample (seeded); null with share null: every document."
+    )
+    share: float | None = Field(
+        None, gt=0, le=1, description="Share of the documents to sample instead of a number (0.2: a fifth)."
+    )
+    seed: int = Field(1, description="Seed of the sample and of its order: the same seed and corpus, the same chunks.")
+    stratify_by: str | None = Field(
+        None,
+        description="Document metadata key (a column of a CSV input) whose values are sampled in proportion, each "
+        "value at least once; null: no strata.",
+    )
+    research_question: str = Field(
+        "", description="Put into the prompt, so the codes serve it (ATLAS.ti's 'intentional' coding); empty: none."
+    )
+    granularity: str = Field(
+        "Codes name one idea each, general enough to recur in other passages, specific enough to be told apart.",
+        description="Guidance on how broad a code should be, put into the prompt.",
+    )
+    candidates_per_chunk: int = Field(5, ge=1, le=20, description="Most candidate codes asked of one chunk.")
+    distance_threshold: float = Field(
+        0.8,
+        gt=0,
+        le=2,
+        description="Candidates closer than this (cosine distance, average linkage) are merged into one code; lower "
+        "gives more, narrower codes.",
+    )
+    vector_dims: int = Field(64, ge=2, le=1024, description="Dimensions of the offline passage vectors.")
+    max_codes: int = Field(
+        40, ge=1, le=500, description="Most codes proposed: the groups found in the most chunks are kept."
+    )
+    batch_size: int = Field(
+        5, ge=1, le=10_000, description="Chunks per step of the saturation table, in the sample's order."
+    )
+    extend: str | None = Field(
+        None,
+        description="An existing codebook (abductive coding): only codes it lacks are proposed, marked as new; its "
+        "own codes are not named again.",
+    )
+    field_name: str = Field(
+        "proposed_codes", pattern=r"^[a-z][a-z0-9_]*$", description="Name of the proposed multiple-choice field."
+    )
+    prompts: dict[Literal["system", "user", "name"], str] = Field(
+        default_factory=lambda: {
+            "system": "config/prompts/induction_system.j2",
+            "user": "config/prompts/induction_user.j2",
+            "name": "config/prompts/induction_name.j2",
+        },
+        description="Jinja2 templates: the system and user messages of open coding, and the naming of a group.",
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> InductionConfig:
+        if self.share is not None and self.documents is not None:
+            raise ValueError("induction: set documents or share, not both (null the other)")
+        return self
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
@@ -684,6 +746,9 @@ class Config(_Strict):
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
     pilot: PilotConfig = Field(default_factory=PilotConfig, description="Coding a sample of the documents first.")
+    induction: InductionConfig = Field(
+        default_factory=InductionConfig, description="Proposing a codebook from the data (snakemake propose)."
+    )
     prompt_context: PromptContext = Field(
         default_factory=PromptContext, description="Document metadata and speaker labels given to the model."
     )

@@ -198,6 +198,35 @@ PREVALENCE = pa.schema(
 # Written by the validate stage, always (empty without human codings), after the coding tables.
 VALIDATION = ("agreement", "confusion", "stability")
 
+# `snakemake propose` (induction): every candidate code the model proposed for a sampled chunk, its quote's grounding,
+# the group it was merged into and the proposed code that group became; and the saturation of the sample.
+CANDIDATES = pa.schema(
+    [
+        pa.field("candidate_id", pa.string(), nullable=False),
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),  # the chunk's place in the sample's seeded order
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("definition", pa.string(), nullable=False),
+        pa.field("quote", pa.string(), nullable=False),
+        pa.field("grounding", pa.string(), nullable=False),
+        pa.field("grounded", pa.bool_(), nullable=False),
+        pa.field("quote_start", pa.int64()),
+        pa.field("quote_end", pa.int64()),
+        pa.field("group", pa.int64()),
+        pa.field("code", pa.string()),  # the proposed code's name; null: its group was not proposed
+        pa.field("status", pa.string()),  # proposed, new (extending), existing (the codebook has it), not proposed
+    ]
+)
+SATURATION = pa.schema(
+    [
+        pa.field("batch", pa.int64(), nullable=False),
+        pa.field("chunks", pa.int64(), nullable=False),  # chunks read so far
+        pa.field("new_codes", pa.int64(), nullable=False),  # groups first met in this batch
+        pa.field("codes", pa.int64(), nullable=False),  # groups met so far
+    ]
+)
+
 EXCERPT_CODE = pa.struct(
     [("field", pa.string()), ("value", pa.string()), ("quote", pa.string()), ("grounding", pa.string())]
 )
@@ -243,6 +272,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
         "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
         "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY, "prevalence": PREVALENCE,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
+        "candidates": CANDIDATES, "saturation": SATURATION,  # snakemake propose
     }[name]  # fmt: skip
 
 
