@@ -412,6 +412,9 @@ class Arm(_Strict):
 
 ARM_NAME = r"^[a-z][a-z0-9_]*$"
 RESERVED_RATERS = ("model", "all", "humans", "majority")
+# The human coder whose codings are a reviewer's decisions on disagreements (results/consensus.csv): scored
+# against like any coder, left out of the coders' majority it was negotiated from.
+CONSENSUS = "consensus"
 
 
 class ValidationConfig(_Strict):
@@ -448,6 +451,12 @@ class ValidationConfig(_Strict):
         le=100,
         description="Times every chunk is coded (each arm too), the replicate number part of the cache key; 2 or "
         "more fill the stability table. At temperature 0 with a seed they measure only provider nondeterminism.",
+    )
+    history: str = Field(
+        "history/agreement_history.parquet",
+        min_length=1,
+        description="Where agreement per code per codebook version accumulates across runs (outside results_dir, "
+        "which every run rewrites); each run's copy is results/agreement_history.parquet.",
     )
     arms: dict[Annotated[str, Field(pattern=ARM_NAME)], Arm] = Field(
         default_factory=dict,
