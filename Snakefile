@@ -27,6 +27,7 @@ include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/exchange.smk"
 include: "workflow/rules/review.smk"
+include: "workflow/rules/refine.smk"
 
 
 rule all:

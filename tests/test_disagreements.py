@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from lxml import html
 
 from qualcode.inputs import codebook as codebook_mod
 from qualcode.validity import disagreements, gold
@@ -157,6 +158,25 @@ def test_example_disagreements_equal_an_independent_computation(example):
     assert got.n_sources.is_monotonic_decreasing
     csv = pd.read_csv(work / "results/disagreements.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
     assert list(csv.unit) == list(got.unit) and len(csv) == len(got)
+
+
+@pytest.mark.e2e
+def test_the_review_page_shows_disagreements_first_side_by_side(example):
+    work, _, _, _ = example
+    got = pd.read_parquet(work / "results/disagreements.parquet")
+    tree = html.parse(str(work / "results/review/index.html"))
+    rows = tree.xpath('//section[@id="disagreements"]//tbody/tr')
+    groups = got[["unit", "field"]].drop_duplicates()
+    assert [(r.xpath("td[1]")[0].text_content(), r.xpath("td[2]")[0].text_content()) for r in rows] == list(
+        groups.itertuples(index=False, name=None)
+    )
+    first = got[(got.unit == groups.unit.iloc[0]) & (got.field == groups.field.iloc[0])]
+    side = {li.xpath("b")[0].text_content(): li.text_content().split(": ", 1)[1] for li in rows[0].xpath(".//li")}
+    want = dict(zip(first.source_a, first.value_a, strict=True)) | dict(zip(first.source_b, first.value_b, strict=True))
+    assert side == {k: v or "—" for k, v in want.items()}
+    # the section comes before the first document
+    main = tree.xpath("//main")[0]
+    assert main.xpath("./section")[0].get("id") == "disagreements"
 
 
 @pytest.mark.e2e

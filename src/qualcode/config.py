@@ -498,6 +498,16 @@ class ReviewConfig(_Strict):
     )
 
 
+class RefineConfig(_Strict):
+    """`snakemake refine`: revisions of the codes with the lowest agreement, proposed by the model from their
+    disagreements (results/refine/), never applied."""
+
+    codes: int = Field(3, ge=1, le=100, description="How many codes to propose revisions for, lowest agreement first.")
+    disagreements: int = Field(
+        8, ge=1, le=50, description="Disagreements (units) shown to the model per code, in the review order."
+    )
+
+
 class Price(_Strict):
     """What a model costs, per million tokens, in the currency of your choice."""
 
@@ -554,6 +564,7 @@ class Config(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Agreement with human coders.")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Export to QDA programs.")
     review: ReviewConfig = Field(default_factory=ReviewConfig, description="Human review and corrections.")
+    refine: RefineConfig = Field(default_factory=RefineConfig, description="Codebook revisions proposed.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where coding runs on a cluster.")
     prices: dict[str, Price] = Field(
         default_factory=dict,

@@ -8,6 +8,7 @@ rule review_page:
         codings=f"{RESULTS}/codings.parquet",
         codes=f"{RESULTS}/codes.parquet",
         failures=f"{RESULTS}/failures.parquet",
+        disagreements=f"{RESULTS}/disagreements.parquet",
         codebook=CFG.codebook,
     output:
         page=f"{RESULTS}/review/index.html",

@@ -37,6 +37,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         tables.read(inp.agreement, "agreement").to_pandas(),
         params.validation,
         tables.read(inp.stability, "stability").to_pandas(),
+        tables.read(inp.history, "agreement_history").to_pandas(),
     )
     text = methods.document(manifest, cb.name, cb.version, appendix, validation)
     Path(out.methods).write_text(text, encoding="utf-8")

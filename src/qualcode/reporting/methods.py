@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..validity.history import revisions_text
 from ..validity.validation import human_raters, reference_used
 
 NOT_RECORDED = "not recorded"
@@ -156,7 +157,10 @@ def _arm(name: str, arm: dict[str, Any]) -> str:
 
 
 def validation_paragraph(
-    agreement: pd.DataFrame, settings: dict[str, Any], stability: pd.DataFrame | None = None
+    agreement: pd.DataFrame,
+    settings: dict[str, Any],
+    stability: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
 ) -> str | None:
     """The validation sentences, from the agreement and stability tables: who coded how many units, which
     statistics, the spread of Krippendorff's alpha between humans and between each model (the run's, each arm) and
@@ -202,6 +206,9 @@ def validation_paragraph(
                 f"; for {poor} code(s) it was below 0.667, too low to rely on (Krippendorff, 2004)." if poor else "."
             )
         parts.append(text + " Every estimate, with its interval and number of units, is in agreement.parquet.")
+        revised = revisions_text(history, reference) if history is not None else None
+        if revised:
+            parts.append(revised + " Per code and revision in agreement_history.parquet.")
     if settings.get("replicates", 1) > 1:
         text = (
             f"Every chunk was coded {settings['replicates']} times by each model (the replicate number is part of the "
