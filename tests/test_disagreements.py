@@ -13,6 +13,7 @@ import pytest
 import yaml
 from lxml import html
 
+from qualcode.exchange import qdpx
 from qualcode.inputs import codebook as codebook_mod
 from qualcode.validity import disagreements, gold
 
@@ -177,6 +178,32 @@ def test_the_review_page_shows_disagreements_first_side_by_side(example):
     # the section comes before the first document
     main = tree.xpath("//main")[0]
     assert main.xpath("./section")[0].get("id") == "disagreements"
+
+
+@pytest.mark.e2e
+def test_the_sources_project_carries_each_source_as_its_own_user(example):
+    work, server, config, _ = example
+    before = len(server.requests)
+    run(work, "results/sources.qdpx", "--configfile", str(config), env=KEY)
+    assert len(server.requests) == before
+    cb = codebook_mod.load(work / "config/codebook.yaml")
+    docs = pd.read_parquet(work / "results/documents.parquet")
+    texts = dict(zip(docs.doc_id, docs.text, strict=True))
+    got, report = qdpx.read_codings(work / "results/sources.qdpx", cb, texts)
+    assert report.lines() == []
+    files = [work / "config/gold/coder_a.csv", work / "config/gold/coder_b.csv"]
+    human, _ = gold.load(files, cb, texts)
+
+    def triples(df):
+        return set(zip(df.doc_id, df.field, df.value, strict=True))
+
+    for coder in ("coder_a", "coder_b"):
+        mine = human[(human.coder == coder) & human.field.notna()]
+        assert triples(got[got.coder == coder]) == triples(mine) and len(mine) > 0
+    codes = pd.read_parquet(work / "results/codes.parquet")
+    coded = {f.name for f in qdpx.coded_fields(cb)}
+    assert triples(got[got.coder == qdpx.user_name("fake-model")]) == triples(codes[codes.field.isin(coded)])
+    assert set(got.coder) == {"coder_a", "coder_b", qdpx.user_name("fake-model")}
 
 
 @pytest.mark.e2e

@@ -224,6 +224,11 @@ def final_outputs(wildcards):
             *rules.review_page.output,
             *(rules.apply_corrections.output if CFG.review.corrections else []),
             *rules.disagreements.output,
+            *(
+                rules.qdpx_sources.output
+                if VALIDATION_GOLD or CFG.validation.arms
+                else []
+            ),
             *rules.agreement_history.output,
         ]
     )

@@ -214,3 +214,56 @@ def counts_per_code(df: pd.DataFrame) -> pd.DataFrame:
         .sort_values(["units", "field", "value"], ascending=[False, True, True], kind="stable")
         .reset_index(drop=True)
     )
+
+
+def sources_codes(
+    human: pd.DataFrame, texts: Mapping[str, str], model_codes: pd.DataFrame, arms: Mapping[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """The codes of every source in the shape of codes.parquet, with a `user` column (None: the run's model, which
+    the export names itself): each arm's codes under `arm <name>`, each human coder's under their name, a code
+    without offsets on its whole document."""
+    frames = [model_codes.assign(user=None)]
+    frames += [codes.assign(user=f"arm {name}") for name, codes in sorted(arms.items())]
+    coded = human[human["field"].notna()]
+    if len(coded):
+        whole = coded["start"].isna() | coded["end"].isna()
+        ends = coded["doc_id"].map(lambda d: len(texts.get(d, "")))
+        frames.append(pd.DataFrame({
+            "doc_id": coded["doc_id"].to_numpy(), "chunk_id": None, "field": coded["field"].to_numpy(),
+            "value": coded["value"].to_numpy(), "quote": coded["quote"].to_numpy(), "grounded": True,
+            "grounding": "exact", "quote_start": coded["start"].where(~whole, 0).astype("int64").to_numpy(),
+            "quote_end": coded["end"].where(~whole, ends).astype("int64").to_numpy(),
+            "user": coded["coder"].to_numpy(),
+        }))  # fmt: skip
+    columns = ["doc_id", "chunk_id", "field", "value", "quote", "grounded", "grounding", "quote_start", "quote_end",
+               "user"]  # fmt: skip
+    return pd.concat([f[columns] for f in frames], ignore_index=True)
+
+
+def write_sources_qdpx(
+    *,
+    cb: Codebook,
+    documents: str | Path,
+    chunks: str | Path,
+    codes: str | Path,
+    arms: Mapping[str, str | Path],
+    gold_files: Sequence[str | Path],
+    settings: Mapping[str, Any],
+    model: str,
+    version: str,
+    out: str | Path,
+    sample: bool = False,
+) -> dict[str, int]:
+    """A REFI-QDA project in which every source (the model, each arm, each human coder, the consensus) is its own
+    user, to compare them side by side in a QDA program (results/sources.qdpx)."""
+    from ..exchange import qdpx  # lxml and the XML Schemas: only this job needs them
+
+    docs = tables.read(documents, "documents").to_pandas()
+    texts = dict(zip(docs["doc_id"], docs["text"], strict=True))
+    human, _ = gold.load(gold_files, cb, texts, unit="document", on_error=settings["on_error"], sample=sample)
+    chunk_table = tables.read(chunks, "chunks", ["chunk_id", "chunk_index", "start", "end"]).to_pandas()
+    everyone = sources_codes(human, texts, tables.read(codes, "codes").to_pandas(),
+                             {a: tables.read(p, "codes").to_pandas() for a, p in arms.items()})  # fmt: skip
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w+b") as fh:
+        return qdpx.write_project(fh, cb, docs, chunk_table, everyone, model, f"qualcode {version}", "chunk")
