@@ -267,8 +267,8 @@ def refine(
         for t in targets
         if len(picked[t.name])
     ]
-    asked = {q.label: q for q in ask_questions(questions, llm, cache, limits=limits, price=price,
-                                               journal=str(journal))}  # fmt: skip
+    asked = {q.id: q for q in ask_questions(questions, llm, cache, limits=limits, price=price,
+                                               journal=str(journal), noun="proposal")}  # fmt: skip
     targets = [t for t in targets if t.name in asked]
     changes, dropped = {}, {}
     for t in targets:
@@ -289,7 +289,9 @@ def refine(
     Path(out["changes"]).write_text(
         changes_markdown(old_text, new_text, targets, asked, picked, dropped, str(codebook_path)), encoding="utf-8"
     )
-    archive.export([(q.request, q.answer, q.key) for q in asked.values() if q.answer is not None], out["archive"])
+    archive.export(
+        [(q.question.request, q.answer, q.key) for q in asked.values() if q.answer is not None], out["archive"]
+    )
     return {"codes": len(targets), "sent": sum(1 for q in asked.values() if q.answer and not q.cache_hit),
             "cached": sum(1 for q in asked.values() if q.cache_hit),
             "failed": sum(1 for q in asked.values() if q.answer is None)}  # fmt: skip
