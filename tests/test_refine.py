@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from qualcode.inputs.codebook import Codebook
+from qualcode.negotiation import refine
 from qualcode.outputs import tables
 from qualcode.reporting import methods
 from qualcode.validity import history
@@ -147,3 +148,16 @@ def test_refine_writes_a_valid_codebook_and_a_forced_rerun_sends_nothing(two_ver
     assert "Disagreements this answers" in changes and "```diff" in changes
     run(work, "refine", "--forcerun", "refine", "--configfile", str(config), env=KEY)
     assert len(server.requests) - before == sent  # every answer from the cache
+
+
+def test_examples_are_kept_only_when_found_in_a_passage_in_its_own_words():
+    passages = ["She said: I was Terrified of   catching it, every day.", "Nothing else here."]
+    kept, dropped = refine.grounded_examples(["i was terrified of catching it", "made up words"], passages)
+    assert kept == ["I was Terrified of   catching it"] and dropped == ["made up words"]
+
+
+def test_the_lowest_agreement_codes_against_the_majority_come_first():
+    a = _agreement({"calm": 0.6, "angry": 0.1}, 20)
+    a = pd.concat([a, a.assign(value="bored", estimate=None)], ignore_index=True)
+    got = refine.lowest_agreement(a, pd.DataFrame(columns=list(tables.DISAGREEMENTS.names)), 2)
+    assert [(t.value, t.estimate) for t in got] == [("angry", 0.1), ("calm", 0.6)]  # undefined kappas last

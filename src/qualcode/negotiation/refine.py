@@ -189,7 +189,8 @@ def proposed_codebook(raw: dict[str, Any], changes: Mapping[tuple[str, str | Non
 
 def changes_markdown(
     old_text: str, new_text: str, targets: Sequence[Target], asked: Mapping[str, Asked],
-    picked: Mapping[str, pd.DataFrame], dropped: Mapping[str, list[str]], codebook_path: str,
+    proposals: Mapping[str, dict[str, Any]], picked: Mapping[str, pd.DataFrame], dropped: Mapping[str, list[str]],
+    codebook_path: str,
 ) -> str:  # fmt: skip
     """The readable account: per code, its agreement, the proposal, the disagreements it answers; then the diff."""
     parts = ["# Proposed codebook revision", "",
@@ -202,7 +203,7 @@ def changes_markdown(
         if a.answer is None:
             parts += [f"No proposal: {a.error}", ""]
             continue
-        p = a.answer.answer
+        p = proposals[t.name]
         parts += [
             f"- **Definition**: {p['definition']}",
             f"- **Include**: {p['inclusion'] or '—'}",
@@ -217,7 +218,10 @@ def changes_markdown(
             parts.append(f"- **Why**: {p['rationale']}")
         parts += ["", "Disagreements this answers:", ""]
         rows = picked[t.name]
-        answered = set(p["answers"]) or set(rows["id"])
+        answered = set(p["answers"]) & set(rows["id"])
+        if not answered:
+            parts += ["(The model named none of them; all it was shown:)", ""]
+            answered = set(rows["id"])
         for unit_id, g in rows.groupby("id", sort=False):
             if unit_id not in answered:
                 continue
@@ -229,6 +233,10 @@ def changes_markdown(
                                 lineterm="")  # fmt: skip
     parts += ["## Diff", "", "```diff", *diff, "```", ""]
     return "\n".join(parts)
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
 def refine(
@@ -260,7 +268,7 @@ def refine(
     picked = {t.name: sample(d, t, n_disagreements) for t in targets}
     questions = [
         Question(
-            label=t.name,
+            id=t.name,
             request=request_for(llm, messages(cb, t, picked[t.name], texts), schema),
             validate=AnswerValidator(schema, Proposal),
         )  # fmt: skip
@@ -270,7 +278,7 @@ def refine(
     asked = {q.id: q for q in ask_questions(questions, llm, cache, limits=limits, price=price,
                                                journal=str(journal), noun="proposal")}  # fmt: skip
     targets = [t for t in targets if t.name in asked]
-    changes, dropped = {}, {}
+    changes, proposals, dropped = {}, {}, {}
     for t in targets:
         got = asked[t.name]
         if got.answer is None:
@@ -278,16 +286,17 @@ def refine(
         p = dict(got.answer.answer)
         passages = [passage(texts, r) for r in picked[t.name].drop_duplicates("unit").itertuples()]
         p["examples"], dropped[t.name] = grounded_examples(p["examples"], passages)
-        changes[(t.field, t.value)] = p
-    old_text = Path(codebook_path).read_text(encoding="utf-8")
-    raw = yaml.safe_load(old_text)
+        changes[(t.field, t.value)] = proposals[t.name] = p
+    raw = yaml.safe_load(Path(codebook_path).read_text(encoding="utf-8"))
     proposed = proposed_codebook(raw, changes)
     Codebook.model_validate(proposed)  # a proposal that does not parse is a bug here, not the researcher's problem
-    new_text = yaml.safe_dump(proposed, sort_keys=False, allow_unicode=True, width=100)
+    new_text = _dump(proposed)
+    old_text = _dump(raw)  # the codebook in use written the same way, so that the diff shows only the changes
     Path(out["codebook"]).parent.mkdir(parents=True, exist_ok=True)
     Path(out["codebook"]).write_text(new_text, encoding="utf-8")
     Path(out["changes"]).write_text(
-        changes_markdown(old_text, new_text, targets, asked, picked, dropped, str(codebook_path)), encoding="utf-8"
+        changes_markdown(old_text, new_text, targets, asked, proposals, picked, dropped, str(codebook_path)),
+        encoding="utf-8",
     )
     archive.export(
         [(q.question.request, q.answer, q.key) for q in asked.values() if q.answer is not None], out["archive"]
