@@ -35,7 +35,7 @@ from . import gold
 from .validation import MODEL, _columns, answers, check_coders, ratings
 
 SEPARATOR = "; "
-_ALL = "\0every document"  # a stand-in coder who read every document: makes every unit of the corpus a unit
+_ALL = "\0every document"  # no coder's name: a name holds no NUL
 
 
 def replicate_name(rater: str, replicate: int) -> str:
@@ -166,14 +166,14 @@ def disagreements(
     check_coders(set(humans), models, None)
     everyone = pd.DataFrame({"coder": _ALL, "doc_id": list(docs), "field": pd.NA, "value": pd.NA,
                              "start": pd.NA, "end": pd.NA, "quote": pd.NA})  # fmt: skip
-    # ratings numbers units in sorted order; keep that order for the presence matrices, corpus order for the table
+    # a stand-in coder who read every document makes every unit of the corpus a unit (ratings: documents by id,
+    # chunks in corpus order), then leaves
     sources = {replicate_name(r, k): v for (r, k), v in coded.items()}
     names, presence, rated = ratings(cb, pd.concat([human, everyone], ignore_index=True), chunks, unit, sources)
     presence.pop(_ALL), rated.pop(_ALL)
     replicates = {m: max(k for r, k in coded if r == m) for m in models}
-    table = disagreement_rows(cb, _units(unit, docs, chunks, names), presence, rated,
-                              pairs_compared(humans, models, replicates), humans)  # fmt: skip
-    return table
+    return disagreement_rows(cb, _units(unit, docs, chunks, names), presence, rated,
+                             pairs_compared(humans, models, replicates), humans)  # fmt: skip
 
 
 def write_disagreements(
