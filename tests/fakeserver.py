@@ -521,6 +521,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         fake = self.server.fake
+        if fake.route(self, "GET", path, b""):
+            return
         model = {"id": fake.model_served, "object": "model", "created": CREATED, "owned_by": "fakeserver"}
         if path == "/v1/models":
             self._send(200, {"object": "list", "data": [model]})
@@ -532,6 +534,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         raw = self._read_body()
+        if self.server.fake.route(self, "POST", path, raw):
+            return
         if path != "/v1/chat/completions":
             self._error(404, f"no route POST {path}")
             return
@@ -656,6 +660,10 @@ class FakeServer:
         for key in rates:
             Fault.from_key(key)  # an invalid key fails here, in the test, not later in a handler thread
         self._fault_rates = dict(rates)
+
+    def route(self, handler: _Handler, method: str, path: str, raw: bytes) -> bool:
+        """Endpoints a subclass adds (tests/batchfake.py: files and batches): True when it answered."""
+        return False
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -36,7 +36,8 @@ def _agreement(kappas: dict[str, float], n: int) -> pd.DataFrame:
         for a, b in (("model", "majority"), ("ann", "bob"), ("model", None)):
             metric = "prevalence" if b is None else "cohen_kappa"
             rows.append({"field": "mood", "value": value, "rater_a": a, "rater_b": b, "metric": metric,
-                         "estimate": k, "ci_low": None, "ci_high": None, "n_units": n, "assessment": None})  # fmt: skip
+                         "estimate": k, "ci_low": None, "ci_high": None, "n_units": n, "assessment": None,
+                         "split": "all"})  # fmt: skip
     return pa.Table.from_pylist(rows, schema=tables.AGREEMENT).to_pandas()
 
 

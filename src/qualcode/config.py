@@ -218,6 +218,37 @@ class ChunkingConfig(_Strict):
         return v
 
 
+class BatchConfig(_Strict):
+    """How requests go through a provider's Batch API (`llm.mode: batch`) or a batch file (`batch_files`)."""
+
+    poll_s: float = Field(60.0, gt=0, le=3600, description="Seconds between two looks at a batch's status.")
+    max_wait_h: float = Field(
+        24.0,
+        gt=0,
+        le=168,
+        description="Hours a job waits for its batches; past this it stops, and the next run picks them up again.",
+    )
+    max_requests: int = Field(50_000, ge=1, le=1_000_000, description="Most requests in one batch input file.")
+    max_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, le=1024**3, description="Largest batch input file, in bytes (OpenAI: 200 MB)."
+    )
+    reasks: Literal["batch", "realtime"] = Field(
+        "batch",
+        description="Re-asks of invalid answers: 'batch' sends them as the next batch round, 'realtime' one at a "
+        "time at once (full price, no wait).",
+    )
+    running: Literal["wait", "exit"] = Field(
+        "wait",
+        description="A run that finds its requests in a batch still running at the provider (left by a run that "
+        "was stopped): 'wait' for it, or 'exit' at once naming the batch and its status.",
+    )
+    files_dir: str | None = Field(
+        None,
+        description="llm.mode batch_files: where the request and answer files are written and read; null means "
+        "<cache_dir>/batch_files.",
+    )
+
+
 class LLMConfig(_Strict):
     """Which model codes the text and how it is asked."""
 
@@ -290,6 +321,14 @@ class LLMConfig(_Strict):
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra provider-specific request fields; part of the cache key."
     )
+    mode: Literal["realtime", "batch", "batch_files"] = Field(
+        "realtime",
+        description="'realtime' sends each request as it comes; 'batch' sends a job's requests through the "
+        "provider's Batch API (cheaper, answers within 24 h; provider 'openai'); 'batch_files' writes them to a "
+        "batch file for vLLM's batch runner and reads its answers file on the next run. The answers, their cache "
+        "keys and the tables are the same in every mode.",
+    )
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="Settings of llm.mode batch and batch_files.")
 
     @property
     def api_base_url(self) -> str:
@@ -319,6 +358,11 @@ class LLMConfig(_Strict):
                 f"llm.model {llm.model!r} is not a .gguf file, but llm.provider is 'local' (the default), which runs "
                 "a .gguf file in-process; for a model behind an API set llm.provider: openai (and llm.base_url for a "
                 "server other than OpenAI's)"
+            )
+        if llm.mode != "realtime" and llm.provider != "openai":
+            raise ValueError(
+                f"llm.mode {llm.mode!r} sends requests to an OpenAI-compatible API or writes them for vLLM; "
+                "set llm.provider: openai, or llm.mode: realtime for the embedded model"
             )
         if llm.provider == "openai" and gguf:
             raise ValueError(
@@ -417,6 +461,44 @@ RESERVED_RATERS = ("model", "all", "humans", "majority")
 CONSENSUS = "consensus"
 
 
+class DrawConfig(_Strict):
+    """The validation sample to draw (`snakemake gold_sample`): its size, from a target interval or given, and its
+    strata. See README, Choosing and drawing the validation sample."""
+
+    size: int | None = Field(
+        None,
+        ge=1,
+        description="Units to draw; null: from half_width (n0 = z^2 p(1-p)/h^2 for a prevalence, n0 = z^2 "
+        "po(1-po)/(h^2 (1-pe)^2) for Cohen's kappa), with the finite-population correction n = n0/(1+(n0-1)/N).",
+    )
+    target: Literal["prevalence", "kappa"] = Field(
+        "prevalence", description="What half_width is the 95% (confidence) interval's half-width of."
+    )
+    half_width: float = Field(0.05, gt=0, lt=1, description="Wanted half-width of the interval.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of that interval.")
+    prevalence: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Expected prevalence of the code (0.5, the default, gives the largest n: a safe guess).",
+    )
+    kappa: float = Field(0.6, gt=-1, lt=1, description="Expected Cohen's kappa (target: kappa only).")
+    stratify_by: str | None = Field(
+        None,
+        description="A metadata column of documents.parquet (meta_<key>, or the key alone) to stratify by; null: "
+        "no metadata strata.",
+    )
+    by_codes: bool = Field(
+        False,
+        description="Stratify also by the model's codes (each unit in the stratum of its rarest code), so that rare "
+        "codes get positives; needs the coding run's tables.",
+    )
+    min_per_stratum: int = Field(
+        5, ge=0, description="Units drawn at least from each stratum (all of a smaller one); the rest proportionally."
+    )
+    seed: int = Field(20240601, description="Seed of the draw: the same frame and settings give the same sample.")
+
+
 class ValidationConfig(_Strict):
     """Agreement with human coders: which codings, on what unit, against which reference."""
 
@@ -457,6 +539,32 @@ class ValidationConfig(_Strict):
         min_length=1,
         description="Where agreement per code per codebook version accumulates across runs (outside results_dir, "
         "which every run rewrites); each run's copy is results/agreement_history.parquet.",
+    )
+    draw: DrawConfig = Field(default_factory=DrawConfig, description="The validation sample to draw.")
+    sample: str | None = Field(
+        None,
+        description="The sample file `gold_sample` wrote (results/gold_sample/sample.csv), kept with the human "
+        "codings: it says the coded units are a probability sample and gives their inclusion probabilities.",
+    )
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of the units set aside as a holdout (by a hash of the unit id and holdout_seed, so a "
+        "unit stays where it is when documents are added); agreement is then given for dev and holdout apart, "
+        "and arms are compared on dev only. 0: no holdout (split 'all').",
+    )
+    holdout_seed: int = Field(20240601, description="Seed of the dev/holdout split.")
+    lock: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{12,64}$",
+        description="The configuration chosen on dev (its config hash, qualcode.config_sha256 in the manifest, or "
+        "its first 12+ characters): the holdout is scored only under it. Null: scored under any, and recorded.",
+    )
+    holdout_log: str = Field(
+        "holdout_scoring.jsonl",
+        description="Where each scoring of the holdout is recorded (time, config hash), outside results_dir so "
+        "that it survives a rerun from scratch; the manifest and methods.md report it.",
     )
     arms: dict[Annotated[str, Field(pattern=ARM_NAME)], Arm] = Field(
         default_factory=dict,
@@ -603,6 +711,21 @@ class Config(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _batches_wait_on_the_submit_host(self) -> Config:
+        if self.cluster.coding == "compute" and self.llm.mode != "realtime":
+            raise ValueError(
+                f"llm.mode {self.llm.mode!r} waits for batches, and records them beside the cache: it runs on the "
+                "submit host; set cluster.coding: submit_host (or auto)"
+            )
+        if self.limits.active and self.llm.mode != "realtime":
+            raise ValueError(
+                f"llm.mode {self.llm.mode!r} does not keep limits (rates, daily quota, budget): they count realtime "
+                "requests one by one, and a batch's are sent all at once; remove them and let the bill stop the run "
+                "before any request (limits.confirm_new_requests), or use llm.mode: realtime"
+            )
+        return self
+
     @property
     def never_inputs(self) -> tuple[str, str]:
         """Directories whose files are never inputs, wherever input_dir points: the run's own results and cache."""
@@ -613,7 +736,7 @@ class Config(_Strict):
         a cluster executor. On one machine everything runs in place unless `cluster.coding` is 'compute'."""
         mode = self.cluster.coding
         if mode == "auto":
-            if not cluster or self.limits.active:
+            if not cluster or self.limits.active or self.llm.mode != "realtime":
                 return False
             return self.llm.provider == "local" or is_loopback(self.llm.api_base_url)
         return mode == "compute"
@@ -876,18 +999,22 @@ CONSENT_SETTINGS = {"limits": {"confirm_new_requests"}}
 # it in another file, yields byte-identical tables) and out of the coding jobs' params (changing them reruns nothing,
 # and Snakemake's metadata never holds them); a coding job takes them from the run's config (`connectable`).
 ACCESS_SETTINGS = ("api_key_env", "api_key_file")
+# How requests travel, not what is asked: the same request gets the same answer, cache key and tables in real time or
+# through a batch, so switching modes reruns nothing and leaves the config hash as it was.
+TRANSPORT_SETTINGS = ("mode", "batch")
 
 
 def content_dict(cfg: Config) -> dict[str, Any]:
     """The resolved config without its location, validation, access and consent settings: what the config hash
     covers."""
     exclude: dict[str, Any] = {k: True for k in (*LOCATION_SETTINGS, *AFTERWARDS_SETTINGS)}
-    return cfg.model_dump(mode="json", exclude={**exclude, "llm": set(ACCESS_SETTINGS), **CONSENT_SETTINGS})
+    llm = {*ACCESS_SETTINGS, *TRANSPORT_SETTINGS}
+    return cfg.model_dump(mode="json", exclude={**exclude, "llm": llm, **CONSENT_SETTINGS})
 
 
 def job_llm(llm: LLMConfig) -> dict[str, Any]:
     """The llm settings a job receives as a Snakemake param: what determines the answers, without credentials."""
-    return llm.model_dump(mode="json", exclude=set(ACCESS_SETTINGS))
+    return llm.model_dump(mode="json", exclude={*ACCESS_SETTINGS, *TRANSPORT_SETTINGS})
 
 
 def connectable(params_llm: dict[str, Any], raw_config: dict[str, Any] | None) -> LLMConfig:

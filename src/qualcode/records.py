@@ -101,6 +101,7 @@ class Completion:
     system_fingerprint: str | None
     retries: int = 0  # transient failures retried before this answer
     refusal: str | None = None  # the model declined to answer, in its own words
+    batch_id: str | None = None  # the provider's batch (or batch file) that answered; None: answered in real time
 
     def __post_init__(self) -> None:
         # Every string a server sent enters here, whichever client built the record: lone surrogates become U+FFFD
@@ -158,6 +159,7 @@ class CallFacts(_Record):
     reasks: int = 0
     retries: int = 0  # transient errors retried (extra HTTP requests)
     answered_at: str | None = None  # UTC time of the original answer
+    batch_id: str | None = None  # the batch that answered (`llm.mode: batch` or `batch_files`); None: in real time
 
 
 class CachedAnswer(CallFacts):

@@ -39,6 +39,8 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         tables.read(inp.stability, "stability").to_pandas(),
         tables.read(inp.history, "agreement_history").to_pandas(),
     )
+    held = methods.holdout_paragraph(manifest["holdout"])
+    validation = " ".join(p for p in (validation, held) if p) or None
     text = methods.document(manifest, cb.name, cb.version, appendix, validation)
     Path(out.methods).write_text(text, encoding="utf-8")
     pages.methods_html(text, out.methods_page)

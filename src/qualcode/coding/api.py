@@ -258,22 +258,28 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):
         return response
 
 
+def sdk_client(cfg: LLMConfig, max_bytes: int) -> openai.AsyncOpenAI:
+    """The openai package's client for `llm.base_url`, without its own retries, reading responses within
+    `max_bytes`."""
+    for secret in url_credentials(cfg.connect_url):
+        register_secret(secret)
+    url, query = connection(cfg.connect_url)
+    return openai.AsyncOpenAI(
+        base_url=url,
+        api_key=resolve_api_key(cfg, cfg.api_base_url),
+        max_retries=0,
+        timeout=cfg.timeout_s,
+        default_query=query or None,
+        http_client=_BoundedHttpClient(max_bytes, timeout=cfg.timeout_s),
+    )
+
+
 class OpenAIClient:
     def __init__(self, cfg: LLMConfig, ledger: Ledger | None = None):
         self.cfg = cfg
         self.base_url = cfg.api_base_url  # without credentials: the URL every message names
         self.ledger = ledger if ledger is not None and ledger.active else None
-        for secret in url_credentials(cfg.connect_url):
-            register_secret(secret)
-        url, query = connection(cfg.connect_url)
-        self._client = openai.AsyncOpenAI(
-            base_url=url,
-            api_key=resolve_api_key(cfg, self.base_url),
-            max_retries=0,
-            timeout=cfg.timeout_s,
-            default_query=query or None,
-            http_client=_BoundedHttpClient(cfg.max_response_bytes, timeout=cfg.timeout_s),
-        )
+        self._client = sdk_client(cfg, cfg.max_response_bytes)
 
     async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
         """One HTTP request, counted against the shared limits before it leaves."""
@@ -298,19 +304,7 @@ class OpenAIClient:
                 ledger.settle(rid, cost)
 
     async def complete(self, request: LLMRequest) -> Completion:
-        kwargs: dict[str, Any] = {
-            "model": request.model,
-            "messages": list(request.messages),
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "max_tokens": request.max_tokens,
-        }
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.response_format is not None:
-            kwargs["response_format"] = request.response_format
-        if request.extra_body:
-            kwargs["extra_body"] = request.extra_body
+        kwargs = chat_kwargs(request)
         prompt_tokens = estimate_prompt_tokens(request.messages) if self.ledger else 0
         sent = 0  # HTTP requests for this answer, so retries are counted exactly however retrying stopped
 
@@ -341,19 +335,7 @@ class OpenAIClient:
             ) from None
         except (BadResponse, AnswerTimeout, ResponseTooLarge) as exc:
             raise RequestError(f"{self.base_url}: {exc} (after {sent} attempts)", retries=sent - 1) from None
-        retries = sent - 1
-        choice = resp.choices[0] if resp.choices else None
-        usage = resp.usage
-        return Completion(
-            content=_content_text(choice.message.content) if choice else "",
-            model_served=resp.model,
-            finish_reason=choice.finish_reason if choice else None,
-            tokens_in=usage.prompt_tokens if usage else None,
-            tokens_out=usage.completion_tokens if usage else None,
-            system_fingerprint=getattr(resp, "system_fingerprint", None),
-            retries=retries,
-            refusal=getattr(choice.message, "refusal", None) if choice else None,
-        )
+        return completion(resp, retries=sent - 1)
 
     def _explain(self, exc: openai.APIStatusError) -> str:
         fix = {
@@ -370,6 +352,49 @@ class OpenAIClient:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def chat_kwargs(request: LLMRequest) -> dict[str, Any]:
+    """The chat-completions arguments of a request, as the openai client takes them (`extra_body` apart)."""
+    kwargs: dict[str, Any] = {
+        "model": request.model,
+        "messages": list(request.messages),
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+    }
+    if request.seed is not None:
+        kwargs["seed"] = request.seed
+    if request.response_format is not None:
+        kwargs["response_format"] = request.response_format
+    if request.extra_body:
+        kwargs["extra_body"] = request.extra_body
+    return kwargs
+
+
+def chat_body(request: LLMRequest) -> dict[str, Any]:
+    """The JSON body the openai client sends for a request (extra_body merged in, as the client merges it): a batch
+    file's line carries exactly this, so an answer by batch and one in real time are answers to the same request."""
+    kwargs = chat_kwargs(request)
+    extra = kwargs.pop("extra_body", {})
+    return {**kwargs, **extra}
+
+
+def completion(resp: Any, retries: int = 0, batch_id: str | None = None) -> Completion:
+    """A chat completion (the openai client's object) as a `Completion`."""
+    choice = resp.choices[0] if resp.choices else None
+    usage = resp.usage
+    return Completion(
+        content=_content_text(choice.message.content) if choice else "",
+        model_served=resp.model,
+        finish_reason=choice.finish_reason if choice else None,
+        tokens_in=usage.prompt_tokens if usage else None,
+        tokens_out=usage.completion_tokens if usage else None,
+        system_fingerprint=getattr(resp, "system_fingerprint", None),
+        retries=retries,
+        refusal=getattr(choice.message, "refusal", None) if choice else None,
+        batch_id=batch_id,
+    )
 
 
 def _connection_problem(base_url: str, cause: BaseException | None) -> str:

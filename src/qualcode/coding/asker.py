@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..config import LimitsConfig, LLMConfig, Price
 from ..errors import (
     AnswerError,
+    BatchPending,
     CacheError,
     ConfigError,
     LimitReached,
@@ -245,7 +246,7 @@ class Asker:
         if self._unreachable:  # don't spend retries on every question to a server that is not there
             return self._failed(q, key, self._unreachable)
         if self._client is None:
-            self._client = self._client_factory(self.cfg, self._ledger)
+            self._client = self._client_factory(self.cfg, self._ledger, getattr(self.cache, "directory", None))
         req = q.request
         messages = list(req.messages)
         attempts, reasks, retries, tokens_in, tokens_out = 0, 0, 0, 0, 0
@@ -299,6 +300,7 @@ class Asker:
                 reasks=reasks,
                 retries=retries,
                 answered_at=utc_now(),
+                batch_id=done.batch_id,
             )
             self._keep(q, key, cached)
             return Asked(q, key, cached, cache_hit=False)
@@ -365,8 +367,10 @@ class Asker:
         """Run `work` (which asks through this asker) on every item, at most `llm.concurrency` at once, or stop
         cleanly: on a quota, budget or permanent error nothing more is sent, answers already received stay cached,
         and the items still pending are logged."""
-        # The embedded model answers one request at a time; queueing more would only inflate latencies.
-        sem = asyncio.Semaphore(1 if self.endpoint.provider == "local" else self.cfg.concurrency)
+        # The embedded model answers one request at a time; queueing more would only inflate latencies. A batch
+        # takes every request of the job at once.
+        local, batched = self.endpoint.provider == "local", self.cfg.mode != "realtime"
+        sem = asyncio.Semaphore(1 if local else max(len(items), 1) if batched else self.cfg.concurrency)
         done: list[R] = []
         last_report = time.monotonic()
 
@@ -427,7 +431,7 @@ class Asker:
         )
         if isinstance(exc, LimitReached):
             return LimitReached(message, resume_at=exc.resume_at)
-        same_kind = type(exc) in (ProviderError, CacheError, StorageError, ConfigError, QualcodeError)
+        same_kind = type(exc) in (ProviderError, CacheError, StorageError, ConfigError, QualcodeError, BatchPending)
         return type(exc)(message) if same_kind else QualcodeError(message)
 
 

@@ -88,10 +88,11 @@ class Target:
 
 
 def lowest_agreement(agreement: pd.DataFrame, disagreements: pd.DataFrame, n_codes: int) -> list[Target]:
-    """The `n_codes` values with the lowest Cohen's kappa of the model against a reference (the majority, else
+    """The `n_codes` values with the lowest Cohen's kappa on the development units (never the holdout) of the
+    model against a reference (the majority, else
     the consensus, else any human coder), undefined kappas last; without human codings, the values most often in
     dispute between the model's replicates and arms."""
-    pairs = agreement[(agreement["rater_a"] == MODEL) & agreement["value"].notna()
+    pairs = agreement[(agreement["rater_a"] == MODEL) & agreement["value"].notna() & (agreement["split"] != "holdout")
                       & (agreement["metric"] == HEADLINE) & agreement["rater_b"].notna()]  # fmt: skip
     for reference in ("majority", CONSENSUS, *sorted(set(pairs["rater_b"]))):
         rows = pairs[pairs["rater_b"] == reference]

@@ -215,6 +215,37 @@ class RunDescription(Mapping[str, Any]):
         return len(self._load())
 
 
+def record_holdout_scoring(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one scoring of the holdout (validation.holdout_log): a line of JSON, never rewritten, kept outside
+    the results so that deleting them does not erase that the holdout was seen."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(dict(record), sort_keys=True) + "\n")
+
+
+def holdout_scorings(path: str | Path) -> list[dict[str, Any]]:
+    """Every scoring of the holdout recorded in validation.holdout_log (none if there is no such file)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def holdout(cfg: Config) -> dict[str, Any]:
+    """The manifest's record of the holdout: its settings, the lock, and every scoring with its config hash."""
+    v = cfg.validation
+    scorings = holdout_scorings(v.holdout_log)
+    return {
+        "share": v.holdout,
+        "seed": v.holdout_seed,
+        "lock": v.lock,
+        "log": v.holdout_log,
+        "scorings": scorings,
+        "configurations": sorted({s["config_sha256"] for s in scorings}),
+    }
+
+
 def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
     return {str(Path(p).as_posix()): file_sha256(p) for p in sorted(map(str, paths))}
 
@@ -228,7 +259,7 @@ COUNTED_COLUMNS = {
     "codes": ["chunk_id", "field", "grounding"],
     "llm_calls": [
         "provider", "base_url", "model_asked", "model_served", "system_fingerprint", "answered_at", "cache_hit",
-        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "cost",
+        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "cost", "batch_id",
     ],
     "failures": ["stage"],
 }  # fmt: skip
@@ -298,6 +329,17 @@ def models(calls: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def batches(cfg: Config, calls: pd.DataFrame) -> dict[str, Any]:
+    """How the answers travelled: the mode, and the batches that answered (those of this run's requests, and all of
+    the answers the tables hold, cached ones included)."""
+    sent = calls[~calls.cache_hit]
+    return {
+        "mode": cfg.llm.mode,
+        "batch_ids_sent": sorted(sent.batch_id.dropna().unique().tolist()),
+        "batch_ids": sorted(calls.batch_id.dropna().unique().tolist()),
+    }
+
+
 def manifest(
     *,
     cfg: Config,
@@ -335,8 +377,10 @@ def manifest(
         "workflow": git_state(workflow_dir),
         "execution": dict(execution or {}),
         "model": models(tables["llm_calls"]),
+        "requests": batches(cfg, tables["llm_calls"]),
         "sampling": {k: cfg.llm.model_dump()[k] for k in ("temperature", "top_p", "max_tokens", "seed")},
         "structured_output": cfg.llm.structured_output,
         "chunking": cfg.chunking.model_dump(),
         "counts": counts(tables),
+        "holdout": holdout(cfg),
     }

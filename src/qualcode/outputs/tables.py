@@ -75,6 +75,7 @@ RESULTS = pa.schema(
         pa.field("reasks", pa.int32(), nullable=False),
         pa.field("retries", pa.int32(), nullable=False),
         pa.field("answered_at", pa.string()),
+        pa.field("batch_id", pa.string()),
         pa.field("cache_hit", pa.bool_(), nullable=False),
     ]
 )
@@ -130,6 +131,7 @@ FAILURES = pa.schema(
 # Agreement with human coders (the validate stage): tidy, one row per code, pair (or group) of raters and metric.
 AGREEMENT = pa.schema(
     [
+        pa.field("split", pa.string(), nullable=False),  # dev / holdout (validation.holdout), or all
         pa.field("field", pa.string(), nullable=False),
         pa.field("value", pa.string()),  # null: the field as a whole; else the presence of this value
         pa.field("rater_a", pa.string(), nullable=False),  # a rater, or "all" / "humans" for a group
@@ -145,6 +147,7 @@ AGREEMENT = pa.schema(
 
 CONFUSION = pa.schema(
     [
+        pa.field("split", pa.string(), nullable=False),
         pa.field("field", pa.string(), nullable=False),
         pa.field("rater", pa.string(), nullable=False),
         pa.field("reference", pa.string(), nullable=False),

@@ -28,6 +28,8 @@ def forest(agreement: pd.DataFrame, reference: str, models: Sequence[str] = ("mo
     humans = ~df.rater_a.isin(models) & ~df.rater_b.isin(models) & (df.rater_b != "majority")
     scored = df.rater_a.isin(models) & (df.rater_b == reference)
     df["comparison"] = np.where(humans, "human-human", df.rater_a + " vs " + reference)
+    if "split" in df and (df.split != "all").any():  # dev and holdout (validation.holdout): each its own row
+        df["comparison"] = df.comparison + " (" + df.split + ")"
     df = df[humans | scored]
     df["code"] = [_code_label(f, v) for f, v in zip(df.field, df.value, strict=True)]
     return df
@@ -50,7 +52,9 @@ def plot_agreement(
     hidden = max(0, len(codes) - CODES_SHOWN)
     codes = codes[:CODES_SHOWN]
     y = {c: i for i, c in enumerate(codes)}
-    comparisons = ["human-human", *[f"{m} vs {reference}" for m in models]]
+    named = ["human-human", *[f"{m} vs {reference}" for m in models]]
+    found = set(rows.comparison)
+    comparisons = [c for n in named for c in (n, f"{n} (dev)", f"{n} (holdout)") if c in found] or named
     step = 0.6 / max(len(comparisons) - 1, 1)
     styles = {
         c: ("#1c7ed6" if i == 0 else FOREST_COLOURS[(i - 1) % len(FOREST_COLOURS)], "o" if i == 0 else "s",
@@ -103,6 +107,7 @@ def agreement_html(
                                                                          "f1"])].copy()  # fmt: skip
     df["code"] = [_code_label(f, v) for f, v in zip(df.field, df.value, strict=True)]
     df["pair"] = df.rater_a + " vs " + df.rater_b
+    split = "split" in df and (df.split != "all").any()  # dev and holdout apart (validation.holdout)
     df["estimate (95% CI)"] = [
         "undefined" if pd.isna(e) else f"{e:.2f} ({lo:.2f} to {hi:.2f})" if pd.notna(lo) else f"{e:.2f}"
         for e, lo, hi in zip(df.estimate, df.ci_low, df.ci_high, strict=True)
@@ -110,6 +115,8 @@ def agreement_html(
     verdict = ""
     for m in models:
         scored = agreement[(agreement.rater_a == m) & (agreement.rater_b == reference)]
+        if split:  # one split's codes: the holdout where the model was scored on it, else dev
+            scored = scored[scored.split == ("holdout" if (scored.split == "holdout").any() else "dev")]
         alpha = scored[scored.metric == "krippendorff_alpha"]
         poor = int((alpha.assessment == "poor").sum())
         if poor:
@@ -118,9 +125,14 @@ def agreement_html(
                 f"<p><strong>Agreement between {who} and {html.escape(reference)} is poor (alpha below 0.667) for "
                 f"{poor} of {len(alpha)} codes</strong>: do not rely on its codes for them.</p>\n"
             )
-    cols = ["code", "pair", "metric", "estimate (95% CI)", "n_units", "assessment"]
+    cols = [*(["split"] if split else []), "code", "pair", "metric", "estimate (95% CI)", "n_units", "assessment"]
+    held = (
+        "<p>The units are split into <em>dev</em> (where the arms are compared and the configuration is chosen) "
+        "and <em>holdout</em> (set aside: only the run's model is scored on it); see the split column.</p>\n"
+        if split else ""
+    )  # fmt: skip
     body = (
-        "<h1>Agreement with human coders</h1>\n" + verdict
+        "<h1>Agreement with human coders</h1>\n" + held + verdict
         + df[cols].to_html(index=False, na_rep="", border=0, escape=True)
     )  # fmt: skip
     if not confusion.empty:

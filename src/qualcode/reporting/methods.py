@@ -6,6 +6,7 @@ what was actually run, not what the config intended.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -156,6 +157,31 @@ def _arm(name: str, arm: dict[str, Any]) -> str:
     return f"{name} ({', '.join(changed) or 'no change'})"
 
 
+def holdout_paragraph(holdout: Mapping[str, Any] | None) -> str | None:
+    """What was done with the holdout (the manifest's `holdout`: settings and every scoring, from
+    validation.holdout_log): whether the configuration was fixed before it was scored, or how often and under how
+    many configurations it was scored. None without a holdout."""
+    if not holdout or not holdout.get("share"):
+        return None
+    scorings = holdout.get("scorings") or []
+    text = (
+        f"A share of {holdout['share']:g} of the units was set aside as a holdout (by a hash of each unit's id, seed "
+        f"{holdout['seed']}); arms were compared, and the configuration chosen, on the other units (dev)."
+    )
+    if not scorings:
+        return text + " The holdout has not been scored."
+    configs = sorted({s["config_sha256"] for s in scorings})
+    locked = all(s.get("lock") and s["config_sha256"].startswith(s["lock"]) for s in scorings)
+    if locked and len(configs) == 1:
+        return text + (f" Model, prompt and codebook were fixed (configuration hash {configs[0][:12]}) before the "
+                       f"holdout was scored ({len(scorings)} time(s), always under that configuration).")  # fmt: skip
+    return text + (
+        f" The holdout was scored {len(scorings)} time(s) under {len(configs)} configuration(s) "
+        f"({', '.join(c[:12] for c in configs)}), not only under one locked beforehand (validation.lock), so its "
+        "figures may reflect choices made after seeing them."
+    )
+
+
 def validation_paragraph(
     agreement: pd.DataFrame,
     settings: dict[str, Any],
@@ -178,7 +204,14 @@ def validation_paragraph(
             + ". Arms shared the answer cache, and are compared below with each other and with the human coders."
         )
     if not agreement.empty:
-        alpha = agreement[agreement.metric == "krippendorff_alpha"]
+        # with a holdout, the numbers quoted are the holdout's where it was scored (the arms': dev's, where alone
+        # they are compared), else dev's
+        splits = set(agreement.split) if "split" in agreement else {"all"}
+        final = "holdout" if "holdout" in splits else "dev" if "dev" in splits else "all"
+        by_split = {m: agreement.split == ("dev" if m != "model" and final == "holdout" else final)
+                    for m in models} if "split" in agreement else {}  # fmt: skip
+        quoted = agreement[agreement.split == final] if "split" in agreement else agreement
+        alpha = quoted[quoted.metric == "krippendorff_alpha"]
         raters = human_raters(agreement, models)
         pairs = alpha[alpha.rater_b.notna()]
         human = pairs[pairs.rater_a.isin(raters) & pairs.rater_b.isin(raters)]
@@ -195,10 +228,15 @@ def validation_paragraph(
             + f", each with a 95% percentile bootstrap interval over units ({settings['bootstrap']} resamples, seed "
             f"{settings['seed']}); against {ref_name} also the model's precision, recall and F1."
         )
+        if final != "all":
+            arms_on_dev = "; the arms', on dev, where they were compared." if final == "holdout" and arms else "."
+            text += f" The figures below are on the {final} units{arms_on_dev}"
         if len(human):
             text += f" Krippendorff's alpha between human coders: {_spread(human.estimate)}."
+        all_pairs = agreement[(agreement.metric == "krippendorff_alpha") & agreement.rater_b.notna()]
         for m in models:
-            vs_ref = pairs[(pairs.rater_a == m) & (pairs.rater_b == reference)]
+            mine = all_pairs[by_split[m][all_pairs.index]] if by_split else all_pairs
+            vs_ref = mine[(mine.rater_a == m) & (mine.rater_b == reference)]
             poor = int((vs_ref.assessment == "poor").sum())
             who = "the model" if m == "model" else f"arm {m}"
             text += f" Between {who} and {ref_name}: {_spread(vs_ref.estimate)}"

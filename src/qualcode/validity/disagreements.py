@@ -12,6 +12,8 @@ the documents they coded, a model the units of the chunks it coded. The majority
 of the human coders who rated the unit gave it, and no value where fewer did; a tie on any value of the field leaves
 the majority without a rating for that field there.
 
+With a holdout (`validation.holdout`), only the development units are listed: the holdout is never negotiated.
+
 Ordered for review: units where the most sources take part in a disagreement on the field first, then codes that
 are rare before common ones (the disputed value given on the fewest units by any source), then by unit (documents
 by id, chunks in corpus order) and field in codebook order.
@@ -31,7 +33,7 @@ import pyarrow as pa
 from ..config import CONSENSUS
 from ..inputs.codebook import Codebook
 from ..outputs import tables
-from . import gold
+from . import gold, sampling
 from .validation import MODEL, _columns, answers, check_coders, ratings
 
 SEPARATOR = "; "
@@ -195,6 +197,9 @@ def write_disagreements(
     coded = {key: answers(cb, tables.read_results(files)) for key, files in sorted(codings.items())}
     all_chunks = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas()
     df = disagreements(cb, human, all_chunks, doc_table["doc_id"].tolist(), settings["unit"], coded)
+    if settings.get("holdout", 0) > 0:  # the sealed holdout is never reviewed or negotiated: only dev units here
+        hold = sampling.in_holdout(df["unit"].tolist(), settings["holdout"], settings["holdout_seed"])
+        df = df[~hold].reset_index(drop=True)
     tables.write(pa.Table.from_pandas(df, schema=tables.DISAGREEMENTS, preserve_index=False), out["parquet"],
                  dict(metadata or {}))  # fmt: skip
     with tables.open_csv(out["csv"]) as fh:

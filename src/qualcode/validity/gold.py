@@ -17,7 +17,9 @@ Registering another format is one line, as `.qdpx` (REFI-QDA projects from QDA p
 
 Two layouts are read from CSV and Parquet: tidy (the columns above; `field` and `value` present) and wide, as
 exported from a spreadsheet: `doc_id` plus one column per codebook field, several values of a field joined by
-`;`, and either a `coder` column or one file per coder (the coder is then the file's name without suffix).
+`;`, and either a `coder` column or one file per coder (the coder is then the file's name without suffix). A wide
+row may carry `start` and `end` (the blind sheet of a chunk sample does: its codes are placed on that span), and
+`chunk_id` and `text` columns, which are there to be read and are not codes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ..errors import QualcodeError
 from ..inputs.codebook import Codebook
 
 COLUMNS = ["coder", "doc_id", "field", "value", "start", "end", "quote"]
+# Columns of a blind coding sheet (validity.sampling) that are there for the coder to read, not codes.
+SHEET_CONTEXT = ("chunk_id", "text")
 BOOLEAN = {"true": "true", "false": "false", "yes": "true", "no": "false", "1": "true", "0": "false"}
 
 
@@ -66,21 +70,23 @@ def _wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     still records that the coder read the document."""
     if "coder" not in df.columns:
         df = df.assign(coder=path.stem)
-    fields = [c for c in df.columns if c not in ("coder", "doc_id")]
+    fields = [c for c in df.columns if c not in ("coder", "doc_id", "start", "end", *SHEET_CONTEXT)]
     df = _strings(df)
     rows = []
     for line, r in zip(df.index, df.to_dict("records"), strict=True):  # iterrows builds a Series a row
         found = False
+        span = (r.get("start", pd.NA), r.get("end", pd.NA))  # a blind sheet's chunk: its codes are placed on it
         for f in fields:
             if pd.isna(r[f]):
                 continue
             for v in str(r[f]).split(";"):
                 if v.strip():
-                    rows.append((line, r["coder"], r["doc_id"], f, v.strip()))
+                    rows.append((line, r["coder"], r["doc_id"], f, v.strip(), *span))
                     found = True
         if not found:
-            rows.append((line, r["coder"], r["doc_id"], pd.NA, pd.NA))
-    long = pd.DataFrame(rows, columns=["line", "coder", "doc_id", "field", "value"]).set_index("line")
+            rows.append((line, r["coder"], r["doc_id"], pd.NA, pd.NA, pd.NA, pd.NA))
+    columns = ["line", "coder", "doc_id", "field", "value", "start", "end"]
+    long = pd.DataFrame(rows, columns=columns).set_index("line")
     long.index.name = None
     return _tidy(long, path)
 

@@ -24,8 +24,10 @@ HEADLINE = "cohen_kappa"  # the coefficient the methods text follows across revi
 
 
 def revision_rows(agreement: pd.DataFrame, cb: Codebook, sha256: str, when: str) -> pd.DataFrame:
-    """This run's rows of the history: its agreement between pairs of raters, stamped with the codebook."""
-    pairs = agreement[agreement["rater_b"].notna()]
+    """This run's rows of the history: its agreement between pairs of raters on the development units (all units
+    without a holdout; the sealed holdout is scored once, on the final codebook, never in the revisions), stamped
+    with the codebook."""
+    pairs = agreement[agreement["rater_b"].notna() & (agreement["split"] != "holdout")]
     return pairs.assign(codebook_name=cb.name, codebook_version=cb.version, codebook_sha256=sha256,
                         recorded_at=when)  # fmt: skip
 
@@ -86,7 +88,8 @@ def revisions_text(history: pd.DataFrame, reference: str = "majority", rater: st
         if pd.notna(x) and pd.notna(y):
             name = key[0] if pd.isna(key[1]) else f"{key[0]}: {key[1]}"
             moved.append(f"{name} from {x:.2f} (n = {a.at[key, 'n_units']}) to {y:.2f} (n = {b.at[key, 'n_units']})")
-    text = (f"The codebook was revised {last - first} time{'s' if last - first != 1 else ''} on these units "
+    where = "the development units (the holdout left out)" if (rows["split"] == "dev").any() else "these units"
+    text = (f"The codebook was revised {last - first} time{'s' if last - first != 1 else ''} on {where} "
             f"(versions {versions})")  # fmt: skip
     if moved:
         text += f"; Cohen's kappa of the model against the {reference} went, per code, " + "; ".join(moved)
