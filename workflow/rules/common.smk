@@ -129,7 +129,9 @@ VARIANTS = qualcode.config.variants(CFG)
 
 # The human codings compared: the files of validation.gold and, with review.corrections, the reviewer's decisions
 # as the coder `consensus` (written from the review by rule consensus, with 0 requests).
-CONSENSUS_GOLD = [f"{RESULTS}/review/consensus.parquet"] if CFG.review.corrections else []
+CONSENSUS_GOLD = (
+    [f"{RESULTS}/review/consensus.parquet"] if CFG.review.corrections else []
+)
 VALIDATION_GOLD = [*CFG.validation.gold, *CONSENSUS_GOLD]
 
 

@@ -29,7 +29,9 @@ rule qdpx_sources:
         documents=f"{RESULTS}/documents.parquet",
         chunks=f"{RESULTS}/chunks.parquet",
         codes=f"{RESULTS}/codes.parquet",
-        arms=expand(f"{RESULTS}/arms/{{arm}}/codes.parquet", arm=list(CFG.validation.arms)),
+        arms=expand(
+            f"{RESULTS}/arms/{{arm}}/codes.parquet", arm=list(CFG.validation.arms)
+        ),
         gold=VALIDATION_GOLD,
         codebook=CFG.codebook,
     output:
