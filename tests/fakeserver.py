@@ -14,6 +14,11 @@ It is a test tool, never a substitute for the real llama.cpp server.
         ...
         assert fake.count() == 2 and fake.fault_count() == 1
 
+Prompt caching: with ``fake.prompt_cache = True`` a request whose first message (the system prompt) the fake has seen
+before reports that message's tokens as ``usage.prompt_tokens_details.cached_tokens``, as OpenAI reports a cached
+prefix (only from ``fake.prompt_cache_min_tokens`` tokens on); ``fake.cached_tokens`` lists what each answer reported.
+Off by default: the usage then has no details, as before.
+
 Random faults: ``fake.fault_rates = {key: probability}``, drawn per request from (seed, body, occurrence).
 A key is ``kind``, ``"status:CODE"`` or ``"status:CODE:retry_after=SECONDS"``, for example
 ``{"status:503": 0.1, "status:429": 0.05, "status:429:retry_after=1": 0.05, "bad_body": 0.02}``: 429 with and
@@ -576,6 +581,10 @@ class FakeServer:
         # outlives hang_seconds still answers, but stays a "hang"), "rejected" (streaming) or "answer_fn_error".
         self.outcomes: list[tuple[str, str]] = []
         self.answer_fn: Callable[[dict[str, Any]], str] | None = None
+        self.prompt_cache = False
+        self.prompt_cache_min_tokens = 0
+        self.cached_tokens: list[int] = []  # per answer sent, in order, while prompt_cache is on
+        self._prefixes: set[str] = set()
         self.base_url = ""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -691,6 +700,17 @@ class FakeServer:
                 return Fault.from_key(key)
         return None
 
+    def _cached(self, messages: list[dict[str, Any]]) -> int:
+        """The tokens of the first message if it was seen before (and is long enough), else 0; it is seen now."""
+        first = _message_text(messages[0].get("content")) if messages else ""
+        tokens = _words(first)
+        with self._lock:
+            seen = first in self._prefixes
+            self._prefixes.add(first)
+            cached = tokens if seen and tokens >= self.prompt_cache_min_tokens else 0
+            self.cached_tokens.append(cached)
+        return cached
+
     def _chat(self, handler: _Handler, body: dict[str, Any]) -> None:
         digest = body_hash(body)
         with self._lock:
@@ -761,6 +781,9 @@ class FakeServer:
 
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         prompt_tokens = sum(_words(_message_text(m.get("content"))) for m in messages)
+        usage: dict[str, Any] = {}
+        if self.prompt_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": self._cached(messages)}
         completion_tokens = _words(content or refusal or "")
         if fault is not None and fault.kind == "content_parts":
             half = len(content) // 2
@@ -783,6 +806,7 @@ class FakeServer:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                **usage,
             },
         }
         kind = fault.kind if fault is not None else None

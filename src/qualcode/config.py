@@ -544,7 +544,15 @@ class ValidationConfig(_Strict):
     sample: str | None = Field(
         None,
         description="The sample file `gold_sample` wrote (results/gold_sample/sample.csv), kept with the human "
-        "codings: it says the coded units are a probability sample and gives their inclusion probabilities.",
+        "codings: it says the coded units are a probability sample and gives their inclusion probabilities. With "
+        "it, prevalence.parquet gives corrected prevalences with 95% intervals; without it (or when the human-coded "
+        "units are not exactly this sample) the model's prevalences only, and why none are corrected.",
+    )
+    by: str | None = Field(
+        None,
+        min_length=1,
+        description="A column of documents.parquet (e.g. meta_occupation) to give prevalences by, besides the "
+        "whole corpus.",
     )
     holdout: float = Field(
         0.0,
@@ -617,13 +625,45 @@ class RefineConfig(_Strict):
 
 
 class Price(_Strict):
-    """What a model costs, per million tokens, in the currency of your choice."""
+    """What a model costs, per million tokens, in the currency of your choice. A cached input token (one the provider
+    served from its prompt cache, as it reports) is billed at `cached_input`; an answer obtained through a Batch API
+    costs `batch_discount` less, on every kind of token (OpenAI, Anthropic and Google give 50% and also apply their
+    cached-input price in a batch)."""
 
     input: float = Field(..., ge=0, description="Price per million input (prompt) tokens.")
     output: float = Field(..., ge=0, description="Price per million output (completion) tokens.")
+    cached_input: float | None = Field(
+        None,
+        ge=0,
+        description="Price per million input tokens served from the provider's prompt cache (OpenAI: a tenth to a "
+        "half of `input`, by model); null means the same as `input`.",
+    )
+    batch_discount: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Fraction taken off every price for answers obtained through a Batch API (0.5: half price).",
+    )
+    cache_min_tokens: int = Field(
+        1024,
+        ge=0,
+        description="Shortest prompt prefix the provider caches for this model (OpenAI: 1,024 tokens; other "
+        "providers differ): `qualcode estimate` says whether the system prompt reaches it.",
+    )
 
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input + tokens_out * self.output) / 1e6
+    def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0, batch: bool = False) -> float:
+        """What a call was billed: `tokens_cached` of `tokens_in` at the cached-input price, the rest at `input`,
+        `tokens_out` at `output`, all less the batch discount when it went through a batch."""
+        cached = min(max(tokens_cached, 0), tokens_in)  # a provider never caches more than the prompt
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        full = ((tokens_in - cached) * self.input + cached * cached_price + tokens_out * self.output) / 1e6
+        return full * (1 - self.batch_discount) if batch else full
+
+    def paid(self, call: Any) -> float:
+        """What a recorded call (`records.CallFacts`: a cached answer or a chunk's result) was billed: the one place
+        the llm_calls table, the progress lines and the budget's bill agree on."""
+        tokens = (call.tokens_in or 0, call.tokens_out or 0, call.tokens_cached or 0)
+        return self.cost(*tokens, batch=getattr(call, "batch_id", None) is not None)
 
 
 class PromptContext(_Strict):

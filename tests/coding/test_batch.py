@@ -359,11 +359,12 @@ def test_the_workflow_in_batch_mode_writes_the_realtime_tables_and_a_rerun_sends
     calls = pd.read_parquet(dirs["batch"] / "results" / "llm_calls.parquet")
     assert calls.batch_id.notna().all() and calls.batch_id.nunique() == batches
     manifest = json.loads((dirs["batch"] / "results" / "manifest.json").read_text())
-    assert manifest["requests"] == {
-        "mode": "batch", "batch_ids_sent": sorted(set(calls.batch_id)), "batch_ids": sorted(set(calls.batch_id)),
-    }  # fmt: skip
+    assert manifest["requests"] == {"mode": "batch", "batch_ids_sent": sorted(set(calls.batch_id))}
+    assert manifest["counts"]["batch_ids"] == sorted(set(calls.batch_id))
+    assert manifest["counts"]["answers_batch"] == len(calls) and manifest["counts"]["answers_realtime"] == 0
     realtime = json.loads((dirs["realtime"] / "results" / "manifest.json").read_text())
-    assert realtime["requests"] == {"mode": "realtime", "batch_ids_sent": [], "batch_ids": []}
+    assert realtime["requests"] == {"mode": "realtime", "batch_ids_sent": []}
+    assert realtime["counts"]["batch_ids"] == [] and realtime["counts"]["answers_batch"] == 0
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,7 @@ def final_outputs(wildcards):
         [f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)]
         + absorbed
         + [
+            f"{RESULTS}/prevalence.parquet",
             f"{RESULTS}/codings.csv",
             f"{RESULTS}/excerpts.csv",
             f"{RESULTS}/codebook/answer.schema.json",

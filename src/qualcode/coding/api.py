@@ -293,7 +293,8 @@ class OpenAIClient:
             if getattr(resp, "choices", None) is None:
                 raise BadResponse(_not_a_completion(resp))
             if ledger and resp.usage:
-                cost = ledger.cost(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
+                usage = resp.usage
+                cost = ledger.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached_tokens(usage))
             return resp
         except json.JSONDecodeError as exc:
             raise BadResponse(f"sent a body that is not JSON: {exc}") from None
@@ -390,6 +391,7 @@ def completion(resp: Any, retries: int = 0, batch_id: str | None = None) -> Comp
         finish_reason=choice.finish_reason if choice else None,
         tokens_in=usage.prompt_tokens if usage else None,
         tokens_out=usage.completion_tokens if usage else None,
+        tokens_cached=cached_tokens(usage),
         system_fingerprint=getattr(resp, "system_fingerprint", None),
         retries=retries,
         refusal=getattr(choice.message, "refusal", None) if choice else None,
@@ -411,6 +413,15 @@ def _connection_problem(base_url: str, cause: BaseException | None) -> str:
     if isinstance(cause, (httpx.ReadError, httpx.WriteError)):
         return f"{base_url} closed the connection before the answer was complete"
     return f"{base_url}: the connection failed ({type(cause).__name__ if cause else 'no detail'})"
+
+
+def cached_tokens(usage: Any) -> int:
+    """The prompt tokens the provider served from its prompt cache (`usage.prompt_tokens_details.cached_tokens`, as
+    OpenAI, vLLM and OpenRouter report them); 0 where it does not say."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    # a dict: usage the client did not parse into its model
+    value = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _content_text(content: Any) -> str | None:

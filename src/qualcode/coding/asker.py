@@ -137,6 +137,14 @@ class Asked:
     def tokens_out(self) -> int | None:
         return self._fact("tokens_out")
 
+    @property
+    def tokens_cached(self) -> int | None:
+        return self._fact("tokens_cached")
+
+    @property
+    def batch_id(self) -> str | None:
+        return self._fact("batch_id")
+
 
 # A lease is renewed while its request is being answered, so it can be short: a run killed mid-request
 # holds up another run sharing the cache for at most this long.
@@ -249,7 +257,7 @@ class Asker:
             self._client = self._client_factory(self.cfg, self._ledger, getattr(self.cache, "directory", None))
         req = q.request
         messages = list(req.messages)
-        attempts, reasks, retries, tokens_in, tokens_out = 0, 0, 0, 0, 0
+        attempts, reasks, retries, tokens_in, tokens_out, tokens_cached = 0, 0, 0, 0, 0, 0
         started = time.monotonic()
         last_raw, last_error, finish = None, None, None
         while True:
@@ -267,6 +275,7 @@ class Asker:
             retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
+            tokens_cached += done.tokens_cached
             finish, last_raw = done.finish_reason, redact(done.content) if done.content is not None else None
             if done.refusal:  # a refusal is the model's considered answer: asking again would pay for it again
                 last_error = f"the model refused: {done.refusal[:500]}"
@@ -295,6 +304,7 @@ class Asker:
                 finish_reason=done.finish_reason,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
+                tokens_cached=tokens_cached,
                 latency_s=round(time.monotonic() - started, 3),
                 attempts=attempts,
                 reasks=reasks,
@@ -312,6 +322,7 @@ class Asker:
             finish_reason=finish,
             tokens_in=tokens_in or None,
             tokens_out=tokens_out or None,
+            tokens_cached=tokens_cached if tokens_in else None,
             latency_s=round(time.monotonic() - started, 3),
             attempts=attempts,
             reasks=reasks,
@@ -352,7 +363,7 @@ class Asker:
     def _failed(self, q: Question, key: str, error: str, **facts: Any) -> Asked:
         """A failed question; `facts` are what is known of the attempts (none if nothing was sent)."""
         empty = dict(
-            raw=None, finish_reason=None, tokens_in=None, tokens_out=None, latency_s=None,
+            raw=None, finish_reason=None, tokens_in=None, tokens_out=None, tokens_cached=None, latency_s=None,
             attempts=0, reasks=0, retries=0, answered_at=None,
         )  # fmt: skip
         return Asked(q, key, None, cache_hit=False, error=redact(error), facts={**empty, **facts})
@@ -443,10 +454,11 @@ def progress(results: Sequence[Any], total: int, price: Price | None = None, nou
     retries = sum(r.retries for r in results if not r.cache_hit)
     t_in = sum(r.tokens_in or 0 for r in results if not r.cache_hit)
     t_out = sum(r.tokens_out or 0 for r in results if not r.cache_hit)
-    cost = f", cost {price.cost(t_in, t_out):.4f}" if price else ""
+    t_cached = sum(r.tokens_cached or 0 for r in results if not r.cache_hit)
+    cost = f", cost {sum(price.paid(r) for r in results if not r.cache_hit):.4f}" if price else ""
     return (
         f"{len(results)}/{total} {noun}s, {hits} from cache, {failed} failed, "
-        f"{reasks} re-asks, {retries} retries, {t_in} tokens in, {t_out} out{cost}"
+        f"{reasks} re-asks, {retries} retries, {t_in} tokens in ({t_cached} cached), {t_out} out{cost}"
     )
 
 

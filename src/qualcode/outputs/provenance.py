@@ -259,7 +259,7 @@ COUNTED_COLUMNS = {
     "codes": ["chunk_id", "field", "grounding"],
     "llm_calls": [
         "provider", "base_url", "model_asked", "model_served", "system_fingerprint", "answered_at", "cache_hit",
-        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "cost", "batch_id",
+        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "tokens_cached", "cost", "batch_id",
     ],
     "failures": ["stage"],
 }  # fmt: skip
@@ -296,8 +296,25 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         "tokens_out": int(calls.tokens_out.fillna(0).sum()),
         "tokens_in_this_run": int(sent.tokens_in.fillna(0).sum()),
         "tokens_out_this_run": int(sent.tokens_out.fillna(0).sum()),
+        # of tokens_in, those the provider served from its prompt cache (billed at prices' cached_input)
+        "tokens_cached": int(calls.tokens_cached.fillna(0).sum()),
+        "tokens_cached_this_run": int(sent.tokens_cached.fillna(0).sum()),
+        # what was paid: cached input and batch answers at their own prices (config's prices)
         "cost": _round(calls.cost.sum(min_count=1)),
         "cost_this_run": _round(sent.cost.sum(min_count=1)),
+        **_modes(calls),
+    }
+
+
+def _modes(calls: pd.DataFrame) -> dict[str, Any]:
+    """How the answers were obtained: one request at a time (realtime) or through a provider's Batch API, and
+    which batches. Calls that received no answer are counted nowhere."""
+    answered = calls[calls.answered_at.notna()]
+    batch = answered.batch_id.notna()
+    return {  # the mode configured is the manifest's `requests.mode`
+        "answers_realtime": int((~batch).sum()),
+        "answers_batch": int(batch.sum()),
+        "batch_ids": sorted(answered.batch_id.dropna().unique().tolist()),
     }
 
 
@@ -330,14 +347,10 @@ def models(calls: pd.DataFrame) -> dict[str, Any]:
 
 
 def batches(cfg: Config, calls: pd.DataFrame) -> dict[str, Any]:
-    """How the answers travelled: the mode, and the batches that answered (those of this run's requests, and all of
-    the answers the tables hold, cached ones included)."""
+    """How the answers travelled: the mode configured, and the batches that answered this run's requests (those of
+    every answer the tables hold, cached ones included, are `counts.batch_ids`)."""
     sent = calls[~calls.cache_hit]
-    return {
-        "mode": cfg.llm.mode,
-        "batch_ids_sent": sorted(sent.batch_id.dropna().unique().tolist()),
-        "batch_ids": sorted(calls.batch_id.dropna().unique().tolist()),
-    }
+    return {"mode": cfg.llm.mode, "batch_ids_sent": sorted(sent.batch_id.dropna().unique().tolist())}
 
 
 def manifest(

@@ -70,12 +70,13 @@ RESULTS = pa.schema(
         pa.field("finish_reason", pa.string()),
         pa.field("tokens_in", pa.int64()),
         pa.field("tokens_out", pa.int64()),
+        pa.field("tokens_cached", pa.int64()),  # of tokens_in, served from the provider's prompt cache
         pa.field("latency_s", pa.float64()),
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("reasks", pa.int32(), nullable=False),
         pa.field("retries", pa.int32(), nullable=False),
         pa.field("answered_at", pa.string()),
-        pa.field("batch_id", pa.string()),
+        pa.field("batch_id", pa.string()),  # the Batch API batch (or batch file) that answered; null: realtime
         pa.field("cache_hit", pa.bool_(), nullable=False),
     ]
 )
@@ -216,6 +217,30 @@ CONSENSUS = pa.schema(
     ]
 )
 
+# Prevalence of each code over the corpus (the prevalence rule): from the model's codes and corrected with the
+# human-coded probability sample (validity.prevalence), overall (by, group null) and by validation.by's groups.
+PREVALENCE = pa.schema(
+    [
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("by", pa.string()),  # the grouping column (validation.by); null: the whole corpus
+        pa.field("group", pa.string()),
+        pa.field("unit", pa.string(), nullable=False),  # document or chunk (validation.unit)
+        pa.field("n_units", pa.int64(), nullable=False),  # units of the corpus (the group)
+        pa.field("naive", pa.float64()),  # share of them the model gave the code
+        pa.field("n_sample", pa.int64(), nullable=False),  # human-coded sampled units among them
+        pa.field("human_positives", pa.int64(), nullable=False),
+        pa.field("disagreements", pa.int64(), nullable=False),  # sampled units where humans and model differ
+        pa.field("corrected", pa.float64()),
+        pa.field("se", pa.float64()),
+        pa.field("ci_low", pa.float64()),  # 95%
+        pa.field("ci_high", pa.float64()),
+        pa.field("method", pa.string()),
+        pa.field("refused", pa.string()),  # why no corrected estimate is given (not a probability sample)
+        pa.field("note", pa.string()),  # a warning: too few positives or disagreements for the interval
+    ]
+)
+
 # Written by the validate stage, always (empty without human codings), after the coding tables.
 VALIDATION = ("agreement", "confusion", "stability")
 
@@ -262,7 +287,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
     return {
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
         "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
-        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY,
+        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY, "prevalence": PREVALENCE,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
         "disagreements": DISAGREEMENTS, "consensus": CONSENSUS, "agreement_history": AGREEMENT_HISTORY,
     }[name]  # fmt: skip
@@ -428,8 +453,18 @@ def results_table(results: Sequence[ChunkResult]) -> pa.Table:
     return pa.Table.from_pylist([r.to_row() for r in results], schema=RESULTS)
 
 
+# Columns of the coding results added after shards were first written: a shard coded by an earlier version (kept by
+# Snakemake, whose outputs are up to date) has none, and reads with them null, which is what they are: unknown.
+RESULTS_ADDED_LATER = frozenset({"tokens_cached", "batch_id"})
+
+
 def read_results(paths: Iterable[str | Path]) -> list[ChunkResult]:
-    return [ChunkResult(**r) for p in paths for r in read(p, "results", RESULTS.names).to_pylist()]
+    rows = []
+    for p in paths:
+        present = set(pq.read_schema(p).names)
+        columns = [c for c in RESULTS.names if c in present or c not in RESULTS_ADDED_LATER]
+        rows += [ChunkResult(**r) for r in read(p, "results", columns).to_pylist()]
+    return rows
 
 
 def iter_shards(

@@ -47,6 +47,56 @@ def human_raters(agreement: pd.DataFrame, models: Sequence[str] = (MODEL,)) -> l
     return sorted(names - RESERVED - set(models))
 
 
+RARE = 5  # fewer positives than this by a rater: a presence code's coefficients and intervals mean little
+
+
+def _splits(agreement: pd.DataFrame) -> pd.Series:
+    return agreement["split"] if "split" in agreement else pd.Series("all", index=agreement.index)
+
+
+def positives(agreement: pd.DataFrame) -> dict[tuple[str, str, str, str], int]:
+    """(split, field, value, rater) -> the units the rater marked present (the majority too), from the prevalence
+    rows."""
+    p = agreement[(agreement.metric == "prevalence") & agreement.estimate.notna()]
+    return {
+        (s, f, v, r): int(round(e * n))
+        for s, f, v, r, e, n in zip(_splits(p), p.field, p.value, p.rater_a, p.estimate, p.n_units, strict=True)
+    }
+
+
+def too_rare(agreement: pd.DataFrame, threshold: int = RARE) -> pd.Series:
+    """Per row: a presence code compared between raters either of whom marked it present on fewer than
+    `threshold` units (its kappa or alpha, interval included, rests on a handful of units)."""
+    count = positives(agreement)
+    rare = [
+        v is not None and v == v and b is not None and b == b
+        and min(count.get((s, f, v, a), 0), count.get((s, f, v, b), 0)) < threshold
+        for s, f, v, a, b in zip(_splits(agreement), agreement.field, agreement.value, agreement.rater_a,
+                                 agreement.rater_b, strict=True)
+    ]  # fmt: skip
+    return pd.Series(rare, index=agreement.index, dtype=bool)
+
+
+def majority_basis(agreement: pd.DataFrame) -> tuple[int, int, int] | None:
+    """What the coders' majority rested on: (units some coder coded, units only one coder coded, units tied), from
+    the first presence code's rows of each split (every presence code is rated on the same units; the splits'
+    units are disjoint); None without such rows."""
+    rows = agreement[(agreement.rater_a == "majority") & agreement.value.notna()]
+    if rows.empty:
+        return None
+    n = one = tied = 0
+    for _, part in rows.groupby(_splits(rows), sort=False):
+        first = part[(part.field == part.field.iloc[0]) & (part.value == part.value.iloc[0])]
+        by = first.set_index("metric")
+        if "majority_one_coder" not in by.index:
+            continue
+        k = int(by.at["majority_one_coder", "n_units"])
+        n += k
+        one += round(float(by.at["majority_one_coder", "estimate"] or 0) * k)
+        tied += round(float(by.at["majority_tied", "estimate"] or 0) * k)
+    return (n, one, tied) if n else None
+
+
 def check_coders(coders: set[str], models: Sequence[str], reference: str | None) -> None:
     """The human coders' names are free (not reserved, not an arm's), and `reference` (None: not checked), unless
     the majority, is one of them."""
