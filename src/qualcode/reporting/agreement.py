@@ -117,9 +117,9 @@ def agreement_html(
     reference: str,
     path: str | Path,
     models: Sequence[str] = ("model",),
+    unit: str = "document",
     history: pd.DataFrame | None = None,
     disagreements: pd.DataFrame | None = None,
-    unit: str = "document",
 ) -> None:
     """The chance-corrected coefficients as a table, with the units behind each and the raters' positives, poor and
     too-rare ones marked, the unit named, what the majority rested on, and the model's confusion tables; with

@@ -68,9 +68,9 @@ def write_validation_report(
     reference: str,
     out: Mapping[str, str | Path],
     models: Sequence[str] = ("model",),
+    unit: str = "document",
     history: str | Path | None = None,
     disagreements: str | Path | None = None,
-    unit: str = "document",
 ) -> int:
     """The forest plot and the agreement page (with the codebook's history and the disagreements per code, when
     given); returns the number of agreement rows. `models`: the run's model and the arms, as named in the table;
@@ -85,7 +85,7 @@ def write_validation_report(
         if disagreements
         else None
     )
-    agreement_html(a, c, reference, out["agreement_page"], models, h, d, unit)
+    agreement_html(a, c, reference, out["agreement_page"], models, unit, h, d)
     return len(a)
 
 
