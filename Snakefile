@@ -29,6 +29,7 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/exchange.smk"
 include: "workflow/rules/review.smk"
 include: "workflow/rules/induction.smk"
+include: "workflow/rules/refine.smk"
 
 
 rule all:

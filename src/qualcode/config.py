@@ -456,6 +456,9 @@ class Arm(_Strict):
 
 ARM_NAME = r"^[a-z][a-z0-9_]*$"
 RESERVED_RATERS = ("model", "all", "humans", "majority")
+# The human coder whose codings are a reviewer's decisions on disagreements (results/consensus.csv): scored
+# against like any coder, left out of the coders' majority it was negotiated from.
+CONSENSUS = "consensus"
 
 
 class DrawConfig(_Strict):
@@ -531,6 +534,12 @@ class ValidationConfig(_Strict):
         description="Times every chunk is coded (each arm too), the replicate number part of the cache key; 2 or "
         "more fill the stability table. At temperature 0 with a seed they measure only provider nondeterminism.",
     )
+    history: str = Field(
+        "history/agreement_history.parquet",
+        min_length=1,
+        description="Where agreement per code per codebook version accumulates across runs (outside results_dir, "
+        "which every run rewrites); each run's copy is results/agreement_history.parquet.",
+    )
     draw: DrawConfig = Field(default_factory=DrawConfig, description="The validation sample to draw.")
     sample: str | None = Field(
         None,
@@ -602,6 +611,16 @@ class ReviewConfig(_Strict):
         "reviewer",
         min_length=1,
         description="Who decided, for rows of a review.csv whose reviewer column is empty.",
+    )
+
+
+class RefineConfig(_Strict):
+    """`snakemake refine`: revisions of the codes with the lowest agreement, proposed by the model from their
+    disagreements (results/refine/), never applied."""
+
+    codes: int = Field(3, ge=1, le=100, description="How many codes to propose revisions for, lowest agreement first.")
+    disagreements: int = Field(
+        8, ge=1, le=50, description="Disagreements (units) shown to the model per code, in the review order."
     )
 
 
@@ -758,6 +777,7 @@ class Config(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Agreement with human coders.")
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig, description="Export to QDA programs.")
     review: ReviewConfig = Field(default_factory=ReviewConfig, description="Human review and corrections.")
+    refine: RefineConfig = Field(default_factory=RefineConfig, description="Codebook revisions proposed.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where coding runs on a cluster.")
     prices: dict[str, Price] = Field(
         default_factory=dict,

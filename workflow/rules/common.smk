@@ -151,6 +151,14 @@ wildcard_constraints:
 VARIANTS = qualcode.config.variants(CFG)
 
 
+# The human codings compared: the files of validation.gold and, with review.corrections, the reviewer's decisions
+# as the coder `consensus` (written from the review by rule consensus, with 0 requests).
+CONSENSUS_GOLD = (
+    [f"{RESULTS}/review/consensus.parquet"] if CFG.review.corrections else []
+)
+VALIDATION_GOLD = [*CFG.validation.gold, *CONSENSUS_GOLD]
+
+
 def shard_ids():
     """The shards' names, in the chunks' order; known once the chunk checkpoint has run. A name is a hash of the
     shard's chunk ids, so a shard whose chunks did not change keeps its name and its finished output.
@@ -242,5 +250,12 @@ def final_outputs(wildcards):
             *rules.qdpx_export.output,
             *rules.review_page.output,
             *(rules.apply_corrections.output if CFG.review.corrections else []),
+            *rules.disagreements.output,
+            *(
+                rules.qdpx_sources.output
+                if VALIDATION_GOLD or CFG.validation.arms
+                else []
+            ),
+            *rules.agreement_history.output,
         ]
     )

@@ -41,6 +41,7 @@ rule manifest:
         },
         answer_schema=f"{RESULTS}/codebook/answer.schema.json",
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
+        history=f"{RESULTS}/agreement_history.parquet",
         shards=coded_shards,
         documents_in=INPUT_LISTING,
         codebook=CFG.codebook,

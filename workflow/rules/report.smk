@@ -17,6 +17,8 @@ rule report_plots:
         failures=f"{RESULTS}/failures.parquet",
         agreement=f"{RESULTS}/agreement.parquet",
         confusion=f"{RESULTS}/confusion.parquet",
+        history=f"{RESULTS}/agreement_history.parquet",
+        disagreements=f"{RESULTS}/disagreements.parquet",
         prevalence=f"{RESULTS}/prevalence.parquet",
         codebook=CFG.codebook,
     output:

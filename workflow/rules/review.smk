@@ -8,6 +8,7 @@ rule review_page:
         codings=f"{RESULTS}/codings.parquet",
         codes=f"{RESULTS}/codes.parquet",
         failures=f"{RESULTS}/failures.parquet",
+        disagreements=f"{RESULTS}/disagreements.parquet",
         codebook=CFG.codebook,
     output:
         page=f"{RESULTS}/review/index.html",
@@ -44,3 +45,26 @@ rule apply_corrections:
         origin=ORIGIN,
     script:
         "../scripts/apply_corrections.py"
+
+
+# Only with `review.corrections` set: the reviewer's decisions as the gold source `consensus`, which the validate
+# stage scores the model against beside the human coders. Reads the published codes: sends nothing to the model.
+rule consensus:
+    input:
+        corrections=CFG.review.corrections or [],
+        documents=f"{RESULTS}/documents.parquet",
+        chunks=f"{RESULTS}/chunks.parquet",
+        codes=f"{RESULTS}/codes.parquet",
+        codebook=CFG.codebook,
+    output:
+        consensus=f"{RESULTS}/review/consensus.parquet",
+    log:
+        f"{RESULTS}/logs/consensus/consensus.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/consensus/consensus.tsv"
+    params:
+        model=CFG.llm.model,
+        reviewer=CFG.review.reviewer,
+        origin=ORIGIN,
+    script:
+        "../scripts/consensus.py"

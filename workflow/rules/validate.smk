@@ -9,7 +9,7 @@ rule validate:
         chunks=f"{RESULTS}/chunks.parquet",
         shards=coded_shards,
         variants=variant_shards,
-        gold=CFG.validation.gold,
+        gold=VALIDATION_GOLD,
         codebook=CFG.codebook,
     output:
         **{name: f"{RESULTS}/{name}.parquet" for name in VALIDATION_TABLES},
@@ -25,6 +25,52 @@ rule validate:
         sample=CFG.pilot.documents is not None,
     script:
         "../scripts/validate.py"
+
+
+# The disagreements among the sources the validate stage compares (human coders, their majority, the model, each
+# arm, each replicate): a worklist for review, rarest and most contested first.
+rule disagreements:
+    input:
+        documents=f"{RESULTS}/documents.parquet",
+        chunks=f"{RESULTS}/chunks.parquet",
+        shards=coded_shards,
+        variants=variant_shards,
+        gold=VALIDATION_GOLD,
+        codebook=CFG.codebook,
+    output:
+        parquet=f"{RESULTS}/disagreements.parquet",
+        csv=f"{RESULTS}/disagreements.csv",
+    log:
+        f"{RESULTS}/logs/disagreements/disagreements.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/disagreements/disagreements.tsv"
+    params:
+        validation=CFG.validation.model_dump(mode="json"),
+        variants=VARIANTS,
+        origin=ORIGIN,
+        sample=CFG.pilot.documents is not None,
+    script:
+        "../scripts/disagreements.py"
+
+
+# Agreement per code per codebook version: this run's agreement added to validation.history (kept outside
+# results/, which every run rewrites; a rerun with the same codebook replaces its own rows), and the whole history
+# copied into the run's results.
+rule agreement_history:
+    input:
+        agreement=f"{RESULTS}/agreement.parquet",
+        codebook=CFG.codebook,
+    output:
+        history=f"{RESULTS}/agreement_history.parquet",
+    log:
+        f"{RESULTS}/logs/agreement_history/agreement_history.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/agreement_history/agreement_history.tsv"
+    params:
+        store=CFG.validation.history,
+        origin=ORIGIN,
+    script:
+        "../scripts/agreement_history.py"
 
 
 # Prevalence of each code over the corpus: the model's, and corrected with the human-coded probability sample

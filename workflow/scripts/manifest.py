@@ -37,6 +37,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         tables.read(inp.agreement, "agreement").to_pandas(),
         params.validation,
         tables.read(inp.stability, "stability").to_pandas(),
+        tables.read(inp.history, "agreement_history").to_pandas(),
     )
     held = methods.holdout_paragraph(manifest["holdout"])
     prevalence = methods.prevalence_paragraph(

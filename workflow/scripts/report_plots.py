@@ -21,7 +21,14 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     log.info("report: %d figures and pages for %d coded chunks", len(report.OUTPUTS), n_coded)
     outputs = {name: out[name] for name in report.VALIDATION_OUTPUTS}
     n = report.write_validation_report(
-        inp.agreement, inp.confusion, params.reference, outputs, params.models, params.unit
+        inp.agreement,
+        inp.confusion,
+        params.reference,
+        outputs,
+        params.models,
+        history=inp.history,
+        disagreements=inp.disagreements,
+        unit=params.unit,
     )
     log.info("agreement: %d rows drawn and listed", n)
     n = report.write_prevalence_report(inp.prevalence, {name: out[name] for name in report.PREVALENCE_OUTPUTS})

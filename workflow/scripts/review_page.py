@@ -17,5 +17,6 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         model=params.model,
         page_out=out.page,
         csv_out=out.csv,
+        disagreements=inp.disagreements,
     )
     log.info("review page: %(documents)d documents, %(chunks)d chunks; review.csv: %(rows)d rows", counts)

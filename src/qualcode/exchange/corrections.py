@@ -22,12 +22,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from ..config import CONSENSUS
 from ..errors import QualcodeError
 from ..inputs.codebook import Codebook, CodeField
 from ..outputs import tables
@@ -278,3 +280,63 @@ def write_reviewed(
     for r in rows:
         counts[r["decision"]] += 1
     return dict(sorted(counts.items())), notes
+
+
+def decided_at(path: str | Path) -> str:
+    """When a review was decided, as far as the file tells: its last modification, in UTC."""
+    return datetime.fromtimestamp(Path(path).stat().st_mtime, UTC).isoformat(timespec="seconds")
+
+
+def consensus_rows(gold: pd.DataFrame, model: str | None, when: str) -> pd.DataFrame:
+    """Human codings (coder, doc_id, field, value, start, end, quote; from a review.csv or a .qdpx) as the codings
+    of the coder `consensus`, each with who decided it; the model's own codings left in a .qdpx are not decisions.
+    Every document a decider touched is read by the consensus (a row with no field), so a rejection, which leaves
+    no code, still counts as "nothing here"."""
+    if model is not None:
+        gold = gold[gold["coder"] != user_name(model)]
+    coded = gold[gold["field"].notna()]
+    read = gold.groupby("doc_id", sort=True)["coder"].agg(lambda s: "; ".join(sorted(set(s)))).reset_index()
+    rows = pd.concat(
+        [
+            coded.assign(decided_by=coded["coder"]),
+            read.assign(decided_by=read["coder"], field=None, value=None, start=None, end=None, quote=None),
+        ],
+        ignore_index=True,
+    )
+    rows = rows.assign(coder=CONSENSUS, decided_at=when)
+    return rows[list(tables.CONSENSUS.names)].astype({"start": "Int64", "end": "Int64"})
+
+
+def write_consensus(
+    *,
+    corrections: str | Path,
+    codebook: Codebook,
+    documents: str | Path,
+    chunks: str | Path,
+    codes: str | Path,
+    model: str,
+    reviewer: str,
+    out: str | Path,
+    metadata: dict[str, str] | None = None,
+) -> int:
+    """A review's decisions (a filled review.csv: accepted and corrected answers on their chunks; a .qdpx: every
+    coding by a user other than the model) as the gold source `consensus`. Sends nothing to the model. Returns the
+    rows written."""
+    chunk_table = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "chunk_index", "start", "end"]).to_pandas()
+    if Path(corrections).suffix.lower() == ".qdpx":
+        docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
+        gold, _ = read_codings(corrections, codebook, dict(zip(docs.doc_id, docs.text, strict=True)))
+        who = model
+    else:
+        decisions = read_review_csv(corrections, codebook, chunk_table, reviewer)
+        gold = gold_from_review_csv(decisions, tables.read(codes, "codes").to_pandas(), chunk_table)
+        chunk = chunk_table.set_index("chunk_id")
+        read = pd.DataFrame(
+            [{"coder": r, "doc_id": chunk.at[c, "doc_id"]} for (c, _), (_, _, r) in sorted(decisions.items())],
+            columns=["coder", "doc_id"],
+        )
+        gold = pd.concat([gold, read], ignore_index=True)
+        who = None
+    rows = consensus_rows(gold, who, decided_at(corrections))
+    tables.write(pa.Table.from_pandas(rows, schema=tables.CONSENSUS, preserve_index=False), out, metadata)
+    return len(rows)

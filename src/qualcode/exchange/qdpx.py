@@ -160,13 +160,15 @@ class _Span:
 
 def _selections(
     documents: pd.DataFrame, chunks: pd.DataFrame, codes: pd.DataFrame, ungrounded: str
-) -> dict[str, dict[tuple[int, int], tuple[_Span, list[tuple[str, str]]]]]:
-    """Per document, the spans to code and the (field, value) pairs coded on each."""
+) -> dict[str, dict[tuple[int, int, str | None], tuple[_Span, list[tuple[str, str]]]]]:
+    """Per document, the spans to code, by whom (the `user` column when `codes` has one, else None: the model) and
+    the (field, value) pairs coded on each."""
     text = dict(zip(documents.doc_id, documents.text, strict=True))
     span_of_chunk = {c.chunk_id: (c.chunk_index, c.start, c.end) for c in chunks.itertuples()}
-    out: dict[str, dict[tuple[int, int], tuple[_Span, list[tuple[str, str]]]]] = defaultdict(dict)
+    out: dict[str, dict[tuple[int, int, str | None], tuple[_Span, list[tuple[str, str]]]]] = defaultdict(dict)
+    users = codes["user"].tolist() if "user" in codes.columns else [None] * len(codes)
     unfound: dict[tuple[str, int, int], list[str]] = defaultdict(list)
-    for c in codes.itertuples():
+    for c, user in zip(codes.itertuples(), users, strict=True):
         if c.grounded:
             start, end = int(c.quote_start), int(c.quote_end)
             span = _Span(c.doc_id, start, end, _short(text[c.doc_id][start:end]))
@@ -177,13 +179,13 @@ def _selections(
                 unfound[(c.doc_id, start, end)].append(f"{c.field}: {c.quote!r}")
         else:
             continue
-        _, pairs = out[c.doc_id].setdefault((start, end), (span, []))
+        _, pairs = out[c.doc_id].setdefault((start, end, user), (span, []))
         if (c.field, c.value) not in pairs:
             pairs.append((c.field, c.value))
     for (doc_id, start, end), quotes in unfound.items():
-        span, pairs = out[doc_id][(start, end)]
+        span, pairs = out[doc_id][(start, end, None)]
         note = "qualcode: the model's quote was not found in this chunk: " + "; ".join(dict.fromkeys(quotes))
-        out[doc_id][(start, end)] = (_Span(doc_id, start, end, span.name, note), pairs)
+        out[doc_id][(start, end, None)] = (_Span(doc_id, start, end, span.name, note), pairs)
     return out
 
 
@@ -219,6 +221,9 @@ def _project_parts(
     root.set("creatingUserGUID", user)
     users = etree.SubElement(root, f"{{{ns}}}Users")
     etree.SubElement(users, f"{{{ns}}}User", guid=user, name=xml_text(user_name(model)))
+    others = sorted(set(codes["user"].dropna())) if "user" in codes.columns else []
+    for name in others:  # each further source (a human coder, an arm) as its own user
+        etree.SubElement(users, f"{{{ns}}}User", guid=guid("user", name), name=xml_text(name))
     _codes_xml(etree.SubElement(root, f"{{{ns}}}CodeBook"), codebook, ns)
     meta = sorted(c for c in documents.columns if c.startswith("meta_"))
     if meta:
@@ -246,16 +251,20 @@ def _project_parts(
         src = etree.Element("TextSource", guid=guid("source", doc_id), name=xml_text(doc_id),
                             plainTextPath=f"internal://{source_path(doc_id)}")  # fmt: skip
         etree.SubElement(src, "Description").text = xml_text(f"{d['source_file']} ({d['format']})")
-        for (start, end), (span, pairs) in sorted(selections.pop(doc_id, {}).items()):
-            sel_guid = guid("selection", doc_id, start, end)
+        for (start, end, by), (span, pairs) in sorted(selections.pop(doc_id, {}).items(),
+                                                      key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):  # fmt: skip
+            sel_guid = (
+                guid("selection", doc_id, start, end) if by is None else guid("selection", doc_id, start, end, by)
+            )
+            who = user if by is None else guid("user", by)
             sel = etree.SubElement(src, "PlainTextSelection", guid=sel_guid, name=xml_text(span.name),
-                                   startPosition=str(start), endPosition=str(end), creatingUser=user)  # fmt: skip
+                                   startPosition=str(start), endPosition=str(end), creatingUser=who)  # fmt: skip
             counts["selections"] += 1
             if span.description:
                 etree.SubElement(sel, "Description").text = xml_text(span.description)
             for fname, value in pairs:
                 target = code_guid(fname, value)
-                coding = etree.SubElement(sel, "Coding", guid=guid("coding", sel_guid, target, user), creatingUser=user)
+                coding = etree.SubElement(sel, "Coding", guid=guid("coding", sel_guid, target, who), creatingUser=who)
                 etree.SubElement(coding, "CodeRef", targetGUID=target)
                 counts["codings"] += 1
         for col in meta:

@@ -6,8 +6,9 @@ normalised text, cut where its chunks start (chunks overlap; each piece of text 
 the chunk that ends there), every grounded quote highlighted at its offsets, and beside each chunk its codes, its
 quotes that were not found and its failure. Documents come in the order read (files, then rows), listed at the top
 in a list that folds away when long. A menu filters by code: it shows the chunks with that code and those whose
-text shows a quote of it (a quote in the overlap with the previous chunk is shown there). The same run gives the
-same bytes.
+text shows a quote of it (a quote in the overlap with the previous chunk is shown there). Above the documents,
+"disagreements first": each unit and field where sources disagree (results/disagreements.parquet), in its review
+order, their values side by side beside the passage. The same run gives the same bytes.
 
 The spreadsheet (results/review/review.csv) has one row per chunk and field: the model's answer, and empty
 `decision` (accept, reject or correct), `corrected_value`, `reviewer` and `note` columns.
@@ -50,6 +51,9 @@ h2{font-size:1.05em;margin:1.6em 0 .4em;border-bottom:2px solid #adb5bd}
 .chunk{display:grid;grid-template-columns:minmax(0,3fr) minmax(14em,2fr);gap:1em;border-top:1px solid #e9ecef;
 padding:.4em 0}
 .chunk.hidden{display:none}
+#disagreements table{border-collapse:collapse;width:100%}
+#disagreements td{border-top:1px solid #e9ecef;vertical-align:top;padding:.3em .5em}
+#disagreements .text{max-height:12em;overflow:auto}
 .text{white-space:pre-wrap;font-family:Georgia,serif}
 mark{background:var(--c);background:color-mix(in srgb,var(--c) 30%,white);border-bottom:2px solid var(--c);
 padding:0}
@@ -203,9 +207,11 @@ def page(
     codes: pd.DataFrame,
     failures: pd.DataFrame,
     model: str,
+    disagreements: pd.DataFrame | None = None,
 ) -> Iterator[str]:
     """The review page's HTML, a document at a time, so that writing it never holds the whole page. Every table is
-    walked once (no per-document selection: at thousands of documents that cost seconds)."""
+    walked once (no per-document selection: at thousands of documents that cost seconds). With `disagreements`
+    (validity.disagreements' table) the page opens with them, each unit and field's values side by side."""
     colour = {f.name: PALETTE[i % len(PALETTE)] for i, f in enumerate(coded_fields(codebook))}
     answers = _Answers(codings)
     reasons = {f.chunk_id: f.reason for f in failures.itertuples() if f.chunk_id is not None}
@@ -239,6 +245,8 @@ def page(
         + "".join(f'<a href="#doc-{i}">{_e(doc_id)}</a>' for i, (doc_id, _) in enumerate(docs))
         + "</nav></details>\n"
     )
+    if disagreements is not None and len(disagreements):
+        yield disagreements_html(disagreements, dict(docs), {d: i for i, (d, _) in enumerate(docs)})
     for i, (doc_id, text) in enumerate(docs):
         out = [f'<section class="doc" id="doc-{i}">\n<h2>{_e(doc_id)}</h2>\n']
         doc_chunks = sorted(chunks_of.get(doc_id, []), key=lambda ch: ch.chunk_index)
@@ -279,6 +287,40 @@ def page(
         out.append("</section>\n")
         yield "".join(out)
     yield f"</main>\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
+
+
+PASSAGE_MAX = 1200  # characters of a document shown beside its disagreements (a chunk is shown whole)
+
+
+def disagreements_html(disagreements: pd.DataFrame, texts: Mapping[str, str], doc_index: Mapping[str, int]) -> str:
+    """The "disagreements first" view: one row per unit and field in the table's review order, every source's
+    values side by side, the passage, and a link to the unit below."""
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    where: dict[tuple[str, str], Any] = {}
+    for r in disagreements.itertuples(index=False):
+        key = (r.unit, r.field)
+        seen = groups.setdefault(key, {})
+        seen.setdefault(r.source_a, r.value_a)
+        seen.setdefault(r.source_b, r.value_b)
+        where.setdefault(key, r)
+    rows = []
+    for key, values in groups.items():
+        r = where[key]
+        text = texts.get(r.doc_id, "")
+        whole = pd.isna(r.start)
+        passage = text[:PASSAGE_MAX] + ("…" if len(text) > PASSAGE_MAX else "") if whole else text[r.start : r.end]
+        target = f"doc-{doc_index.get(r.doc_id, 0)}" if whole else f"chunk-{r.unit}"
+        sides = "".join(f"<li><b>{_e(s)}</b>: {_e(v) or '—'}</li>" for s, v in values.items())
+        rows.append(f'<tr><td><a href="#{_e(target)}">{_e(r.unit)}</a></td><td>{_e(r.field)}</td>'
+                    f'<td><ul>{sides}</ul></td><td><div class="text">{_e(passage)}</div></td></tr>')  # fmt: skip
+    return (
+        f'<section id="disagreements"><h2>Disagreements first ({len(groups)} units and fields)</h2>\n'
+        "<p>Where sources (human coders, their majority, the model, its arms and replicates) gave a field different "
+        "values: most sources in conflict first, rare codes before common. Decide in review.csv.</p>\n"
+        "<table><thead><tr><th>unit</th><th>field</th><th>values</th><th>passage</th></tr></thead><tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table></section>\n"
+    )
 
 
 def _chunk_html(ch: Any, answer: Mapping[str, Any] | None, codes: list[Any], reasons: Mapping[str, str],
@@ -328,8 +370,9 @@ def write_review(
     model: str,
     page_out: str | Path,
     csv_out: str | Path,
+    disagreements: str | Path | None = None,
 ) -> dict[str, int]:
-    """Write the review page and review.csv from the published tables."""
+    """Write the review page and review.csv from the published tables (and the disagreements table, shown first)."""
     docs = tables.read(documents, "documents", ["doc_id", "text"]).to_pandas()
     chunk_table = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "chunk_index", "start", "end"]).to_pandas()
     wide = tables.read(codings, "codings").to_pandas()
@@ -338,7 +381,8 @@ def write_review(
     fail = tables.read(failures, "failures", ["chunk_id", "reason"]).to_pandas()
     Path(page_out).parent.mkdir(parents=True, exist_ok=True)
     with open(page_out, "w", encoding="utf-8") as fh:
-        fh.writelines(page(codebook, docs, chunk_table, wide, code_table, fail, model))
+        found = tables.read(disagreements, "disagreements").to_pandas() if disagreements else None
+        fh.writelines(page(codebook, docs, chunk_table, wide, code_table, fail, model, found))
     n_rows = 0
     with tables.open_csv(csv_out) as fh:
         for rows in review_row_batches(codebook, chunk_table, wide, code_table):

@@ -171,6 +171,52 @@ STABILITY = pa.schema(
     ]
 )
 
+# One row per unit, field and pair of sources that disagree (validity.disagreements): a worklist for review.
+DISAGREEMENTS = pa.schema(
+    [
+        pa.field("unit", pa.string(), nullable=False),  # a doc_id or a chunk_id, as validation.unit says
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("start", pa.int64()),  # the chunk's place in its document; null for a document
+        pa.field("end", pa.int64()),
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("source_a", pa.string(), nullable=False),
+        pa.field("value_a", pa.string(), nullable=False),  # the values given, "; "-joined; empty: none
+        pa.field("source_b", pa.string(), nullable=False),
+        pa.field("value_b", pa.string(), nullable=False),
+        pa.field("disputed", pa.string(), nullable=False),  # the values one gave and the other did not
+        pa.field("n_sources", pa.int64(), nullable=False),  # sources in some disagreement on this unit and field
+    ]
+)
+
+# Agreement per code per codebook version, accumulated across runs (validity.history): AGREEMENT's pair rows with
+# the codebook that produced them; `revision` numbers the codebooks in the order they were first recorded.
+AGREEMENT_HISTORY = pa.schema(
+    [
+        pa.field("revision", pa.int64(), nullable=False),
+        pa.field("codebook_name", pa.string(), nullable=False),
+        pa.field("codebook_version", pa.string(), nullable=False),
+        pa.field("codebook_sha256", pa.string(), nullable=False),
+        pa.field("recorded_at", pa.string(), nullable=False),  # ISO 8601, UTC: the run that recorded the rows
+        *[f for f in AGREEMENT if f.name != "assessment"],
+    ]
+)
+
+# A reviewer's decisions as human codings by the coder `consensus` (exchange.corrections.write_consensus), in the
+# tidy layout validity.gold reads, with who decided and when; a row with no field: the decider read the document.
+CONSENSUS = pa.schema(
+    [
+        pa.field("coder", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("field", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("start", pa.int64()),
+        pa.field("end", pa.int64()),
+        pa.field("quote", pa.string()),
+        pa.field("decided_by", pa.string(), nullable=False),
+        pa.field("decided_at", pa.string(), nullable=False),  # ISO 8601, UTC
+    ]
+)
+
 # Prevalence of each code over the corpus (the prevalence rule): from the model's codes and corrected with the
 # human-coded probability sample (validity.prevalence), overall (by, group null) and by validation.by's groups.
 PREVALENCE = pa.schema(
@@ -273,6 +319,7 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
         "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY, "prevalence": PREVALENCE,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
         "candidates": CANDIDATES, "saturation": SATURATION,  # snakemake propose
+        "disagreements": DISAGREEMENTS, "consensus": CONSENSUS, "agreement_history": AGREEMENT_HISTORY,
     }[name]  # fmt: skip
 
 

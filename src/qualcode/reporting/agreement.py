@@ -118,9 +118,13 @@ def agreement_html(
     path: str | Path,
     models: Sequence[str] = ("model",),
     unit: str = "document",
+    history: pd.DataFrame | None = None,
+    disagreements: pd.DataFrame | None = None,
 ) -> None:
     """The chance-corrected coefficients as a table, with the units behind each and the raters' positives, poor and
-    too-rare ones marked, the unit named, what the majority rested on, and the model's confusion tables."""
+    too-rare ones marked, the unit named, what the majority rested on, and the model's confusion tables; with
+    `history`, the model's kappa against the reference per codebook revision; with `disagreements`, their counts
+    per code."""
     units = UNIT_NAMES.get(unit, unit)
     if agreement.empty:
         body = (
@@ -189,4 +193,37 @@ def agreement_html(
         for field, part in confusion.groupby("field", sort=False):
             table = part.pivot_table(index="reference_value", columns="rater_value", values="n_units", aggfunc="sum")
             body += f"<h3>{html.escape(str(field))}</h3>\n" + table.to_html(border=0)
+    body += revisions_html(history, reference) + disagreement_counts_html(disagreements)
     pages.write(path, pages.page("Agreement", body))
+
+
+def revisions_html(history: pd.DataFrame | None, reference: str) -> str:
+    """Cohen's kappa of the model against the reference per code (rows) and codebook revision (columns), with n."""
+    if history is None or history.empty:
+        return ""
+    rows = history[(history.rater_a == "model") & (history.rater_b == reference) & (history.metric == "cohen_kappa")]
+    if rows.empty:
+        return ""
+    rows = rows.assign(
+        code=[_code_label(f, v) for f, v in zip(rows.field, rows.value, strict=True)],
+        revision=[f"{r}: version {v}" for r, v in zip(rows.revision, rows.codebook_version, strict=True)],
+        kappa=["undefined" if pd.isna(e) else f"{e:.2f}" for e in rows.estimate],
+    )
+    rows["kappa"] = rows.kappa + " (n = " + rows.n_units.astype(str) + ")"
+    table = rows.pivot_table(index="code", columns="revision", values="kappa", aggfunc="first", sort=False)
+    return (
+        f"\n<h2>Agreement by codebook revision (Cohen's kappa, model against {html.escape(reference)})</h2>\n"
+        + table.to_html(border=0, na_rep="")
+    )
+
+
+def disagreement_counts_html(disagreements: pd.DataFrame | None) -> str:
+    """Per code: the units where some pair of sources disagrees on it, and the pairs (disagreements.parquet)."""
+    if disagreements is None or disagreements.empty:
+        return ""
+    long = disagreements.assign(value=disagreements.disputed.str.split("; ")).explode("value")
+    counts = long.groupby(["field", "value"]).agg(units=("unit", "nunique"), pairs=("unit", "size")).reset_index()
+    counts = counts.sort_values(["units", "field", "value"], ascending=[False, True, True], kind="stable")
+    return "\n<h2>Disagreements per code (disagreements.parquet)</h2>\n" + counts.to_html(
+        index=False, border=0, escape=True
+    )

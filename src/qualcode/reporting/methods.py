@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..validity.history import revisions_text
 from ..validity.validation import RARE, human_raters, majority_basis, positives, reference_used, too_rare
 
 NOT_RECORDED = "not recorded"
@@ -243,7 +244,10 @@ def holdout_paragraph(holdout: Mapping[str, Any] | None) -> str | None:
 
 
 def validation_paragraph(
-    agreement: pd.DataFrame, settings: dict[str, Any], stability: pd.DataFrame | None = None
+    agreement: pd.DataFrame,
+    settings: dict[str, Any],
+    stability: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
 ) -> str | None:
     """The validation sentences, from the agreement and stability tables: who coded how many units, which
     statistics, the spread of Krippendorff's alpha between humans and between each model (the run's, each arm) and
@@ -315,6 +319,9 @@ def validation_paragraph(
                      f"marked the code present on fewer than {RARE} {unit} (as few as {fewest}): their coefficients "
                      "and intervals rest on a handful of units and are not interpreted.")  # fmt: skip
         parts.append(text + " Every estimate, with its interval and number of units, is in agreement.parquet.")
+        revised = revisions_text(history, reference) if history is not None else None
+        if revised:
+            parts.append(revised + " Per code and revision in agreement_history.parquet.")
     if settings.get("replicates", 1) > 1:
         text = (
             f"Every chunk was coded {settings['replicates']} times by each model (the replicate number is part of the "

@@ -69,14 +69,23 @@ def write_validation_report(
     out: Mapping[str, str | Path],
     models: Sequence[str] = ("model",),
     unit: str = "document",
+    history: str | Path | None = None,
+    disagreements: str | Path | None = None,
 ) -> int:
-    """The forest plot and the agreement page; returns the number of agreement rows. `models`: the run's model
-    and the arms, as named in the table; `unit`: validation.unit."""
+    """The forest plot and the agreement page (with the codebook's history and the disagreements per code, when
+    given); returns the number of agreement rows. `models`: the run's model and the arms, as named in the table;
+    `unit`: validation.unit."""
     a = tables.read(agreement, "agreement").to_pandas()
     c = tables.read(confusion, "confusion").to_pandas()
     reference = reference_used(human_raters(a, models), reference)
     plot_agreement(a, reference, out["agreement_plot"], models)
-    agreement_html(a, c, reference, out["agreement_page"], models, unit)
+    h = tables.read(history, "agreement_history").to_pandas() if history else None
+    d = (
+        tables.read(disagreements, "disagreements", ["unit", "field", "disputed"]).to_pandas()
+        if disagreements
+        else None
+    )
+    agreement_html(a, c, reference, out["agreement_page"], models, unit, h, d)
     return len(a)
 
 

@@ -18,6 +18,7 @@ resamples) is tested to agree with it, as the kappas are with scikit-learn and s
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -196,15 +197,22 @@ def _row(code: Code, a: str, b: str | None, metric: str, values: np.ndarray, n: 
 
 
 def evaluate(
-    codes: list[Code], raters: list[str], models: list[str], reference: str, weights: np.ndarray
+    codes: list[Code],
+    raters: list[str],
+    models: list[str],
+    reference: str,
+    weights: np.ndarray,
+    outside_majority: Sequence[str] = (),
 ) -> tuple[list[dict], list[dict]]:
     """Agreement rows (every pair of raters, all raters together when 3 or more, each rater's prevalence, each
     model against the reference, and with a majority reference what it rested on: its prevalence, the share of
     units only one coder coded and the share tied) and confusion rows (each model against the reference, for whole
     fields).
 
-    `reference` is a human rater's name, or "majority": the human raters' majority, ties left out."""
+    `reference` is a human rater's name, or "majority": the human raters' majority (but `outside_majority`, a
+    consensus negotiated from them), ties left out."""
     humans = [i for i, r in enumerate(raters) if r not in models]
+    voters = [i for i in humans if raters[i] not in outside_majority]
     rows: list[dict] = []
     confusion: list[dict] = []
     for code in codes:
@@ -213,11 +221,11 @@ def evaluate(
             for i, r in enumerate(raters):
                 share, n = prevalence(x[:, i], weights)
                 rows.append(_row(code, r, None, "prevalence", share, n[0]))
-        ref = majority(x[:, humans], k) if reference == "majority" else x[:, raters.index(reference)]
-        if reference == "majority" and len(humans) >= 2:
+        ref = majority(x[:, voters], k) if reference == "majority" else x[:, raters.index(reference)]
+        if reference == "majority" and len(voters) >= 2:
             # what the majority rests on when coders coded different units: its prevalence, the units only one
             # coder coded (there the majority is that coder), and those left out as ties
-            coders = (x[:, humans] >= 0).sum(1)
+            coders = (x[:, voters] >= 0).sum(1)
             some = (coders >= 1).astype(np.float64)
             if code.value is not None:
                 share, n = prevalence(ref, weights)
@@ -230,7 +238,7 @@ def evaluate(
             if raters[j] in models and raters[i] not in models:
                 i, j = j, i  # a model is rater_a beside a human: tables read model against human alike
             pairs.append((raters[i], raters[j], x[:, i], x[:, j]))
-        if reference == "majority" and len(humans) >= 2:
+        if reference == "majority" and len(voters) >= 2:
             pairs += [(m, "majority", x[:, raters.index(m)], ref) for m in models]
         for a, b, xa, xb in pairs:
             tables = joint_tables(xa, xb, k, weights)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..config import RESERVED_RATERS
+from ..config import CONSENSUS, RESERVED_RATERS
 from ..errors import ConfigError
 from ..ids import canonical_json, file_sha256, utc_now
 from ..inputs.codebook import Codebook, CodeField
@@ -223,11 +223,11 @@ def agreement_tables(
     humans = [r for r in raters if r not in models]
     if reference != "majority" and reference not in humans:
         raise ConfigError(f"validation.reference: {reference!r} is not one of the human coders ({', '.join(humans)})")
-    reference = reference_used(humans, reference)
+    reference = reference_used([h for h in humans if h != CONSENSUS], reference)
     n_units = len(next(iter(rated.values()))) if rated else 0
     weights = agreement.bootstrap_weights(n_units, resamples, seed)
     rows, confusion = agreement.evaluate(
-        codes_for_raters(cb, presence, rated), raters, list(models), reference, weights
+        codes_for_raters(cb, presence, rated), raters, list(models), reference, weights, (CONSENSUS,)
     )
     return {
         "agreement": pa.Table.from_pylist([{**r, "split": split} for r in rows], schema=tables.AGREEMENT),

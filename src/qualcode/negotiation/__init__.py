@@ -1,0 +1,1 @@
+"""Negotiation: disagreements settled and the codebook refined from them, proposed for the researcher to adopt."""
