@@ -1,7 +1,7 @@
 """A small protocol-level OpenAI-compatible HTTP server for the test suite.
 
 Standard library only. It speaks just enough of the OpenAI REST protocol for the real ``openai``
-client: ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``. Answers are JSON
+client: ``POST /v1/chat/completions`` (non-streaming), ``POST /v1/embeddings`` and ``GET /v1/models``. Answers are JSON
 documents generated deterministically from the JSON Schema in the request's ``response_format``;
 faults (HTTP errors, broken content, non-JSON bodies, hangs, connection resets) can be scripted or
 drawn at random under a seed; every request and its outcome is recorded so tests can count them.
@@ -44,6 +44,7 @@ __all__ = [
     "FakeServer",
     "body_hash",
     "default_answer",
+    "embedding_of",
     "generate_instance",
     "request_schema",
 ]
@@ -368,6 +369,18 @@ def default_answer(body: dict[str, Any]) -> str:
     return json.dumps(generate_instance(schema, _last_user_text(body)), ensure_ascii=False)
 
 
+EMBEDDING_DIMS = 32
+
+
+def embedding_of(text: str) -> list[float]:
+    """The fake server's embedding of `text` (see FakeServer._embeddings)."""
+    vector = [0.0] * EMBEDDING_DIMS
+    for word in re.findall(r"\w+", text.lower()):
+        vector[int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % EMBEDDING_DIMS] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [round(v / norm, 6) for v in vector]
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -532,6 +545,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         raw = self._read_body()
+        if path == "/v1/embeddings":
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._error(400, "request body is not valid JSON")
+                return
+            self.server.fake._embeddings(self, body)
+            return
         if path != "/v1/chat/completions":
             self._error(404, f"no route POST {path}")
             return
@@ -572,6 +593,9 @@ class FakeServer:
         # outlives hang_seconds still answers, but stays a "hang"), "rejected" (streaming) or "answer_fn_error".
         self.outcomes: list[tuple[str, str]] = []
         self.answer_fn: Callable[[dict[str, Any]], str] | None = None
+        # /v1/embeddings: every text embedded, in arrival order (not counted by count(): that is chat requests)
+        self.embedded: list[str] = []
+        self.embedding_requests = 0
         self.base_url = ""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -682,6 +706,23 @@ class FakeServer:
             if r < cumulative:
                 return Fault.from_key(key)
         return None
+
+    def _embeddings(self, handler: _Handler, body: Any) -> None:
+        """A deterministic vector per input text: its words hashed into EMBEDDING_DIMS buckets, L2-normalised, so
+        texts sharing words lie close together."""
+        texts = body.get("input") if isinstance(body, dict) else None
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            handler._error(400, "input must be a string or a list of strings")
+            return
+        with self._lock:
+            self.embedding_requests += 1
+            self.embedded.extend(texts)
+        data = [{"object": "embedding", "index": i, "embedding": embedding_of(t)} for i, t in enumerate(texts)]
+        tokens = sum(_words(t) for t in texts)
+        payload = {"object": "list", "data": data, "model": body.get("model") or self.model_served,
+                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+        handler._send(200, payload)
 
     def _chat(self, handler: _Handler, body: dict[str, Any]) -> None:
         digest = body_hash(body)

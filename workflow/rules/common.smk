@@ -34,6 +34,7 @@ if _left_out and workflow.is_main_process:
 RESULTS = CFG.results_dir
 TABLES = qualcode.outputs.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.outputs.tables.VALIDATION
+THEME_TABLES = qualcode.outputs.tables.THEME_TABLES
 
 _codebook_raw = qualcode.inputs.codebook.read(CFG.codebook)
 CODEBOOK = qualcode.inputs.codebook.parse(_codebook_raw, CFG.codebook)
@@ -215,6 +216,7 @@ def final_outputs(wildcards):
                 name=TABLES,
             ),
             *rules.qdpx_export.output,
+            *(rules.themes.output if CFG.themes.enabled else []),
             *rules.review_page.output,
             *(rules.apply_corrections.output if CFG.review.corrections else []),
         ]

@@ -18,6 +18,10 @@ rule replay_archive:
                 for path in qualcode.config.arm_prompts(CFG, arm).values()
             }
         ),
+        # provider embeddings of the themes stage (themes.embeddings): their answers are in the archive too
+        theme_vectors=(
+            theme_vector_files if CFG.themes.enabled and CFG.themes.embeddings else []
+        ),
     output:
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
     log:
@@ -26,6 +30,7 @@ rule replay_archive:
         llm=qualcode.config.job_llm(CFG.llm),
         prompt_context=CFG.prompt_context.model_dump(mode="json"),
         variants=variant_codings,
+        embeddings=CFG.themes.embeddings if CFG.themes.enabled else None,
     script:
         "../scripts/replay_archive.py"
 

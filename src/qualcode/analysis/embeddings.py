@@ -8,13 +8,18 @@ Euclidean distances order pairs as cosine distances do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.preprocessing import normalize
+
+from ..coding import embeddings as provider
+from ..coding.cache import AnswerCache
+from ..config import LimitsConfig, LLMConfig, Price
 
 # 2**18 buckets: collisions are rare for a study's vocabulary, and the sparse counts stay small.
 HASH_FEATURES = 2**18
@@ -47,3 +52,99 @@ def reduce_counts(counts: sparse.spmatrix, dims: int = 64, seed: int = 0) -> np.
         return normalize(dense)
     svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=seed)
     return normalize(svd.fit_transform(weighted))
+
+
+# -- stored by shard, reduced over all: bounded memory at any corpus size -------------------------------------------
+
+# At most this many rows fit the weights and the reduction; the rest are only transformed, a shard at a time.
+FIT_ROWS = 20_000
+
+
+def count_rows(texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
+    """Each text's hashed term counts as (term indices, counts): what a shard's store keeps for the offline vectors."""
+    counts = term_counts(texts)
+    return (
+        [counts.indices[a:b].tolist() for a, b in itertools.pairwise(counts.indptr)],
+        [counts.data[a:b].tolist() for a, b in itertools.pairwise(counts.indptr)],
+    )
+
+
+def rows_matrix(terms: Sequence[Sequence[int]], counts: Sequence[Sequence[float]], width: int) -> sparse.csr_matrix:
+    """The sparse matrix of stored rows (`count_rows`, or dense vectors given as all their indices)."""
+    indptr = np.zeros(len(terms) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(t) for t in terms])
+    indices = np.fromiter(itertools.chain.from_iterable(terms), dtype=np.int32, count=int(indptr[-1]))
+    data = np.fromiter(itertools.chain.from_iterable(counts), dtype=np.float64, count=int(indptr[-1]))
+    return sparse.csr_matrix((data, indices, indptr), shape=(len(terms), width))
+
+
+def reduce_pieces(
+    pieces: Callable[[], Iterator[sparse.csr_matrix]], dims: int = 64, seed: int = 0, tfidf: bool = True
+) -> np.ndarray:
+    """Dense, L2-normalised float32 vectors of every row of `pieces()` (called once or twice; each call yields the
+    same sparse matrices in the same order, e.g. one per shard read from disk), in bounded memory: the IDF weights
+    are counted over all rows, the seeded truncated SVD is fitted on at most FIT_ROWS of them (a seeded sample) and
+    every piece is then transformed in turn. `tfidf=False` reduces stored dense vectors (a provider's embeddings) the
+    same way. A row with no terms stays all zeros."""
+    sizes, df, width = [], None, 0
+    for piece in pieces():
+        sizes.append(piece.shape[0])
+        width = piece.shape[1]
+        if tfidf:  # in how many rows each term occurs
+            col = np.bincount(piece.indices, minlength=width)
+            df = col if df is None else df + col
+    n = sum(sizes)
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    idf = np.log((1 + n) / (1 + df)) + 1 if tfidf else None
+
+    def weighted(m: sparse.csr_matrix) -> sparse.csr_matrix:
+        if not tfidf:
+            return normalize(m)
+        m = m.astype(np.float64, copy=True)
+        m.data = 1 + np.log(m.data)
+        return normalize(m @ sparse.diags(idf))
+
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(n, size=FIT_ROWS, replace=False)) if n > FIT_ROWS else None
+    sample, offset = [], 0
+    for piece in pieces():
+        if chosen is None:
+            sample.append(weighted(piece))
+        else:
+            lo, hi = np.searchsorted(chosen, [offset, offset + piece.shape[0]])
+            sample.append(weighted(piece[chosen[lo:hi] - offset]))
+        offset += piece.shape[0]
+    fit = sparse.vstack(sample).tocsr()
+    used = np.unique(fit.indices).size
+    k = min(dims, fit.shape[0] - 1, used - 1)
+    if k < 1:  # one text, or texts sharing one term: nothing to reduce
+        keep = np.unique(fit.indices)
+        out = [weighted(p)[:, keep].toarray() for p in pieces()] if used else [np.zeros((s, 1)) for s in sizes]
+        return normalize(np.vstack(out)).astype(np.float32)
+    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=seed).fit(fit)
+    del fit, sample
+    return np.vstack([normalize(svd.transform(weighted(p))) for p in pieces()]).astype(np.float32)
+
+
+def vectors(
+    texts: Sequence[str],
+    model: str | None = None,
+    llm: LLMConfig | None = None,
+    cache: AnswerCache | None = None,
+    limits: LimitsConfig | None = None,
+    price: Price | None = None,
+    dims: int = 64,
+    seed: int = 0,
+) -> np.ndarray:
+    """The one way to turn passages into vectors: a row per text, L2-normalised, at most `dims` wide, the same for
+    the same inputs. Without `model`, the offline vectors (no model, no network); with it, `model`'s embeddings
+    from llm's OpenAI-compatible endpoint through the answer cache (`coding.embeddings.embed`: only texts never
+    embedded before are sent), reduced to `dims` by the same seeded SVD."""
+    if model is None:
+        return offline_vectors(texts, dims, seed).astype(np.float32)
+    if llm is None or cache is None:
+        raise ValueError("provider embeddings need the llm settings and the answer cache")
+    embedded, _ = provider.embed(texts, llm, model, cache, limits, price)
+    dense = sparse.csr_matrix(np.asarray(embedded, dtype=np.float64).reshape(len(texts), -1))
+    return reduce_pieces(lambda: iter([dense]), dims, seed, tfidf=False)

@@ -1,0 +1,63 @@
+# From codes to themes (themes.enabled): every coded chunk as a vector, stored by shard, then one seeded clustering
+# of them all into the theme tables. A shard's vectors are made once: its name is a hash of its chunks, so a rerun or
+# a corpus with documents added embeds only the new shards, and provider embeddings come from the answer cache for
+# any text embedded before.
+
+EMBEDDINGS = CFG.themes.embeddings
+
+
+def theme_vector_files(wildcards):
+    return expand(f"{RESULTS}/work/themes/vectors/{{shard}}.parquet", shard=shard_ids())
+
+
+if ON_CLUSTER and EMBEDDINGS:
+
+    # provider embeddings open the answer cache (SQLite): they stay on the submit host, where it is
+    localrules:
+        theme_vectors,
+
+
+rule theme_vectors:
+    input:
+        chunks=ancient(f"{RESULTS}/work/chunks.parquet"),
+        plan=ancient(f"{RESULTS}/work/shards.json"),
+        results=f"{RESULTS}/work/shards/{{shard}}.parquet",
+    output:
+        vectors=f"{RESULTS}/work/themes/vectors/{{shard}}.parquet",
+    log:
+        f"{RESULTS}/logs/theme_vectors/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/theme_vectors/{{shard}}.tsv"
+    resources:
+        llm_requests=1 if EMBEDDINGS else 0,
+    params:
+        themes=CFG.themes.model_dump(mode="json", include={"enabled", "embeddings"}),
+        llm=qualcode.config.job_llm(CFG.llm) if EMBEDDINGS else None,
+        cache_dir=CACHE_DIR if EMBEDDINGS else None,
+        limits=CFG.limits.model_dump(exclude={"confirm_new_requests"}),
+        price=(
+            CFG.prices[EMBEDDINGS].model_dump()
+            if EMBEDDINGS and EMBEDDINGS in CFG.prices
+            else None
+        ),
+    script:
+        "../scripts/theme_vectors.py"
+
+
+rule themes:
+    input:
+        vectors=theme_vector_files,
+        excerpts=f"{RESULTS}/excerpts.parquet",
+    output:
+        **{name: f"{RESULTS}/{name}.parquet" for name in THEME_TABLES},
+        excerpts_csv=f"{RESULTS}/themes_excerpts.csv",
+        methods=f"{RESULTS}/themes/methods.md",
+    log:
+        f"{RESULTS}/logs/themes/themes.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/themes/themes.tsv"
+    params:
+        themes=CFG.themes.model_dump(mode="json"),
+        origin=ORIGIN,
+    script:
+        "../scripts/themes.py"
