@@ -92,8 +92,10 @@ class Clustering:
     silhouettes: dict[int, float] = field(default_factory=dict)
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int) -> MiniBatchKMeans:
-    return MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=BATCH, n_init=3, max_no_improvement=20).fit(x)
+def _kmeans(x: np.ndarray, k: int, seed: int, n_init: int = 1) -> MiniBatchKMeans:
+    return MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=BATCH, n_init=n_init, max_no_improvement=20).fit(
+        x
+    )
 
 
 def _sample(n: int, size: int, seed: int) -> np.ndarray:
@@ -131,12 +133,12 @@ def cluster(x: np.ndarray, settings: ThemesConfig) -> Clustering:
     distance = np.full(n, np.nan)
     if len(assigned) == 0:
         return Clustering(labels, distance, 0, "no passages to cluster")
-    xa = x[assigned]
+    xa = x[assigned].astype(np.float64)  # distances in float64: the tables' numbers do not carry float32 noise
     k, criterion, scores = choose_k(xa, settings)
     if k == 1:
         raw, centres = np.zeros(len(xa), dtype=int), xa.mean(axis=0, keepdims=True)
     else:
-        model = _kmeans(xa, k, settings.seed)
+        model = _kmeans(xa, k, settings.seed, n_init=3)  # the published themes: the best of three starts
         raw, centres = model.labels_, model.cluster_centers_
     d = np.linalg.norm(xa - centres[raw], axis=1)
     # themes numbered by size, largest first; ties by their first passage, so the numbers never depend on the seed's
@@ -182,7 +184,7 @@ def projection(x: np.ndarray, seed: int) -> np.ndarray:
     if x.shape[1] < 2 or len(x) < 3:
         return np.zeros((len(x), 2))
     pca = PCA(n_components=2, random_state=seed, svd_solver="randomized").fit(x[_sample(len(x), 20_000, seed)])
-    return np.round(pca.transform(x), 6)
+    return np.round(pca.transform(x).astype(np.float64), 6)
 
 
 # -- the tables -------------------------------------------------------------------------------------------------
@@ -360,15 +362,12 @@ def build(
 
 def methods_sentence(summary: dict[str, Any], settings: ThemesConfig) -> str:
     """What a methods section says of the themes, from the figures computed (never assumed)."""
-    vectors = (
-        f"the embeddings of {settings.embeddings}"
-        if settings.embeddings
-        else "hashed word and word-pair TF-IDF vectors reduced by a seeded truncated SVD"
-    )
+    vectors = f"the embeddings of {settings.embeddings}" if settings.embeddings else "hashed word and word-pair TF-IDF"
+    k = summary["n_themes"]
     text = (
-        f"The {summary['n_chunks']:,} coded passages were represented by {vectors} ({settings.dims} dimensions) and "
-        f"grouped by seeded mini-batch k-means (seed {settings.seed}) into {summary['n_themes']} themes, "
-        f"{summary['criterion']}"
+        f"The {summary['n_chunks']:,} coded passages were represented by {vectors}, reduced by a seeded truncated SVD "
+        f"to at most {settings.dims} dimensions, and grouped by seeded mini-batch k-means (seed {settings.seed}) "
+        f"into {k} theme{'s' * (k != 1)}, {summary['criterion']}"
     )
     left = summary["unassigned"]
     if left:
