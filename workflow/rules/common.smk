@@ -216,7 +216,11 @@ def final_outputs(wildcards):
                 name=TABLES,
             ),
             *rules.qdpx_export.output,
-            *(rules.themes.output if CFG.themes.enabled else []),
+            *(
+                [*rules.themes.output, *rules.theme_plots.output]
+                if CFG.themes.enabled
+                else []
+            ),
             *rules.review_page.output,
             *(rules.apply_corrections.output if CFG.review.corrections else []),
         ]

@@ -61,3 +61,37 @@ rule themes:
         origin=ORIGIN,
     script:
         "../scripts/themes.py"
+
+
+# The themes in the report: the map, the heat map and a page per theme; each bounded in size at any corpus size.
+rule theme_plots:
+    input:
+        themes=f"{RESULTS}/themes.parquet",
+        chunk_themes=f"{RESULTS}/chunk_themes.parquet",
+        theme_codes=f"{RESULTS}/theme_codes.parquet",
+        excerpts=f"{RESULTS}/excerpts.parquet",
+        methods=f"{RESULTS}/themes/methods.md",
+    output:
+        map=report(
+            f"{RESULTS}/report/themes_map.png",
+            caption="../report/themes_map.rst",
+            category="Themes",
+        ),
+        codes=report(
+            f"{RESULTS}/report/themes_by_codes.png",
+            caption="../report/themes_by_codes.rst",
+            category="Themes",
+        ),
+        page=report(
+            f"{RESULTS}/report/themes.html",
+            caption="../report/themes.rst",
+            category="Themes",
+        ),
+    log:
+        f"{RESULTS}/logs/theme_plots/theme_plots.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/theme_plots/theme_plots.tsv"
+    params:
+        seed=CFG.themes.seed,
+    script:
+        "../scripts/theme_plots.py"

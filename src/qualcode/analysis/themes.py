@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 SILHOUETTE_SAMPLE = 2_000  # passages the silhouette of each candidate number of themes is computed on
 BOOTSTRAP_ROWS = 20_000  # largest bootstrap sample a repeat is fitted on
-MAP_POINTS = 3_000  # most points the 2-D map draws (a seeded sample): the figure's size is bounded
 BATCH = 1_024
 
 
@@ -410,39 +409,6 @@ def excerpts_frame(result: Result, meta: Sequence[str] = ()) -> Any:
     key = frame["theme"].fillna(10**9).astype("int64")  # unassigned last
     order = np.lexsort((frame["rank"].fillna(0).to_numpy(dtype="int64"), key.to_numpy()))
     return frame.iloc[order].reset_index(drop=True)
-
-
-def quotes_in_context(result: Result, per_theme: int = 3, around: int = 160) -> dict[int, list[dict[str, str]]]:
-    """Each theme's `per_theme` most central passages that hold a grounded quote: the quote with the text around it
-    (else the passage's opening words)."""
-    c, p = result.clustering, result.passages
-    rank = ranks(c)
-    out: dict[int, list[dict[str, str]]] = {}
-    for t in range(1, c.k + 1):
-        members = np.flatnonzero(c.labels == t)
-        chosen = []
-        for i in members[np.argsort(rank[members], kind="stable")]:
-            text = p.texts[i]
-            quote = next((d["quote"] for d in p.codes[i] if d.get("quote") and d.get("grounding") != "ungrounded"
-                          and d["quote"] in text), None)  # fmt: skip
-            if quote is None:
-                continue
-            at = text.find(quote)
-            before, after = text[max(0, at - around) : at], text[at + len(quote) : at + len(quote) + around]
-            chosen.append({"chunk_id": p.chunk_ids[i], "doc_id": p.doc_ids[i], "before": before, "quote": quote,
-                           "after": after})  # fmt: skip
-            if len(chosen) == per_theme:
-                break
-        if len(chosen) < per_theme:  # passages without a quote: their opening words, so each theme shows some text
-            seen = {q["chunk_id"] for q in chosen}
-            for i in members[np.argsort(rank[members], kind="stable")]:
-                if len(chosen) == per_theme:
-                    break
-                if p.chunk_ids[i] not in seen:
-                    chosen.append({"chunk_id": p.chunk_ids[i], "doc_id": p.doc_ids[i], "before": "",
-                                   "quote": p.texts[i][: 2 * around], "after": ""})  # fmt: skip
-        out[t] = chosen
-    return out
 
 
 # -- the stage's jobs ---------------------------------------------------------------------------------------------
