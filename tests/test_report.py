@@ -15,7 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from qualcode.reporting import codes as report_codes
+from qualcode.reporting import figures as report_figures
 from qualcode.reporting import pages, report
+from qualcode.reporting import usage as report_usage
 
 from workflow_helpers import run, scratch_copy, write_config
 
@@ -47,7 +50,7 @@ def codes():
 
 
 def test_frequencies_count_chunks_and_keep_unused_values(codes, codebook):
-    freq = report.frequencies(codes, codebook).set_index(["field", "value"]).chunks
+    freq = report_codes.frequencies(codes, codebook).set_index(["field", "value"]).chunks
     assert freq["emotions", "fear"] == 2 and freq["emotions", "pride"] == 1 and freq["emotions", "none"] == 1
     assert freq["own_health", "false"] == 2 and freq["own_health", "true"] == 1
     assert "summary" not in freq.index.get_level_values("field")  # free text is not a code
@@ -55,20 +58,20 @@ def test_frequencies_count_chunks_and_keep_unused_values(codes, codebook):
 
 
 def test_cooccurrence_and_documents_by_codes(codes, codebook):
-    co = report.cooccurrence(codes, codebook)
+    co = report_codes.cooccurrence(codes, codebook)
     assert list(co.index) == list(co.columns) and (co.to_numpy() == co.to_numpy().T).all()
     assert co.loc["emotions:fear", "emotions:fear"] == 2
     assert co.loc["emotions:fear", "emotions:pride"] == 1
     assert co.loc["emotions:none", "emotions:fear"] == 0
     assert "solidarity:present" in co.index and "emotions:pride" in co.index
-    docs = report.documents_by_codes(codes, ["a", "b", "empty.txt"], codebook)
+    docs = report_codes.documents_by_codes(codes, ["a", "b", "empty.txt"], codebook)
     assert list(docs.index) == ["a", "b", "empty.txt"]
     assert docs.loc["a", "emotions:fear"] == 2 and docs.loc["b", "own_health:false"] == 1
     assert docs.loc["empty.txt"].sum() == 0
 
 
 def test_grounding_counts_one_quote_per_chunk_and_field(codes, codebook):
-    g = report.grounding(codes, codebook)
+    g = report_codes.grounding(codes, codebook)
     assert list(g.index) == ["emotions", "solidarity", "own_health"]  # summary asks for no quote
     assert g.loc["emotions"].to_dict() == {"exact": 2, "normalised": 0, "ungrounded": 1, "empty": 0}
     assert g.loc["solidarity", "empty"] == 1
@@ -91,7 +94,7 @@ def test_llm_usage_leaves_an_unpriced_cost_unknown():
             "cost": [None, None, 0.25],
         }
     )
-    usage = report.llm_usage(calls).set_index("model_asked")
+    usage = report_usage.llm_usage(calls).set_index("model_asked")
     assert usage.loc["m", "calls"] == 2 and usage.loc["m", "failed"] == 1 and usage.loc["m", "cache_hits"] == 1
     assert usage.loc["m", "tokens_in"] == 150 and usage.loc["m", "latency_median_s"] == 2.0
     assert math.isnan(usage.loc["m", "cost"]) and usage.loc["priced", "cost"] == 0.25
@@ -99,11 +102,11 @@ def test_llm_usage_leaves_an_unpriced_cost_unknown():
 
 
 def _draw_all(codes, codebook, out):
-    report.plot_frequencies(report.frequencies(codes, codebook), 3, out / "freq.png")
-    report.plot_heatmap(report.cooccurrence(codes, codebook), out / "co.png", "co", "code", "code")
-    docs = report.documents_by_codes(codes, ["a", "b"], codebook)
-    report.plot_heatmap(docs, out / "docs.png", "docs", "code", "document")
-    report.plot_grounding(report.grounding(codes, codebook), out / "grounding.png")
+    report_figures.plot_frequencies(report_codes.frequencies(codes, codebook), 3, out / "freq.png")
+    report_figures.plot_heatmap(report_codes.cooccurrence(codes, codebook), out / "co.png", "co", "code", "code")
+    docs = report_codes.documents_by_codes(codes, ["a", "b"], codebook)
+    report_figures.plot_heatmap(docs, out / "docs.png", "docs", "code", "document")
+    report_figures.plot_grounding(report_codes.grounding(codes, codebook), out / "grounding.png")
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
@@ -123,7 +126,7 @@ def test_no_codes_still_gives_every_figure(codebook, tmp_path):
 
 
 def test_pages_escape_what_the_model_wrote(tmp_path):
-    report.failures_html(pd.DataFrame(columns=["stage", "reason"]), tmp_path / "none.html")
+    report_usage.failures_html(pd.DataFrame(columns=["stage", "reason"]), tmp_path / "none.html")
     assert "No failures" in (tmp_path / "none.html").read_text()
     failures = pd.DataFrame(
         [
@@ -138,7 +141,7 @@ def test_pages_escape_what_the_model_wrote(tmp_path):
             }
         ]
     )
-    report.failures_html(failures, tmp_path / "failures.html")
+    report_usage.failures_html(failures, tmp_path / "failures.html")
     page = (tmp_path / "failures.html").read_text()
     assert "does not match the schema" in page and "<script>" not in page and "x" * 400 not in page
 
@@ -186,10 +189,10 @@ def _pixels(path) -> tuple[int, int]:
 def test_documents_by_codes_shows_only_the_documents_with_most_coded_chunks(codebook):
     codes = _many(3000)
     doc_ids = list(dict.fromkeys(codes.doc_id))
-    docs = report.documents_by_codes(codes, doc_ids, codebook)
+    docs = report_codes.documents_by_codes(codes, doc_ids, codebook)
     per_doc = codes.groupby("doc_id", sort=False).chunk_id.nunique()
     # most coded chunks first; ties in the order of doc_ids
-    expected = sorted(doc_ids, key=lambda d: (-per_doc[d], doc_ids.index(d)))[: report.TOP_DOCUMENTS]
+    expected = sorted(doc_ids, key=lambda d: (-per_doc[d], doc_ids.index(d)))[: report_codes.TOP_DOCUMENTS]
     assert list(docs.index) == expected
     assert (docs.to_numpy().sum(axis=1) >= per_doc[expected].to_numpy() * 3).all()  # >= 3 codes per chunk
     coded = codes[codes.field != "summary"]
@@ -202,29 +205,29 @@ def test_counts_at_scale_match_a_crosstab_of_the_chunks(codebook):
     codes = _many(3000)
     coded = codes[codes.field != "summary"]
     m = pd.crosstab(coded.chunk_id, coded.field + ":" + coded.value).clip(upper=1)
-    co = report.cooccurrence(codes, codebook)
+    co = report_codes.cooccurrence(codes, codebook)
     want = (m.T @ m).reindex(index=co.index, columns=co.columns)
     assert set(co.index) == set(m.columns) and (co.to_numpy() == want.to_numpy()).all()
-    freq = report.frequencies(codes, codebook).set_index(["field", "value"]).chunks
+    freq = report_codes.frequencies(codes, codebook).set_index(["field", "value"]).chunks
     assert freq["emotions", "fear"] == m["emotions:fear"].sum()
-    g = report.grounding(codes, codebook)
+    g = report_codes.grounding(codes, codebook)
     assert g.to_numpy().sum() == codes.chunk_id.nunique() * 3  # one quote per chunk and quoted field
 
 
 def test_figures_keep_their_size_at_any_corpus_size(codebook, tmp_path):
     """A heatmap of 3,000 documents is as large as one of just over TOP_DOCUMENTS, and says what it leaves out."""
     sizes = {}
-    for n in (report.TOP_DOCUMENTS + 1, 3000):
+    for n in (report_codes.TOP_DOCUMENTS + 1, 3000):
         codes = _many(n)
         doc_ids = list(dict.fromkeys(codes.doc_id))
-        docs = report.documents_by_codes(codes, doc_ids, codebook)
-        assert docs.shape == (report.TOP_DOCUMENTS, len(report.code_order(codebook)))
-        report.plot_documents(docs, len(doc_ids), tmp_path / f"docs{n}.png")
+        docs = report_codes.documents_by_codes(codes, doc_ids, codebook)
+        assert docs.shape == (report_codes.TOP_DOCUMENTS, len(report_codes.code_order(codebook)))
+        report_figures.plot_documents(docs, len(doc_ids), tmp_path / f"docs{n}.png")
         sizes[n] = _pixels(tmp_path / f"docs{n}.png")
-    assert sizes[report.TOP_DOCUMENTS + 1] == sizes[3000]
+    assert sizes[report_codes.TOP_DOCUMENTS + 1] == sizes[3000]
     height, width = sizes[3000]
-    few = report.documents_by_codes(_many(3), ["doc00000", "doc00001", "doc00002"], codebook)
-    report.plot_documents(few, 3, tmp_path / "few.png")
+    few = report_codes.documents_by_codes(_many(3), ["doc00000", "doc00001", "doc00002"], codebook)
+    report_figures.plot_documents(few, 3, tmp_path / "few.png")
     assert _pixels(tmp_path / "few.png")[0] < height  # fewer rows, a smaller figure: the cap is what bounds it
 
 
@@ -251,24 +254,26 @@ def _failures(n: int) -> pd.DataFrame:
 
 
 def test_reason_kind_drops_the_particulars():
-    assert report.reason_kind("not valid JSON: Expecting value at character 5") == "not valid JSON"
-    assert report.reason_kind("does not match the schema: emotions/value: 'x'") == "does not match the schema"
+    assert report_usage.reason_kind("not valid JSON: Expecting value at character 5") == "not valid JSON"
+    assert report_usage.reason_kind("does not match the schema: emotions/value: 'x'") == "does not match the schema"
     url = "https://api.example.org/v1 answered HTTP 429 after 3 attempts"
-    assert report.reason_kind(url) == "<url> answered HTTP N after N attempts"
-    assert report.reason_kind("line 12 is not valid JSON (Expecting value, column 1)") == "line N is not valid JSON"
-    assert report.reason_kind("") == "unknown"
+    assert report_usage.reason_kind(url) == "<url> answered HTTP N after N attempts"
+    assert (
+        report_usage.reason_kind("line 12 is not valid JSON (Expecting value, column 1)") == "line N is not valid JSON"
+    )
+    assert report_usage.reason_kind("") == "unknown"
 
 
 def test_failures_page_lists_a_bounded_number_of_rows_under_counts_by_reason(tmp_path):
     n = 3000
-    report.failures_html(_failures(n), tmp_path / "failures.html")
+    report_usage.failures_html(_failures(n), tmp_path / "failures.html")
     page = (tmp_path / "failures.html").read_text()
     by_reason, listed = page.split("<h2>Failures, in table order")
     counts = [int(c) for c in re.findall(r"<td>(\d+)</td>\s*</tr>", by_reason)]
     assert sorted(counts) == [n // 3] * 3  # three kinds of reason, whatever the numbers in them
     assert "&lt;url&gt; answered HTTP N after N attempts" in by_reason
-    assert listed.count("<tr>") == report.FAILURES_SHOWN
-    assert f"the other {n - report.FAILURES_SHOWN:,} are only in" in listed
+    assert listed.count("<tr>") == report_usage.FAILURES_SHOWN
+    assert f"the other {n - report_usage.FAILURES_SHOWN:,} are only in" in listed
     assert "doc00199" in listed and "doc00200" not in listed  # the first rows, in table order
     assert "<violence>" not in page
 
@@ -305,12 +310,14 @@ def test_write_report_from_parquet_draws_what_the_counting_functions_give(codebo
     n_coded = report.write_report(**_tables(codes, tmp_path), cb=codebook, out=out)
     assert n_coded == codes.chunk_id.nunique()
     doc_ids = list(dict.fromkeys(codes.doc_id))
-    report.plot_documents(report.documents_by_codes(codes, doc_ids, codebook), len(doc_ids), tmp_path / "d.png")
+    report_figures.plot_documents(
+        report_codes.documents_by_codes(codes, doc_ids, codebook), len(doc_ids), tmp_path / "d.png"
+    )
     assert out["documents"].read_bytes() == (tmp_path / "d.png").read_bytes()  # Parquet in row groups = DataFrame
     assert all(out[name].read_bytes().startswith(PNG) for name in figures)
     usage = out["usage"].read_text()
     assert "no price set" in usage and f"<td>{n_coded}</td>" in usage  # one call per chunk
-    assert out["failures"].read_text().count("<tr>") == report.FAILURES_SHOWN + 3  # 200 listed, 3 kinds
+    assert out["failures"].read_text().count("<tr>") == report_usage.FAILURES_SHOWN + 3  # 200 listed, 3 kinds
 
 
 # -- through Snakemake -----------------------------------------------------------------------------

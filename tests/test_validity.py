@@ -195,7 +195,7 @@ def _agreement_table(models=("model",)):
 
 
 def test_methods_and_report_say_when_a_model_agrees_poorly(tmp_path):
-    from qualcode.reporting import methods, report
+    from qualcode.reporting import agreement, methods
 
     table = _agreement_table(("model", "big"))
     settings = {"unit": "document", "reference": "majority", "bootstrap": 20, "seed": 1, "replicates": 1,
@@ -205,12 +205,12 @@ def test_methods_and_report_say_when_a_model_agrees_poorly(tmp_path):
     assert "Between arm big and the human coders' majority" in text and "too low to rely on" in text
     assert methods.validation_paragraph(table.iloc[0:0], {**settings, "arms": {}}) is None
     page = tmp_path / "agreement.html"
-    report.agreement_html(table, pd.DataFrame(), "majority", page, ["model", "big"])
+    agreement.agreement_html(table, pd.DataFrame(), "majority", page, ["model", "big"])
     html = page.read_text()
     assert "Agreement between the model and majority is poor" in html and "arm big" in html
-    report.plot_agreement(table, "majority", tmp_path / "forest.png", ["model", "big"])
+    agreement.plot_agreement(table, "majority", tmp_path / "forest.png", ["model", "big"])
     assert (tmp_path / "forest.png").stat().st_size > 0
-    rows = report.forest(table, "majority", ["model", "big"])
+    rows = agreement.forest(table, "majority", ["model", "big"])
     assert set(rows.comparison) == {"human-human", "model vs majority", "big vs majority"}
 
 
