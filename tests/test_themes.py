@@ -225,3 +225,41 @@ def test_same_inputs_give_byte_identical_tables(tmp_path):
     assert result.unassigned == 2 and result.summary()["n_chunks"] == len(texts)
     csv = pd.read_csv(tmp_path / "one" / "themes_excerpts.csv", encoding="utf-8-sig")
     assert csv.theme.isna().sum() == 2 and csv.theme.isna().tolist()[-2:] == [True, True]  # unassigned last
+
+
+# -- the report ----------------------------------------------------------------------------------------------------
+
+
+def test_the_report_draws_a_bounded_map_and_a_page_with_quotes_in_context(tmp_path, monkeypatch):
+    from qualcode.reporting import themes as report_themes
+
+    x, _ = _blobs([12, 9], 0.05)
+    texts = [f"Before <b>words</b> the quote {i} after words" for i in range(21)]
+    codes = [[{"field": "topic", "value": "care" if i < 12 else "pay", "quote": f"the quote {i}",
+               "grounding": "exact"}] for i in range(21)]  # fmt: skip
+    p = _passages(21, codes)
+    p.texts = texts
+    result = themes.build(x, p, ThemesConfig(n_themes=2))
+    paths = {name: tmp_path / f"{name}.parquet" for name in tables.THEME_TABLES}
+    for name, path in paths.items():
+        tables.write(result.tables[name], path)
+    excerpts = pa.Table.from_pylist(
+        [{"doc_id": p.doc_ids[i], "chunk_index": p.chunk_index[i], "chunk_id": p.chunk_ids[i], "status": "coded",
+          "start": 0, "end": 1, "speakers": [], "text": texts[i], "codes": codes[i], "codes_text": ""}
+         for i in range(21)], schema=tables.EXCERPTS)  # fmt: skip
+    tables.write(excerpts, tmp_path / "excerpts.parquet")
+    (tmp_path / "methods.md").write_text(themes.methods_sentence(result.summary(), ThemesConfig(n_themes=2)))
+
+    monkeypatch.setattr(report_themes, "MAP_POINTS", 10)
+    assert report_themes.plot_map(paths["chunk_themes"], paths["themes"], tmp_path / "map.png") == 10
+    report_themes.plot_theme_codes(paths["theme_codes"], paths["themes"], tmp_path / "codes.png")
+    assert (tmp_path / "map.png").stat().st_size > 0 and (tmp_path / "codes.png").stat().st_size > 0
+    n = report_themes.write_page(paths["themes"], tmp_path / "excerpts.parquet", tmp_path / "methods.md",
+                                 tmp_path / "themes.html")  # fmt: skip
+    page = (tmp_path / "themes.html").read_text()
+    assert n == 2 and "<b>" not in page and "&lt;b&gt;words&lt;/b&gt;" in page
+    assert page.count("<li>") == 6  # three passages per theme
+    assert "grouped by seeded mini-batch k-means" in page
+    for theme in result.tables["themes"].to_pylist():
+        first = int(theme["representatives"][0][1:])
+        assert f"<strong>the quote {first}</strong>" in page  # the most central passage's quote, in its context

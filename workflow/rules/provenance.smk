@@ -48,6 +48,10 @@ rule manifest:
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
+        # the themes' methods sentence joins the methods paragraph (themes.enabled)
+        themes_methods=(
+            f"{RESULTS}/themes/methods.md" if CFG.themes.enabled else []
+        ),
     output:
         manifest=f"{RESULTS}/manifest.json",
         methods=f"{RESULTS}/methods.md",

@@ -38,7 +38,8 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         params.validation,
         tables.read(inp.stability, "stability").to_pandas(),
     )
-    text = methods.document(manifest, cb.name, cb.version, appendix, validation)
+    themes = Path(inp.themes_methods).read_text(encoding="utf-8") if inp.get("themes_methods") else None
+    text = methods.document(manifest, cb.name, cb.version, appendix, validation, themes)
     Path(out.methods).write_text(text, encoding="utf-8")
     pages.methods_html(text, out.methods_page)
     log.info("methods paragraph written")
