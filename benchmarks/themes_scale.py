@@ -103,8 +103,8 @@ def main() -> None:
         tables.write(excerpts, work / "excerpts.parquet")
         del excerpts
         words = sum(len(t.split()) for t in texts) / n
-        print(f"{n:,} chunks (mean {words:.0f} words), {opts.shards} shards, "
-              f"{'provider vectors of %d dims' % opts.embeddings if opts.embeddings else 'offline vectors'}")  # fmt: skip
+        kind = f"provider vectors of {opts.embeddings} dims" if opts.embeddings else "offline vectors"
+        print(f"{n:,} chunks (mean {words:.0f} words), {opts.shards} shards, {kind}")
         timings = [run_job("vectors", work, s, opts.embeddings) for s in range(opts.shards)]
         secs, peaks = [t for t, _, _ in timings], [p for _, p, _ in timings]
         print(f"theme_vectors: {opts.shards} jobs, {np.mean(secs):.1f} s each (max {max(secs):.1f}), "
