@@ -263,3 +263,47 @@ def test_the_report_draws_a_bounded_map_and_a_page_with_quotes_in_context(tmp_pa
     for theme in result.tables["themes"].to_pylist():
         first = int(theme["representatives"][0][1:])
         assert f"<strong>the quote {first}</strong>" in page  # the most central passage's quote, in its context
+
+
+# -- names from the model ----------------------------------------------------------------------------------------
+
+
+def test_themes_are_named_once_through_the_asker_and_only_found_quotes_are_kept(server, tmp_path):
+    from qualcode.analysis import naming
+
+    server.answer_fn = lambda body: json.dumps({
+        "name": "Protective equipment", "description": "Staff went without masks. They improvised.",
+        "quotes": ["no masks on the ward", "words nobody said"],
+    })  # fmt: skip
+    evidence = [naming.Evidence(1, ("We had no  masks on the ward.", "Masks ran out."), ("topic=ppe",)),
+                naming.Evidence(2, ("Pay is low.",), ())]  # fmt: skip
+    llm = _llm(server)
+    with AnswerCache(tmp_path / "cache") as cache:
+        names, asked = naming.name_themes(evidence, llm, cache)
+        assert server.count() == 2 and all(not a.cache_hit for a in asked)
+        again, asked_again = naming.name_themes(evidence, llm, cache)
+    assert server.count() == 2 and all(a.cache_hit for a in asked_again)  # a rerun is free
+    assert again == names
+    assert names[1] == naming.Named(
+        "Protective equipment", "Staff went without masks. They improvised.", ("no masks on the ward",)
+    )  # grounded as coding grounds (whitespace folded)
+    assert names[2].quotes == ()  # neither quote is in theme 2's passage
+    assert sum("topic=ppe" in r["messages"][-1]["content"] for r in server.requests) == 1
+    # the questions, for the replay archive: the same keys as the cache's
+    path = tmp_path / "named.jsonl"
+    assert naming.write_asked(asked, path) == 2
+    assert [k for _, _, k in naming.archive_pairs(path)] == [a.key for a in asked]
+    assert all(req.key() == key for req, _, key in naming.archive_pairs(path))
+
+
+def test_a_named_theme_replaces_the_provisional_name_in_the_table():
+    from qualcode.analysis import naming
+
+    x, _ = _blobs([6, 4], 0.05)
+    result = themes.build(x, _passages(10), ThemesConfig(n_themes=2, stability_runs=0))
+    assert result.tables["themes"].column("name").to_pylist() == ["Theme 1", "Theme 2"]
+    assert [ev.theme for ev in result.evidence()] == [1, 2] and len(result.evidence()[0].passages) == 5
+    result.named({2: naming.Named("Pay", "Two sentences. Here.", ("low",))})
+    rows = result.tables["themes"].to_pylist()
+    assert [r["name"] for r in rows] == ["Theme 1", "Pay"] and rows[1]["quotes"] == ["low"]
+    assert rows[0]["description"] is None and result.tables["theme_runs"].num_rows == 0

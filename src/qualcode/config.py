@@ -553,6 +553,11 @@ class ThemesConfig(_Strict):
     representatives: int = Field(
         5, ge=1, le=50, description="Most central passages listed per theme (and shown to the model to name it)."
     )
+    names: bool = Field(
+        True,
+        description="Ask the model (llm) to name and describe each theme from its most central passages, once per "
+        "theme and cached; false: provisional names from the theme's top codes.",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> ThemesConfig:

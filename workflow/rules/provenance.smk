@@ -22,6 +22,10 @@ rule replay_archive:
         theme_vectors=(
             theme_vector_files if CFG.themes.enabled and CFG.themes.embeddings else []
         ),
+        # and the themes' names (themes.names)
+        theme_names=(
+            f"{RESULTS}/work/themes/named.jsonl" if CFG.themes.enabled else []
+        ),
     output:
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
     log:

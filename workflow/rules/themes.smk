@@ -10,11 +10,20 @@ def theme_vector_files(wildcards):
     return expand(f"{RESULTS}/work/themes/vectors/{{shard}}.parquet", shard=shard_ids())
 
 
+NAMES = CFG.themes.names
+
 if ON_CLUSTER and EMBEDDINGS:
 
     # provider embeddings open the answer cache (SQLite): they stay on the submit host, where it is
     localrules:
         theme_vectors,
+
+
+if ON_CLUSTER and NAMES:
+
+    # the names are asked through the answer cache too
+    localrules:
+        themes,
 
 
 rule theme_vectors:
@@ -52,13 +61,25 @@ rule themes:
         **{name: f"{RESULTS}/{name}.parquet" for name in THEME_TABLES},
         excerpts_csv=f"{RESULTS}/themes_excerpts.csv",
         methods=f"{RESULTS}/themes/methods.md",
+        # the naming questions and their answers, for the replay archive
+        asked=f"{RESULTS}/work/themes/named.jsonl",
     log:
         f"{RESULTS}/logs/themes/themes.log",
     benchmark:
         f"{RESULTS}/benchmarks/themes/themes.tsv"
+    threads: CFG.llm.n_threads if NAMES and CFG.llm.provider == "local" else 1
+    resources:
+        llm_requests=(
+            0 if not NAMES else 1 if CFG.llm.provider == "local" else CFG.llm.concurrency
+        ),
     params:
         themes=CFG.themes.model_dump(mode="json"),
         origin=ORIGIN,
+        llm=qualcode.config.job_llm(CFG.llm) if NAMES else None,
+        cache_dir=CACHE_DIR if NAMES else None,
+        limits=CFG.limits.model_dump(exclude={"confirm_new_requests"}),
+        price=SHARD_PARAMS["price"],
+        journal=f"{RESULTS}/work/themes/journal/themes.jsonl",
     script:
         "../scripts/themes.py"
 

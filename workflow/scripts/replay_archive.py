@@ -5,7 +5,7 @@ rebuilds every table; with provider embeddings (themes.embeddings), their answer
 import itertools
 
 from qualcode import config, logs, shards
-from qualcode.analysis import themes
+from qualcode.analysis import naming, themes
 from qualcode.coding import archive, coder, prompts
 from qualcode.inputs import codebook
 from qualcode.outputs import tables
@@ -33,5 +33,7 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         llm = config.LLMConfig.model_validate(params.llm)
         embedded = themes.archive_pairs(inp.theme_vectors, inp.chunks, plan, llm, params.embeddings)
         pairs = itertools.chain(pairs, embedded)
+    if inp.get("theme_names"):
+        pairs = itertools.chain(pairs, naming.archive_pairs(inp.theme_names))
     n = archive.export(pairs, snakemake.output.archive)  # noqa: F821
     log.info("archived %d answers of %d codings (failed chunks have none)", n, len(codings))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from ..config import ThemesConfig
 from ..errors import QualcodeError
 from ..outputs import tables
-from . import embeddings
+from . import embeddings, naming
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def ranks(c: Clustering) -> np.ndarray:
 
 def themes_rows(
     c: Clustering, p: Passages, codes: list[dict[str, Any]], kept: dict[int, float], settings: ThemesConfig,
-    names: dict[int, tuple[str, str | None]] | None = None,
+    names: dict[int, naming.Named] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     rank = ranks(c)
     themed = int((c.labels > 0).sum())
@@ -294,11 +294,12 @@ def themes_rows(
         mine = [r for r in codes if r["theme"] == t and r["n_chunks"] >= 2 and r["lift"] > 1]
         top = sorted(mine, key=lambda r: (-r["lift"], -r["n_chunks"], r["field"], r["value"]))[:3]
         top_codes = [f"{r['field']}={r['value']}" for r in top]
-        name, description = (names or {}).get(t, (None, None))
+        named = (names or {}).get(t)
         rows.append({
             "theme": t,
-            "name": name or f"Theme {t}" + (f": {', '.join(r['value'] for r in top)}" if top else ""),
-            "description": description,
+            "name": named.name if named else f"Theme {t}" + (f": {', '.join(r['value'] for r in top)}" if top else ""),
+            "description": named.description if named else None,
+            "quotes": list(named.quotes) if named else [],
             "n_chunks": len(members),
             "n_documents": len({p.doc_ids[i] for i in members}),
             "share": round(len(members) / themed, 6),
@@ -316,6 +317,26 @@ class Result:
     passages: Passages
     runs: list[dict[str, Any]]
     unassigned: int
+    codes: list[dict[str, Any]]
+    kept: dict[int, float]
+    settings: ThemesConfig
+
+    def evidence(self) -> list[naming.Evidence]:
+        """What the model is shown to name each theme: its most central passages and its top codes."""
+        where = {c: i for i, c in enumerate(self.passages.chunk_ids)}
+        return [
+            naming.Evidence(
+                row["theme"],
+                tuple(self.passages.texts[where[c]] for c in row["representatives"]),
+                tuple(row["top_codes"]),
+            )  # fmt: skip
+            for row in self.tables["themes"].to_pylist()
+        ]
+
+    def named(self, names: dict[int, naming.Named]) -> None:
+        """The themes table again, with the model's names, descriptions and grounded quotes."""
+        rows = themes_rows(self.clustering, self.passages, self.codes, self.kept, self.settings, names)
+        self.tables["themes"] = pa.Table.from_pylist(rows, schema=tables.THEMES)
 
     def summary(self) -> dict[str, Any]:
         aris = [r["ari"] for r in self.runs]
@@ -330,9 +351,7 @@ class Result:
         }
 
 
-def build(
-    x: np.ndarray, p: Passages, settings: ThemesConfig, names: dict[int, tuple[str, str | None]] | None = None
-) -> Result:
+def build(x: np.ndarray, p: Passages, settings: ThemesConfig) -> Result:
     """Every theme table from the passages' vectors (rows in the passages' order)."""
     c = cluster(x, settings)
     runs, kept = stability(x, c, settings)
@@ -350,13 +369,13 @@ def build(
         "y": xy[:, 1].tolist() if len(xy) else [],
     }
     out = {
-        "themes": pa.Table.from_pylist(themes_rows(c, p, codes, kept, settings, names), schema=tables.THEMES),
+        "themes": pa.Table.from_pylist(themes_rows(c, p, codes, kept, settings), schema=tables.THEMES),
         "chunk_themes": pa.table(chunk_rows, schema=tables.CHUNK_THEMES),
         "theme_codes": pa.Table.from_pylist(codes, schema=tables.THEME_CODES),
         "theme_groups": pa.Table.from_pylist(theme_groups(c, p, settings.by), schema=tables.THEME_GROUPS),
         "theme_runs": pa.Table.from_pylist(runs, schema=tables.THEME_RUNS),
     }
-    return Result(out, c, p, runs, int((c.labels == 0).sum()))
+    return Result(out, c, p, runs, int((c.labels == 0).sum()), codes, kept, settings)
 
 
 def methods_sentence(summary: dict[str, Any], settings: ThemesConfig) -> str:
@@ -439,13 +458,16 @@ def write_outputs(
     settings: ThemesConfig,
     out: dict[str, str | Path],
     metadata: dict[str, str] | None = None,
-    names: dict[int, tuple[str, str | None]] | None = None,
+    namer: Callable[[list[naming.Evidence]], dict[int, naming.Named]] | None = None,
 ) -> Result:
     """Every theme table (`tables.THEME_TABLES`), the excerpts CSV by theme and centrality (`out['excerpts_csv']`)
-    and the methods sentence (`out['methods']`), from the shards' stores and excerpts.parquet."""
+    and the methods sentence (`out['methods']`), from the shards' stores and excerpts.parquet; `namer` (e.g.
+    `naming.name_themes` with its settings) names the themes."""
     chunk_ids = stored_chunk_ids(stores)
     x = load_vectors(stores, bool(settings.embeddings), settings.dims, settings.seed)
-    result = build(x, read_passages(excerpts, chunk_ids, settings.by), settings, names)
+    result = build(x, read_passages(excerpts, chunk_ids, settings.by), settings)
+    if namer is not None and result.clustering.k:
+        result.named(namer(result.evidence()))
     for name in tables.THEME_TABLES:
         tables.write(result.tables[name], out[name], metadata=metadata)
     with tables.open_csv(out["excerpts_csv"]) as fh:

@@ -209,6 +209,7 @@ THEMES = pa.schema(
         pa.field("theme", pa.int32(), nullable=False),
         pa.field("name", pa.string(), nullable=False),
         pa.field("description", pa.string()),
+        pa.field("quotes", pa.list_(pa.string()), nullable=False),  # the model's quotes found in the passages shown
         pa.field("n_chunks", pa.int64(), nullable=False),
         pa.field("n_documents", pa.int64(), nullable=False),
         pa.field("share", pa.float64(), nullable=False),
