@@ -82,6 +82,19 @@ def test_the_default_run_writes_the_theme_tables_from_provider_embeddings(provid
     assert f"into {k} theme{'s' * (k != 1)}" in first["methods"]
 
 
+def test_the_model_names_each_theme_once_and_its_questions_are_archived(provider):
+    first = provider["first"]
+    themes = first["tables"]["themes"]
+    assert not themes.name.str.startswith("Theme ").any() and themes.description.notna().all()
+    named = [e for e in first["archive"] if "were grouped together" in str(e["request"]["messages"])]
+    assert len(named) == len(themes)
+    texts = dict(zip(first["excerpts"].chunk_id, first["excerpts"].text, strict=True))
+    for row in themes.itertuples():
+        shown = [texts[c] for c in row.representatives]
+        # every quote kept is in a passage the model was shown
+        assert all(any(" ".join(q.split()).lower() in " ".join(t.split()).lower() for t in shown) for q in row.quotes)
+
+
 def test_themes_cross_tabulated_by_code_and_metadata(provider):
     first = provider["first"]
     t = first["tables"]
