@@ -40,9 +40,13 @@ def job(kind: str, work: Path, shard: int, dims: int) -> None:
     """One job, in this process (run by `main` in a subprocess of its own)."""
     if kind == "vectors":
         ids = (work / "ids.txt").read_text().split("\n")
-        texts = pa.ipc.open_file(work / "texts.arrow").read_all().column("text").to_pylist()
         per = -(-len(ids) // int((work / "shards.txt").read_text()))
         rows = slice(shard * per, (shard + 1) * per)
+        # memory-mapped, and only this shard's texts as Python strings, as the job reads only its shard's chunks
+        texts = pa.ipc.open_file(pa.memory_map(str(work / "texts.arrow"))).read_all().column("text")
+        texts = texts.slice(rows.start, per).to_pylist()
+        ids = ids[rows]
+        rows = slice(None)
         embedded = None
         if dims:
             rng = np.random.default_rng(shard)

@@ -73,8 +73,8 @@ def request_key(body: dict, base_url: str, provider: str = "openai") -> str:
     received: the fields a request names are read from the body (one the client left out, such as an unset seed, is
     None), and everything else in it is `extra_body`, which the openai client merges into the body.
     test_coding.py checks this against the hash the coder records, with and without extra_body."""
-    # the replicate number is part of the key but never sent: a body rebuilds the first replicate's key
-    named = set(LLMRequest.model_fields) - {"provider", "base_url", "extra_body", "replicate"}
+    # the replicate number is part of the key but never sent: a body rebuilds the first replicate's key (of a chat)
+    named = set(LLMRequest.model_fields) - {"provider", "base_url", "extra_body", "replicate", "kind"}
     fields = {name: body.get(name) for name in named}
     extra = {k: v for k, v in body.items() if k not in named}
     return LLMRequest(provider=provider, base_url=base_url, **fields, extra_body=extra).key()

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import sparse
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
@@ -49,12 +51,17 @@ def shard_vectors(chunk_ids: Sequence[str], texts: Sequence[str], embedded: Sequ
 def _pieces(paths: Sequence[str | Path], dense: bool) -> Iterator[sparse.csr_matrix]:
     for path in paths:
         t = tables.read(path, "theme_vectors", ["terms", "values"])
-        values = t.column("values").to_pylist()
+        values = t.column("values").combine_chunks()
+        n = len(values)
+        offsets = values.offsets.to_numpy().astype(np.int64)
+        offsets -= offsets[0] if n else 0
+        data = values.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
         if dense:
-            width = max((len(v) for v in values), default=1)
-            yield sparse.csr_matrix(np.asarray(values, dtype=np.float64).reshape(len(values), width))
+            width = int(offsets[1]) if n else 1
+            yield sparse.csr_matrix(data.reshape(n, width))
         else:
-            yield embeddings.rows_matrix(t.column("terms").to_pylist(), values, embeddings.HASH_FEATURES)
+            indices = t.column("terms").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            yield sparse.csr_matrix((data, indices.astype(np.int32), offsets), shape=(n, embeddings.HASH_FEATURES))
 
 
 def archive_pairs(
@@ -196,9 +203,34 @@ class Passages:
     chunk_ids: list[str]
     doc_ids: list[str]
     chunk_index: list[int]
-    texts: list[str]
-    codes: list[list[dict[str, Any]]]  # field, value, quote, grounding
+    # the long columns stay Arrow arrays (lists are converted): at 100,000 passages, Python strings and dicts of
+    # them would take most of the job's memory
+    texts: Any  # pa.Array of strings
+    codes: Any  # pa.Array of lists of {field, value, quote, grounding}, as excerpts.parquet has them
     group: list[str | None] | None  # the `themes.by` metadata value
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.texts, pa.Array | pa.ChunkedArray):
+            self.texts = pa.array(self.texts, pa.string())
+        if not isinstance(self.codes, pa.Array | pa.ChunkedArray):
+            self.codes = pa.array(self.codes, pa.list_(tables.EXCERPT_CODE))
+        if isinstance(self.texts, pa.ChunkedArray):
+            self.texts = self.texts.combine_chunks()
+        if isinstance(self.codes, pa.ChunkedArray):
+            self.codes = self.codes.combine_chunks()
+
+    def text(self, i: int) -> str:
+        return self.texts[i].as_py()
+
+    def code_rows(self) -> pd.DataFrame:
+        """One row per distinct (passage, field, value) with a value: `row` is the passage's position."""
+        flat = pc.list_flatten(self.codes)
+        frame = pd.DataFrame({
+            "row": pc.list_parent_indices(self.codes).to_numpy(),
+            "field": flat.field("field").to_pandas(),
+            "value": flat.field("value").to_pandas(),
+        })  # fmt: skip
+        return frame[frame.value.notna() & (frame.value != "")].drop_duplicates()
 
 
 def read_passages(excerpts: str | Path, chunk_ids: Sequence[str], by: str | None) -> Passages:
@@ -220,33 +252,25 @@ def read_passages(excerpts: str | Path, chunk_ids: Sequence[str], by: str | None
         chunk_ids=list(chunk_ids),
         doc_ids=t.column("doc_id").to_pylist(),
         chunk_index=t.column("chunk_index").to_pylist(),
-        texts=t.column("text").to_pylist(),
-        codes=t.column("codes").to_pylist(),
+        texts=t.column("text"),
+        codes=t.column("codes"),
         group=t.column(meta).to_pylist() if meta else None,
     )
 
 
-def _code_sets(p: Passages) -> list[set[tuple[str, str]]]:
-    return [{(c["field"], c["value"]) for c in codes if c.get("value") not in (None, "")} for codes in p.codes]
-
-
 def theme_codes(c: Clustering, p: Passages) -> list[dict[str, Any]]:
-    sets = _code_sets(p)
-    themed = [i for i in range(len(sets)) if c.labels[i] > 0]
-    overall: dict[tuple[str, str], int] = {}
-    by_theme: dict[tuple[int, str, str], int] = {}
-    for i in themed:
-        for code in sets[i]:
-            overall[code] = overall.get(code, 0) + 1
-            key = (int(c.labels[i]), *code)
-            by_theme[key] = by_theme.get(key, 0) + 1
+    rows = p.code_rows()
+    rows["theme"] = c.labels[rows.row.to_numpy()] if len(rows) else np.zeros(0, dtype=np.int32)
+    rows = rows[rows.theme > 0]
+    themed = int((c.labels > 0).sum())
+    overall = rows.groupby(["field", "value"]).size()
     size = np.bincount(c.labels, minlength=c.k + 1)
-    rows = []
-    for (t, f, v), n in sorted(by_theme.items()):
-        share, base = n / size[t], overall[(f, v)] / len(themed)
-        rows.append({"theme": t, "field": f, "value": v, "n_chunks": n, "share": round(share, 6),
-                     "overall_share": round(base, 6), "lift": round(share / base, 6)})  # fmt: skip
-    return rows
+    out = []
+    for (t, f, v), n in rows.groupby(["theme", "field", "value"]).size().sort_index().items():
+        share, base = n / size[t], overall[(f, v)] / themed
+        out.append({"theme": int(t), "field": f, "value": v, "n_chunks": int(n), "share": round(share, 6),
+                    "overall_share": round(base, 6), "lift": round(share / base, 6)})  # fmt: skip
+    return out
 
 
 def theme_groups(c: Clustering, p: Passages, by: str | None) -> list[dict[str, Any]]:
@@ -327,7 +351,7 @@ class Result:
         return [
             naming.Evidence(
                 row["theme"],
-                tuple(self.passages.texts[where[c]] for c in row["representatives"]),
+                tuple(self.passages.text(where[c]) for c in row["representatives"]),
                 tuple(row["top_codes"]),
             )  # fmt: skip
             for row in self.tables["themes"].to_pylist()
@@ -404,30 +428,37 @@ def methods_sentence(summary: dict[str, Any], settings: ThemesConfig) -> str:
     return text
 
 
-def excerpts_frame(result: Result, meta: Sequence[str] = ()) -> Any:
-    """The themed passages for reading, by theme then from the most central: a `theme` column first."""
-    import pandas as pd
+CSV_ROWS = 20_000  # rows of the excerpts CSV put together at a time: the texts never all become Python strings
 
+
+def write_excerpts_csv(result: Result, path: str | Path) -> int:
+    """The themed passages for reading, by theme then from the most central (unassigned last), with a `theme`
+    column first and each passage's codes (`field=value; ...`); written a slice at a time."""
     c, p = result.clustering, result.passages
     rank = ranks(c)
     names = dict(zip(result.tables["themes"].column("theme").to_pylist(),
                      result.tables["themes"].column("name").to_pylist(), strict=True))  # fmt: skip
     frame = pd.DataFrame({
-        "theme": [int(t) if t > 0 else None for t in c.labels],
+        "theme": pd.array([int(t) if t > 0 else None for t in c.labels], dtype="Int64"),
         "theme_name": [names.get(int(t), "unassigned") for t in c.labels],
-        "rank": [int(r) if r > 0 else None for r in rank],
+        "rank": pd.array([int(r) if r > 0 else None for r in rank], dtype="Int64"),
         "distance": [None if math.isnan(d) else float(d) for d in c.distance],
         "doc_id": p.doc_ids,
         "chunk_index": p.chunk_index,
         "chunk_id": p.chunk_ids,
-        "codes": ["; ".join(f"{d['field']}={d['value']}" for d in codes) for codes in p.codes],
-        "text": p.texts,
     })  # fmt: skip
-    frame["theme"] = frame["theme"].astype("Int64")
-    frame["rank"] = frame["rank"].astype("Int64")
-    key = frame["theme"].fillna(10**9).astype("int64")  # unassigned last
-    order = np.lexsort((frame["rank"].fillna(0).to_numpy(dtype="int64"), key.to_numpy()))
-    return frame.iloc[order].reset_index(drop=True)
+    order = np.lexsort((rank, np.where(c.labels > 0, c.labels, np.iinfo(np.int32).max)))
+    codes = p.code_rows()
+    codes["code"] = codes.field + "=" + codes.value
+    by_row = codes.groupby("row", sort=False).code.agg("; ".join)
+    with tables.open_csv(path) as fh:
+        for start in range(0, max(len(order), 1), CSV_ROWS):
+            rows = order[start : start + CSV_ROWS]
+            part = frame.iloc[rows].reset_index(drop=True)
+            part["codes"] = by_row.reindex(rows).fillna("").to_numpy()
+            part["text"] = p.texts.take(pa.array(rows, pa.int64())).to_pylist()
+            tables.write_csv(part, fh, header=start == 0)
+    return len(order)
 
 
 # -- the stage's jobs ---------------------------------------------------------------------------------------------
@@ -470,8 +501,7 @@ def write_outputs(
         result.named(namer(result.evidence()))
     for name in tables.THEME_TABLES:
         tables.write(result.tables[name], out[name], metadata=metadata)
-    with tables.open_csv(out["excerpts_csv"]) as fh:
-        tables.write_csv(excerpts_frame(result), fh)
+    write_excerpts_csv(result, out["excerpts_csv"])
     Path(out["methods"]).parent.mkdir(parents=True, exist_ok=True)
     Path(out["methods"]).write_text(methods_sentence(result.summary(), settings) + "\n", encoding="utf-8")
     return result
