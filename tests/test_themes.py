@@ -95,7 +95,7 @@ TEXTS = (
 
 def _stored(texts, cut):
     terms, counts = embeddings.count_rows(texts)
-    m = embeddings.rows_matrix(terms, counts, embeddings.HASH_FEATURES)
+    m = embeddings.stored_matrix(terms, counts)
     return lambda: iter([m[a:b] for a, b in zip([0, *cut], [*cut, len(texts)], strict=True)])
 
 
@@ -171,7 +171,7 @@ def test_the_number_of_themes_as_given_and_passages_with_nothing_to_compare_are_
     assert sorted(ct.theme.dropna().unique()) == [1, 2, 3, 4]
     assert result.tables["themes"].column("n_chunks").to_pylist()[0] > 0
     sentence = themes.methods_sentence(result.summary(), ThemesConfig(n_themes=4))
-    assert "2 passages had no words to compare and were left unassigned" in sentence
+    assert "2 passages shared no word with any other passage and were left unassigned" in sentence
     assert "into 4 themes, 4 themes, as set" in sentence
 
 

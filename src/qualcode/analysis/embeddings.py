@@ -8,10 +8,10 @@ Euclidean distances order pairs as cosine distances do.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
@@ -60,22 +60,28 @@ def reduce_counts(counts: sparse.spmatrix, dims: int = 64, seed: int = 0) -> np.
 FIT_ROWS = 20_000
 
 
-def count_rows(texts: Sequence[str]) -> tuple[list[list[int]], list[list[float]]]:
-    """Each text's hashed term counts as (term indices, counts): what a shard's store keeps for the offline vectors."""
+def count_rows(texts: Sequence[str]) -> tuple[pa.ListArray, pa.ListArray]:
+    """Each text's hashed term counts as Arrow lists (term indices, counts): what a shard's store keeps for the
+    offline vectors (built from the sparse matrix's own arrays, never as Python lists)."""
     counts = term_counts(texts)
+    offsets = pa.array(counts.indptr.astype(np.int32))
     return (
-        [counts.indices[a:b].tolist() for a, b in itertools.pairwise(counts.indptr)],
-        [counts.data[a:b].tolist() for a, b in itertools.pairwise(counts.indptr)],
+        pa.ListArray.from_arrays(offsets, pa.array(counts.indices.astype(np.int32))),
+        pa.ListArray.from_arrays(offsets, pa.array(counts.data.astype(np.float64))),
     )
 
 
-def rows_matrix(terms: Sequence[Sequence[int]], counts: Sequence[Sequence[float]], width: int) -> sparse.csr_matrix:
-    """The sparse matrix of stored rows (`count_rows`, or dense vectors given as all their indices)."""
-    indptr = np.zeros(len(terms) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(t) for t in terms])
-    indices = np.fromiter(itertools.chain.from_iterable(terms), dtype=np.int32, count=int(indptr[-1]))
-    data = np.fromiter(itertools.chain.from_iterable(counts), dtype=np.float64, count=int(indptr[-1]))
-    return sparse.csr_matrix((data, indices, indptr), shape=(len(terms), width))
+def stored_matrix(terms: pa.ListArray | None, values: pa.ListArray) -> sparse.csr_matrix:
+    """The sparse matrix of a store's rows, from its Arrow lists: hashed term counts (`terms`, `values`), or dense
+    vectors of one width (`terms` None)."""
+    n = len(values)
+    offsets = values.offsets.to_numpy().astype(np.int64)
+    offsets -= offsets[0] if n else 0
+    data = values.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+    if terms is None:
+        return sparse.csr_matrix(data.reshape(n, int(offsets[1]) if n else 1))
+    indices = terms.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+    return sparse.csr_matrix((data, indices, offsets), shape=(n, HASH_FEATURES))
 
 
 def reduce_pieces(
@@ -85,7 +91,7 @@ def reduce_pieces(
     same sparse matrices in the same order, e.g. one per shard read from disk), in bounded memory: the IDF weights
     are counted over all rows, the seeded truncated SVD is fitted on at most FIT_ROWS of them (a seeded sample) and
     every piece is then transformed in turn. `tfidf=False` reduces stored dense vectors (a provider's embeddings) the
-    same way. A row with no terms stays all zeros."""
+    same way. A row with no term shared with another row stays all zeros."""
     sizes, df, width = [], None, 0
     for piece in pieces():
         sizes.append(piece.shape[0])
@@ -96,12 +102,16 @@ def reduce_pieces(
     n = sum(sizes)
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    idf = np.log((1 + n) / (1 + df)) + 1 if tfidf else None
+    if tfidf:
+        # a term in one passage only cannot make two passages alike: left out, which keeps the reduction's matrices
+        # small at any corpus size (most word pairs occur once)
+        shared = np.flatnonzero(df >= 2)
+        idf = np.log((1 + n) / (1 + df[shared])) + 1
 
     def weighted(m: sparse.csr_matrix) -> sparse.csr_matrix:
         if not tfidf:
             return normalize(m)
-        m = m.astype(np.float64, copy=True)
+        m = m[:, shared].astype(np.float64)
         m.data = 1 + np.log(m.data)
         return normalize(m @ sparse.diags(idf))
 

@@ -44,24 +44,16 @@ def shard_vectors(chunk_ids: Sequence[str], texts: Sequence[str], embedded: Sequ
     if embedded is None:
         terms, values = embeddings.count_rows(texts)
     else:
-        terms, values = [None] * len(chunk_ids), [list(map(float, v)) for v in embedded]
-    return pa.table({"chunk_id": list(chunk_ids), "terms": terms, "values": values}, schema=tables.THEME_VECTORS)
+        terms = pa.nulls(len(chunk_ids), pa.list_(pa.int32()))
+        values = pa.array([list(map(float, v)) for v in embedded], pa.list_(pa.float64()))
+    return pa.Table.from_arrays([pa.array(list(chunk_ids), pa.string()), terms, values], schema=tables.THEME_VECTORS)
 
 
 def _pieces(paths: Sequence[str | Path], dense: bool) -> Iterator[sparse.csr_matrix]:
     for path in paths:
         t = tables.read(path, "theme_vectors", ["terms", "values"])
-        values = t.column("values").combine_chunks()
-        n = len(values)
-        offsets = values.offsets.to_numpy().astype(np.int64)
-        offsets -= offsets[0] if n else 0
-        data = values.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-        if dense:
-            width = int(offsets[1]) if n else 1
-            yield sparse.csr_matrix(data.reshape(n, width))
-        else:
-            indices = t.column("terms").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            yield sparse.csr_matrix((data, indices.astype(np.int32), offsets), shape=(n, embeddings.HASH_FEATURES))
+        terms = None if dense else t.column("terms").combine_chunks()
+        yield embeddings.stored_matrix(terms, t.column("values").combine_chunks())
 
 
 def archive_pairs(
@@ -132,7 +124,7 @@ def choose_k(x: np.ndarray, settings: ThemesConfig) -> tuple[int, str, dict[int,
 
 
 def cluster(x: np.ndarray, settings: ThemesConfig) -> Clustering:
-    """Seeded mini-batch k-means; rows of zeros (passages with nothing to compare) are left unassigned."""
+    """Seeded mini-batch k-means; rows of zeros (passages sharing no word with another) are left unassigned."""
     n = len(x)
     assigned = np.flatnonzero(np.abs(x).sum(axis=1) > 0) if n else np.zeros(0, dtype=int)
     labels = np.zeros(n, dtype=np.int32)
@@ -415,7 +407,8 @@ def methods_sentence(summary: dict[str, Any], settings: ThemesConfig) -> str:
     if left:
         many = left != 1
         text += (
-            f"; {left:,} passage{'s' * many} had no words to compare and {'were' if many else 'was'} left unassigned."
+            f"; {left:,} passage{'s' * many} shared no word with any other passage and "
+            f"{'were' if many else 'was'} left unassigned."
         )
     else:
         text += "; every passage was assigned a theme."
