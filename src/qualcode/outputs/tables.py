@@ -219,7 +219,7 @@ THEMES = pa.schema(
     ]
 )
 
-# Every coded chunk: its theme (null: unassigned, e.g. a passage with no words to compare), distance to the theme's
+# Every coded chunk: its theme (null: unassigned, e.g. a passage sharing no word with another), distance to the theme's
 # centre, rank by that distance within the theme (1 = most central), and its place on the 2-D map.
 CHUNK_THEMES = pa.schema(
     [
