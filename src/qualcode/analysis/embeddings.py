@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import sparse
 from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
 from ..coding import embeddings as provider
@@ -34,24 +34,16 @@ def term_counts(texts: Sequence[str]) -> sparse.csr_matrix:
 
 
 def offline_vectors(texts: Sequence[str], dims: int = 64, seed: int = 0) -> np.ndarray:
-    """Dense, L2-normalised vectors of `dims` dimensions (fewer when there are fewer texts or terms), the same for
-    the same texts, dims and seed."""
+    """Dense, L2-normalised float32 vectors of `dims` dimensions (fewer when there are fewer texts or shared terms),
+    the same for the same texts, dims and seed."""
     return reduce_counts(term_counts(texts), dims, seed)
 
 
 def reduce_counts(counts: sparse.spmatrix, dims: int = 64, seed: int = 0) -> np.ndarray:
-    """TF-IDF weights over these rows, then a seeded truncated SVD to at most `dims` dimensions, rows normalised."""
-    n = counts.shape[0]
-    if n == 0:
-        return np.zeros((0, 0))
-    weighted = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
-    used = np.unique(weighted.nonzero()[1]).size
-    k = min(dims, n - 1, used - 1)
-    if k < 1:  # one text, or texts sharing one term: nothing to reduce
-        dense = weighted[:, np.unique(weighted.nonzero()[1])].toarray() if used else np.zeros((n, 1))
-        return normalize(dense)
-    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=seed)
-    return normalize(svd.fit_transform(weighted))
+    """TF-IDF weights over these rows, then a seeded truncated SVD to at most `dims` dimensions, rows normalised:
+    `reduce_pieces` on one piece, so a few texts and a corpus stored by shard are reduced the same way."""
+    counts = counts.tocsr()
+    return reduce_pieces(lambda: iter([counts]), dims, seed)
 
 
 # -- stored by shard, reduced over all: bounded memory at any corpus size -------------------------------------------
