@@ -40,7 +40,7 @@ def provider(tmp_path_factory):
     results = work / "results"
     with FakeServer(seed=1) as fake:
         fake.answer_fn = _quote_the_passage
-        cfg = str(fake_config(work, fake, themes={"embeddings": "emb-1", "by": "occupation"}))
+        cfg = str(fake_config(work, fake, themes={"embeddings": "emb-1", "by": "occupation", "names": True}))
         run(work, "--configfile", cfg, env=ENV)  # the default run
         first = {"bytes": _bytes(results), "embedded": list(fake.embedded), "chat": fake.count()}
         first["tables"] = {name: pd.read_parquet(results / f"{name}.parquet") for name in THEME_TABLES}

@@ -24,7 +24,9 @@ rule replay_archive:
         ),
         # and the themes' names (themes.names)
         theme_names=(
-            f"{RESULTS}/work/themes/named.jsonl" if CFG.themes.enabled else []
+            f"{RESULTS}/work/themes/named.jsonl"
+            if CFG.themes.enabled and CFG.themes.names
+            else []
         ),
     output:
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
@@ -53,9 +55,7 @@ rule manifest:
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
         # the themes' methods sentence joins the methods paragraph (themes.enabled)
-        themes_methods=(
-            f"{RESULTS}/themes/methods.md" if CFG.themes.enabled else []
-        ),
+        themes_methods=(f"{RESULTS}/themes/methods.md" if CFG.themes.enabled else []),
     output:
         manifest=f"{RESULTS}/manifest.json",
         methods=f"{RESULTS}/methods.md",

@@ -70,7 +70,9 @@ rule themes:
     threads: CFG.llm.n_threads if NAMES and CFG.llm.provider == "local" else 1
     resources:
         llm_requests=(
-            0 if not NAMES else 1 if CFG.llm.provider == "local" else CFG.llm.concurrency
+            0
+            if not NAMES
+            else 1 if CFG.llm.provider == "local" else CFG.llm.concurrency
         ),
     params:
         themes=CFG.themes.model_dump(mode="json"),
