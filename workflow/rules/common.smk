@@ -190,6 +190,16 @@ def variant_codings(wildcards):
     }
 
 
+# The themes stage: provider embeddings (or None: offline vectors), and whether the model names the themes.
+EMBEDDINGS = CFG.themes.embeddings
+NAMES = CFG.themes.names
+
+
+def theme_vector_files(wildcards):
+    """Each shard's passage vectors for the themes, in the shards' order."""
+    return expand(f"{RESULTS}/work/themes/vectors/{{shard}}.parquet", shard=shard_ids())
+
+
 def final_outputs(wildcards):
     plugin = workflow.executor_plugin
     mismatch = plugin is not None and ON_CLUSTER == workflow.local_exec

@@ -3,15 +3,6 @@
 # a corpus with documents added embeds only the new shards, and provider embeddings come from the answer cache for
 # any text embedded before.
 
-EMBEDDINGS = CFG.themes.embeddings
-
-
-def theme_vector_files(wildcards):
-    return expand(f"{RESULTS}/work/themes/vectors/{{shard}}.parquet", shard=shard_ids())
-
-
-NAMES = CFG.themes.names
-
 if ON_CLUSTER and EMBEDDINGS:
 
     # provider embeddings open the answer cache (SQLite): they stay on the submit host, where it is
