@@ -307,3 +307,17 @@ def test_a_named_theme_replaces_the_provisional_name_in_the_table():
     rows = result.tables["themes"].to_pylist()
     assert [r["name"] for r in rows] == ["Theme 1", "Pay"] and rows[1]["quotes"] == ["low"]
     assert rows[0]["description"] is None and result.tables["theme_runs"].num_rows == 0
+
+
+def test_a_run_where_no_chunk_was_coded_writes_empty_typed_theme_tables(tmp_path):
+    tables.write(themes.shard_vectors([], [], None), tmp_path / "store.parquet")
+    tables.write(pa.Table.from_pylist([], schema=tables.EXCERPTS), tmp_path / "excerpts.parquet")
+    out = {name: tmp_path / f"{name}.parquet" for name in tables.THEME_TABLES}
+    out |= {"excerpts_csv": tmp_path / "themes_excerpts.csv", "methods": tmp_path / "methods.md"}
+    result = themes.write_outputs([tmp_path / "store.parquet"], tmp_path / "excerpts.parquet", ThemesConfig(), out)
+    assert result.clustering.k == 0
+    for name in tables.THEME_TABLES:
+        t = tables.read(out[name], name)
+        assert t.num_rows == 0 and t.schema.names == tables.schema(name).names
+    assert (tmp_path / "methods.md").read_text() == "No passage was coded, so no themes were formed.\n"
+    assert pd.read_csv(out["excerpts_csv"], encoding="utf-8-sig").columns[0] == "theme"

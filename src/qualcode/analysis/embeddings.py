@@ -30,7 +30,10 @@ def term_counts(texts: Sequence[str]) -> sparse.csr_matrix:
     vectorizer = HashingVectorizer(
         n_features=HASH_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm=None, lowercase=True
     )
-    return vectorizer.transform(list(texts)).tocsr()
+    texts = list(texts)
+    if not texts:  # a shard whose chunks all failed coding (the hasher cannot take no text)
+        return sparse.csr_matrix((0, HASH_FEATURES), dtype=np.float64)
+    return vectorizer.transform(texts).tocsr()
 
 
 def offline_vectors(texts: Sequence[str], dims: int = 64, seed: int = 0) -> np.ndarray:

@@ -239,7 +239,7 @@ def read_passages(excerpts: str | Path, chunk_ids: Sequence[str], by: str | None
     if missing:
         raise QualcodeError(f"{excerpts}: no row for chunk {missing[0]} (and {len(missing) - 1} more); "
                                    "rerun the tables rule")  # fmt: skip
-    t = t.take([where[c] for c in chunk_ids])
+    t = t.take(pa.array([where[c] for c in chunk_ids], pa.int64()))
     return Passages(
         chunk_ids=list(chunk_ids),
         doc_ids=t.column("doc_id").to_pylist(),
@@ -396,6 +396,8 @@ def build(x: np.ndarray, p: Passages, settings: ThemesConfig) -> Result:
 
 def methods_sentence(summary: dict[str, Any], settings: ThemesConfig) -> str:
     """What a methods section says of the themes, from the figures computed (never assumed)."""
+    if not summary["n_chunks"]:
+        return "No passage was coded, so no themes were formed."
     vectors = f"the embeddings of {settings.embeddings}" if settings.embeddings else "hashed word and word-pair TF-IDF"
     k = summary["n_themes"]
     text = (
