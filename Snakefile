@@ -25,10 +25,12 @@ include: "workflow/rules/code.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/themes.smk"
+include: "workflow/rules/gold_sample.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/exchange.smk"
 include: "workflow/rules/review.smk"
+include: "workflow/rules/induction.smk"
 
 
 rule all:

@@ -14,6 +14,11 @@ It is a test tool, never a substitute for the real llama.cpp server.
         ...
         assert fake.count() == 2 and fake.fault_count() == 1
 
+Prompt caching: with ``fake.prompt_cache = True`` a request whose first message (the system prompt) the fake has seen
+before reports that message's tokens as ``usage.prompt_tokens_details.cached_tokens``, as OpenAI reports a cached
+prefix (only from ``fake.prompt_cache_min_tokens`` tokens on); ``fake.cached_tokens`` lists what each answer reported.
+Off by default: the usage then has no details, as before.
+
 Random faults: ``fake.fault_rates = {key: probability}``, drawn per request from (seed, body, occurrence).
 A key is ``kind``, ``"status:CODE"`` or ``"status:CODE:retry_after=SECONDS"``, for example
 ``{"status:503": 0.1, "status:429": 0.05, "status:429:retry_after=1": 0.05, "bad_body": 0.02}``: 429 with and
@@ -534,6 +539,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         fake = self.server.fake
+        if fake.route(self, "GET", path, b""):
+            return
         model = {"id": fake.model_served, "object": "model", "created": CREATED, "owned_by": "fakeserver"}
         if path == "/v1/models":
             self._send(200, {"object": "list", "data": [model]})
@@ -552,6 +559,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(400, "request body is not valid JSON")
                 return
             self.server.fake._embeddings(self, body)
+            return
+        if self.server.fake.route(self, "POST", path, raw):
             return
         if path != "/v1/chat/completions":
             self._error(404, f"no route POST {path}")
@@ -596,6 +605,10 @@ class FakeServer:
         # /v1/embeddings: every text embedded, in arrival order (not counted by count(): that is chat requests)
         self.embedded: list[str] = []
         self.embedding_requests = 0
+        self.prompt_cache = False
+        self.prompt_cache_min_tokens = 0
+        self.cached_tokens: list[int] = []  # per answer sent, in order, while prompt_cache is on
+        self._prefixes: set[str] = set()
         self.base_url = ""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -681,6 +694,10 @@ class FakeServer:
             Fault.from_key(key)  # an invalid key fails here, in the test, not later in a handler thread
         self._fault_rates = dict(rates)
 
+    def route(self, handler: _Handler, method: str, path: str, raw: bytes) -> bool:
+        """Endpoints a subclass adds (tests/batchfake.py: files and batches): True when it answered."""
+        return False
+
     # -- internals --------------------------------------------------------------------------------
 
     def _track(self, conn: socket.socket) -> None:
@@ -723,6 +740,17 @@ class FakeServer:
         payload = {"object": "list", "data": data, "model": body.get("model") or self.model_served,
                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
         handler._send(200, payload)
+
+    def _cached(self, messages: list[dict[str, Any]]) -> int:
+        """The tokens of the first message if it was seen before (and is long enough), else 0; it is seen now."""
+        first = _message_text(messages[0].get("content")) if messages else ""
+        tokens = _words(first)
+        with self._lock:
+            seen = first in self._prefixes
+            self._prefixes.add(first)
+            cached = tokens if seen and tokens >= self.prompt_cache_min_tokens else 0
+            self.cached_tokens.append(cached)
+        return cached
 
     def _chat(self, handler: _Handler, body: dict[str, Any]) -> None:
         digest = body_hash(body)
@@ -794,6 +822,9 @@ class FakeServer:
 
         messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
         prompt_tokens = sum(_words(_message_text(m.get("content"))) for m in messages)
+        usage: dict[str, Any] = {}
+        if self.prompt_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": self._cached(messages)}
         completion_tokens = _words(content or refusal or "")
         if fault is not None and fault.kind == "content_parts":
             half = len(content) // 2
@@ -816,6 +847,7 @@ class FakeServer:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                **usage,
             },
         }
         kind = fault.kind if fault is not None else None

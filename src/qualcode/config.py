@@ -218,6 +218,37 @@ class ChunkingConfig(_Strict):
         return v
 
 
+class BatchConfig(_Strict):
+    """How requests go through a provider's Batch API (`llm.mode: batch`) or a batch file (`batch_files`)."""
+
+    poll_s: float = Field(60.0, gt=0, le=3600, description="Seconds between two looks at a batch's status.")
+    max_wait_h: float = Field(
+        24.0,
+        gt=0,
+        le=168,
+        description="Hours a job waits for its batches; past this it stops, and the next run picks them up again.",
+    )
+    max_requests: int = Field(50_000, ge=1, le=1_000_000, description="Most requests in one batch input file.")
+    max_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, le=1024**3, description="Largest batch input file, in bytes (OpenAI: 200 MB)."
+    )
+    reasks: Literal["batch", "realtime"] = Field(
+        "batch",
+        description="Re-asks of invalid answers: 'batch' sends them as the next batch round, 'realtime' one at a "
+        "time at once (full price, no wait).",
+    )
+    running: Literal["wait", "exit"] = Field(
+        "wait",
+        description="A run that finds its requests in a batch still running at the provider (left by a run that "
+        "was stopped): 'wait' for it, or 'exit' at once naming the batch and its status.",
+    )
+    files_dir: str | None = Field(
+        None,
+        description="llm.mode batch_files: where the request and answer files are written and read; null means "
+        "<cache_dir>/batch_files.",
+    )
+
+
 class LLMConfig(_Strict):
     """Which model codes the text and how it is asked."""
 
@@ -290,6 +321,14 @@ class LLMConfig(_Strict):
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra provider-specific request fields; part of the cache key."
     )
+    mode: Literal["realtime", "batch", "batch_files"] = Field(
+        "realtime",
+        description="'realtime' sends each request as it comes; 'batch' sends a job's requests through the "
+        "provider's Batch API (cheaper, answers within 24 h; provider 'openai'); 'batch_files' writes them to a "
+        "batch file for vLLM's batch runner and reads its answers file on the next run. The answers, their cache "
+        "keys and the tables are the same in every mode.",
+    )
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="Settings of llm.mode batch and batch_files.")
 
     @property
     def api_base_url(self) -> str:
@@ -319,6 +358,11 @@ class LLMConfig(_Strict):
                 f"llm.model {llm.model!r} is not a .gguf file, but llm.provider is 'local' (the default), which runs "
                 "a .gguf file in-process; for a model behind an API set llm.provider: openai (and llm.base_url for a "
                 "server other than OpenAI's)"
+            )
+        if llm.mode != "realtime" and llm.provider != "openai":
+            raise ValueError(
+                f"llm.mode {llm.mode!r} sends requests to an OpenAI-compatible API or writes them for vLLM; "
+                "set llm.provider: openai, or llm.mode: realtime for the embedded model"
             )
         if llm.provider == "openai" and gguf:
             raise ValueError(
@@ -414,6 +458,44 @@ ARM_NAME = r"^[a-z][a-z0-9_]*$"
 RESERVED_RATERS = ("model", "all", "humans", "majority")
 
 
+class DrawConfig(_Strict):
+    """The validation sample to draw (`snakemake gold_sample`): its size, from a target interval or given, and its
+    strata. See README, Choosing and drawing the validation sample."""
+
+    size: int | None = Field(
+        None,
+        ge=1,
+        description="Units to draw; null: from half_width (n0 = z^2 p(1-p)/h^2 for a prevalence, n0 = z^2 "
+        "po(1-po)/(h^2 (1-pe)^2) for Cohen's kappa), with the finite-population correction n = n0/(1+(n0-1)/N).",
+    )
+    target: Literal["prevalence", "kappa"] = Field(
+        "prevalence", description="What half_width is the 95% (confidence) interval's half-width of."
+    )
+    half_width: float = Field(0.05, gt=0, lt=1, description="Wanted half-width of the interval.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of that interval.")
+    prevalence: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Expected prevalence of the code (0.5, the default, gives the largest n: a safe guess).",
+    )
+    kappa: float = Field(0.6, gt=-1, lt=1, description="Expected Cohen's kappa (target: kappa only).")
+    stratify_by: str | None = Field(
+        None,
+        description="A metadata column of documents.parquet (meta_<key>, or the key alone) to stratify by; null: "
+        "no metadata strata.",
+    )
+    by_codes: bool = Field(
+        False,
+        description="Stratify also by the model's codes (each unit in the stratum of its rarest code), so that rare "
+        "codes get positives; needs the coding run's tables.",
+    )
+    min_per_stratum: int = Field(
+        5, ge=0, description="Units drawn at least from each stratum (all of a smaller one); the rest proportionally."
+    )
+    seed: int = Field(20240601, description="Seed of the draw: the same frame and settings give the same sample.")
+
+
 class ValidationConfig(_Strict):
     """Agreement with human coders: which codings, on what unit, against which reference."""
 
@@ -448,6 +530,40 @@ class ValidationConfig(_Strict):
         le=100,
         description="Times every chunk is coded (each arm too), the replicate number part of the cache key; 2 or "
         "more fill the stability table. At temperature 0 with a seed they measure only provider nondeterminism.",
+    )
+    draw: DrawConfig = Field(default_factory=DrawConfig, description="The validation sample to draw.")
+    sample: str | None = Field(
+        None,
+        description="The sample file `gold_sample` wrote (results/gold_sample/sample.csv), kept with the human "
+        "codings: it says the coded units are a probability sample and gives their inclusion probabilities. With "
+        "it, prevalence.parquet gives corrected prevalences with 95% intervals; without it (or when the human-coded "
+        "units are not exactly this sample) the model's prevalences only, and why none are corrected.",
+    )
+    by: str | None = Field(
+        None,
+        min_length=1,
+        description="A column of documents.parquet (e.g. meta_occupation) to give prevalences by, besides the "
+        "whole corpus.",
+    )
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of the units set aside as a holdout (by a hash of the unit id and holdout_seed, so a "
+        "unit stays where it is when documents are added); agreement is then given for dev and holdout apart, "
+        "and arms are compared on dev only. 0: no holdout (split 'all').",
+    )
+    holdout_seed: int = Field(20240601, description="Seed of the dev/holdout split.")
+    lock: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{12,64}$",
+        description="The configuration chosen on dev (its config hash, qualcode.config_sha256 in the manifest, or "
+        "its first 12+ characters): the holdout is scored only under it. Null: scored under any, and recorded.",
+    )
+    holdout_log: str = Field(
+        "holdout_scoring.jsonl",
+        description="Where each scoring of the holdout is recorded (time, config hash), outside results_dir so "
+        "that it survives a rerun from scratch; the manifest and methods.md report it.",
     )
     arms: dict[Annotated[str, Field(pattern=ARM_NAME)], Arm] = Field(
         default_factory=dict,
@@ -490,13 +606,45 @@ class ReviewConfig(_Strict):
 
 
 class Price(_Strict):
-    """What a model costs, per million tokens, in the currency of your choice."""
+    """What a model costs, per million tokens, in the currency of your choice. A cached input token (one the provider
+    served from its prompt cache, as it reports) is billed at `cached_input`; an answer obtained through a Batch API
+    costs `batch_discount` less, on every kind of token (OpenAI, Anthropic and Google give 50% and also apply their
+    cached-input price in a batch)."""
 
     input: float = Field(..., ge=0, description="Price per million input (prompt) tokens.")
     output: float = Field(..., ge=0, description="Price per million output (completion) tokens.")
+    cached_input: float | None = Field(
+        None,
+        ge=0,
+        description="Price per million input tokens served from the provider's prompt cache (OpenAI: a tenth to a "
+        "half of `input`, by model); null means the same as `input`.",
+    )
+    batch_discount: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Fraction taken off every price for answers obtained through a Batch API (0.5: half price).",
+    )
+    cache_min_tokens: int = Field(
+        1024,
+        ge=0,
+        description="Shortest prompt prefix the provider caches for this model (OpenAI: 1,024 tokens; other "
+        "providers differ): `qualcode estimate` says whether the system prompt reaches it.",
+    )
 
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input + tokens_out * self.output) / 1e6
+    def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0, batch: bool = False) -> float:
+        """What a call was billed: `tokens_cached` of `tokens_in` at the cached-input price, the rest at `input`,
+        `tokens_out` at `output`, all less the batch discount when it went through a batch."""
+        cached = min(max(tokens_cached, 0), tokens_in)  # a provider never caches more than the prompt
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        full = ((tokens_in - cached) * self.input + cached * cached_price + tokens_out * self.output) / 1e6
+        return full * (1 - self.batch_discount) if batch else full
+
+    def paid(self, call: Any) -> float:
+        """What a recorded call (`records.CallFacts`: a cached answer or a chunk's result) was billed: the one place
+        the llm_calls table, the progress lines and the budget's bill agree on."""
+        tokens = (call.tokens_in or 0, call.tokens_out or 0, call.tokens_cached or 0)
+        return self.cost(*tokens, batch=getattr(call, "batch_id", None) is not None)
 
 
 class PromptContext(_Strict):
@@ -566,6 +714,68 @@ class ThemesConfig(_Strict):
         return self
 
 
+class InductionConfig(_Strict):
+    """Proposing a codebook from the data (`snakemake propose`): open coding of a sample of chunks, the candidates
+    merged into codes, and a codebook for the researcher to edit. Nothing proposed is applied by itself."""
+
+    documents: int | None = Field(
+        20, ge=1, description="Documents to sample (seeded); null with share null: every document."
+    )
+    share: float | None = Field(
+        None, gt=0, le=1, description="Share of the documents to sample instead of a number (0.2: a fifth)."
+    )
+    seed: int = Field(1, description="Seed of the sample and of its order: the same seed and corpus, the same chunks.")
+    stratify_by: str | None = Field(
+        None,
+        description="Document metadata key (a column of a CSV input) whose values are sampled in proportion, each "
+        "value at least once; null: no strata.",
+    )
+    research_question: str = Field(
+        "", description="Put into the prompt, so the codes serve it (ATLAS.ti's 'intentional' coding); empty: none."
+    )
+    granularity: str = Field(
+        "Codes name one idea each, general enough to recur in other passages, specific enough to be told apart.",
+        description="Guidance on how broad a code should be, put into the prompt.",
+    )
+    candidates_per_chunk: int = Field(5, ge=1, le=20, description="Most candidate codes asked of one chunk.")
+    distance_threshold: float = Field(
+        0.8,
+        gt=0,
+        le=2,
+        description="Candidates closer than this (cosine distance, average linkage) are merged into one code; lower "
+        "gives more, narrower codes.",
+    )
+    vector_dims: int = Field(64, ge=2, le=1024, description="Dimensions of the offline passage vectors.")
+    max_codes: int = Field(
+        40, ge=1, le=500, description="Most codes proposed: the groups found in the most chunks are kept."
+    )
+    batch_size: int = Field(
+        5, ge=1, le=10_000, description="Chunks per step of the saturation table, in the sample's order."
+    )
+    extend: str | None = Field(
+        None,
+        description="An existing codebook (abductive coding): only codes it lacks are proposed, marked as new; its "
+        "own codes are not named again.",
+    )
+    field_name: str = Field(
+        "proposed_codes", pattern=r"^[a-z][a-z0-9_]*$", description="Name of the proposed multiple-choice field."
+    )
+    prompts: dict[Literal["system", "user", "name"], str] = Field(
+        default_factory=lambda: {
+            "system": "config/prompts/induction_system.j2",
+            "user": "config/prompts/induction_user.j2",
+            "name": "config/prompts/induction_name.j2",
+        },
+        description="Jinja2 templates: the system and user messages of open coding, and the naming of a group.",
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> InductionConfig:
+        if self.share is not None and self.documents is not None:
+            raise ValueError("induction: set documents or share, not both (null the other)")
+        return self
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
@@ -577,6 +787,9 @@ class Config(_Strict):
     )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Splitting documents into chunks.")
     pilot: PilotConfig = Field(default_factory=PilotConfig, description="Coding a sample of the documents first.")
+    induction: InductionConfig = Field(
+        default_factory=InductionConfig, description="Proposing a codebook from the data (snakemake propose)."
+    )
     prompt_context: PromptContext = Field(
         default_factory=PromptContext, description="Document metadata and speaker labels given to the model."
     )
@@ -634,6 +847,21 @@ class Config(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _batches_wait_on_the_submit_host(self) -> Config:
+        if self.cluster.coding == "compute" and self.llm.mode != "realtime":
+            raise ValueError(
+                f"llm.mode {self.llm.mode!r} waits for batches, and records them beside the cache: it runs on the "
+                "submit host; set cluster.coding: submit_host (or auto)"
+            )
+        if self.limits.active and self.llm.mode != "realtime":
+            raise ValueError(
+                f"llm.mode {self.llm.mode!r} does not keep limits (rates, daily quota, budget): they count realtime "
+                "requests one by one, and a batch's are sent all at once; remove them and let the bill stop the run "
+                "before any request (limits.confirm_new_requests), or use llm.mode: realtime"
+            )
+        return self
+
     @property
     def never_inputs(self) -> tuple[str, str]:
         """Directories whose files are never inputs, wherever input_dir points: the run's own results and cache."""
@@ -644,7 +872,7 @@ class Config(_Strict):
         a cluster executor. On one machine everything runs in place unless `cluster.coding` is 'compute'."""
         mode = self.cluster.coding
         if mode == "auto":
-            if not cluster or self.limits.active:
+            if not cluster or self.limits.active or self.llm.mode != "realtime":
                 return False
             return self.llm.provider == "local" or is_loopback(self.llm.api_base_url)
         return mode == "compute"
@@ -907,18 +1135,22 @@ CONSENT_SETTINGS = {"limits": {"confirm_new_requests"}}
 # it in another file, yields byte-identical tables) and out of the coding jobs' params (changing them reruns nothing,
 # and Snakemake's metadata never holds them); a coding job takes them from the run's config (`connectable`).
 ACCESS_SETTINGS = ("api_key_env", "api_key_file")
+# How requests travel, not what is asked: the same request gets the same answer, cache key and tables in real time or
+# through a batch, so switching modes reruns nothing and leaves the config hash as it was.
+TRANSPORT_SETTINGS = ("mode", "batch")
 
 
 def content_dict(cfg: Config) -> dict[str, Any]:
     """The resolved config without its location, validation, access and consent settings: what the config hash
     covers."""
     exclude: dict[str, Any] = {k: True for k in (*LOCATION_SETTINGS, *AFTERWARDS_SETTINGS)}
-    return cfg.model_dump(mode="json", exclude={**exclude, "llm": set(ACCESS_SETTINGS), **CONSENT_SETTINGS})
+    llm = {*ACCESS_SETTINGS, *TRANSPORT_SETTINGS}
+    return cfg.model_dump(mode="json", exclude={**exclude, "llm": llm, **CONSENT_SETTINGS})
 
 
 def job_llm(llm: LLMConfig) -> dict[str, Any]:
     """The llm settings a job receives as a Snakemake param: what determines the answers, without credentials."""
-    return llm.model_dump(mode="json", exclude=set(ACCESS_SETTINGS))
+    return llm.model_dump(mode="json", exclude={*ACCESS_SETTINGS, *TRANSPORT_SETTINGS})
 
 
 def connectable(params_llm: dict[str, Any], raw_config: dict[str, Any] | None) -> LLMConfig:

@@ -55,6 +55,11 @@ class RequestError(QualcodeError):
         super().__init__(message)
 
 
+class BatchPending(QualcodeError):
+    """A batch of requests is not answered yet (still running at the provider, or a batch file waiting for its
+    answers file): the job stops, nothing is lost, and the next run picks the answers up."""
+
+
 class CacheError(QualcodeError):
     """The answer cache (`cache_dir`) cannot be read or written: disk full, corrupt database, no permission.
     The job stops sending; answers received so far are kept in the job's answer journal."""

@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .inputs import ingest
 from .inputs.codebook import Codebook
 from .inputs.ingest import InputFile
-from .validity import gold, validation
+from .validity import gold, sampling, validation
 
 
 def inputs(cfg: Config) -> tuple[list[InputFile], list[str]]:
@@ -63,6 +63,8 @@ def before_reading(cfg: Config, cb: Codebook, gold_too: bool = True) -> tuple[li
     files, notes = inputs(cfg)
     if gold_too:
         human_codings(cfg, cb, files)
+        if cfg.validation.sample is not None:  # the validation sample's file: its probabilities are read later
+            sampling.read_sample(cfg.validation.sample)
     return files, notes
 
 

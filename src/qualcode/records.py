@@ -101,6 +101,8 @@ class Completion:
     system_fingerprint: str | None
     retries: int = 0  # transient failures retried before this answer
     refusal: str | None = None  # the model declined to answer, in its own words
+    tokens_cached: int = 0  # prompt tokens the provider served from its prompt cache (0 where it does not say)
+    batch_id: str | None = None  # the provider's batch (or batch file) that answered; None: answered in real time
 
     def __post_init__(self) -> None:
         # Every string a server sent enters here, whichever client built the record: lone surrogates become U+FFFD
@@ -157,11 +159,15 @@ class CallFacts(_Record):
     finish_reason: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    # Of tokens_in, those the provider served from its prompt cache (usage.prompt_tokens_details.cached_tokens), billed
+    # at the cached-input price; None for answers cached before this was recorded.
+    tokens_cached: int | None = None
     latency_s: float | None = None
     attempts: int = 0  # asks of the model: the first plus re-asks
     reasks: int = 0
     retries: int = 0  # transient errors retried (extra HTTP requests)
     answered_at: str | None = None  # UTC time of the original answer
+    batch_id: str | None = None  # the batch that answered (`llm.mode: batch` or `batch_files`); None: in real time
 
 
 class CachedAnswer(CallFacts):

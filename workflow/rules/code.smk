@@ -21,7 +21,8 @@ localrules:
 
 if not CODING_ON_COMPUTE and ON_CLUSTER:
 
-    # a remote API: compute nodes often cannot reach it, and the cache stays on the submit host's disk
+    # a remote API: compute nodes often cannot reach it, and the cache stays on the submit host's disk; batches
+    # (llm.mode batch, batch_files) too: waiting for one must not hold an allocation
     localrules:
         code_shard,
 

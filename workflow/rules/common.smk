@@ -1,5 +1,7 @@
 # Validate the config and codebook before any rule runs, and define the input functions.
 
+import os
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -36,11 +38,33 @@ TABLES = qualcode.outputs.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.outputs.tables.VALIDATION
 THEME_TABLES = qualcode.outputs.tables.THEME_TABLES
 
-_codebook_raw = qualcode.inputs.codebook.read(CFG.codebook)
-CODEBOOK = qualcode.inputs.codebook.parse(_codebook_raw, CFG.codebook)
-validate(_codebook_raw, "../../schemas/codebook.schema.json")
-# Content hashes stamped into every table (byte-identical tables for identical inputs).
-ORIGIN = qualcode.outputs.provenance.origin(CFG)
+
+# `snakemake propose` needs no codebook (it proposes one): only then may the codebook file be missing. Snakemake
+# knows its targets only once the workflow is parsed, so they are read from its command line here.
+def _only_targets(names):
+    """Whether snakemake was asked for these targets alone (False when its command line cannot be read: the codebook
+    is then required, as for any other target)."""
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(sys.argv[1:])
+    except (SystemExit, Exception):
+        return False
+    return bool(args.targets) and set(args.targets) <= set(names)
+
+
+PROPOSING = _only_targets({"propose", "propose_codebook"})
+if Path(CFG.codebook).is_file() or (not PROPOSING and workflow.is_main_process):
+    _codebook_raw = qualcode.inputs.codebook.read(CFG.codebook)
+    CODEBOOK = qualcode.inputs.codebook.parse(_codebook_raw, CFG.codebook)
+    validate(_codebook_raw, "../../schemas/codebook.schema.json")
+else:
+    CODEBOOK = None
+# Content hashes stamped into every table (byte-identical tables for identical inputs); without a codebook (propose
+# only), that of an empty file.
+ORIGIN = qualcode.outputs.provenance.origin(
+    CFG if CODEBOOK is not None else CFG.model_copy(update={"codebook": os.devnull})
+)
 
 # Whatever can stop the run is found now, before any request (`qualcode check` runs the same): a missing .gguf
 # file, no inputs, human codings that cannot be read or name none of the listed files. The inputs reach Snakemake
@@ -48,7 +72,7 @@ ORIGIN = qualcode.outputs.provenance.origin(CFG)
 # name would be wildcards, and a name that is not UTF-8 would crash it. The main process rewrites the listing only
 # when it changed, so its time tells Snakemake to ingest again.
 INPUT_FILES, _notes = qualcode.preflight.before_reading(
-    CFG, CODEBOOK, gold_too=workflow.is_main_process
+    CFG, CODEBOOK, gold_too=workflow.is_main_process and CODEBOOK is not None
 )
 INPUT_LISTING = f"{RESULTS}/work/inputs.json"
 if workflow.is_main_process:
@@ -213,6 +237,7 @@ def final_outputs(wildcards):
         [f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)]
         + absorbed
         + [
+            f"{RESULTS}/prevalence.parquet",
             f"{RESULTS}/codings.csv",
             f"{RESULTS}/excerpts.csv",
             f"{RESULTS}/codebook/answer.schema.json",

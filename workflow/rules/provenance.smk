@@ -46,7 +46,10 @@ rule replay_archive:
 # the end of every run), and the report's figures need not wait for it.
 rule manifest:
     input:
-        **{name: f"{RESULTS}/{name}.parquet" for name in (*TABLES, *VALIDATION_TABLES)},
+        **{
+            name: f"{RESULTS}/{name}.parquet"
+            for name in (*TABLES, *VALIDATION_TABLES, "prevalence")
+        },
         answer_schema=f"{RESULTS}/codebook/answer.schema.json",
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
         shards=coded_shards,

@@ -17,6 +17,7 @@ rule report_plots:
         failures=f"{RESULTS}/failures.parquet",
         agreement=f"{RESULTS}/agreement.parquet",
         confusion=f"{RESULTS}/confusion.parquet",
+        prevalence=f"{RESULTS}/prevalence.parquet",
         codebook=CFG.codebook,
     output:
         frequencies=report(
@@ -59,6 +60,11 @@ rule report_plots:
             caption="../report/agreement_table.rst",
             category="Validity",
         ),
+        prevalence_plot=report(
+            f"{RESULTS}/report/prevalence.png",
+            caption="../report/prevalence.rst",
+            category="Validity",
+        ),
     log:
         f"{RESULTS}/logs/report_plots/report_plots.log",
     benchmark:
@@ -68,6 +74,7 @@ rule report_plots:
         documents_shown=30,
         failures_shown=200,
         reference=CFG.validation.reference,
+        unit=CFG.validation.unit,
         models=qualcode.config.model_raters(CFG),
     script:
         "../scripts/report_plots.py"

@@ -12,7 +12,7 @@ from qualcode.reporting import methods, pages
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-    names = (*tables.PUBLISHED, *tables.VALIDATION)
+    names = (*tables.PUBLISHED, *tables.VALIDATION, "prevalence")
     manifest = provenance.manifest(
         cfg=config.resolve(params.config),
         config_files=params.config_files,
@@ -39,6 +39,11 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         tables.read(inp.stability, "stability").to_pandas(),
     )
     themes = Path(inp.themes_methods).read_text(encoding="utf-8") if inp.get("themes_methods") else None
+    held = methods.holdout_paragraph(manifest["holdout"])
+    prevalence = methods.prevalence_paragraph(
+        tables.read(inp.prevalence, "prevalence").to_pandas(), params.validation
+    )
+    validation = " ".join(p for p in (validation, held, prevalence) if p) or None
     text = methods.document(manifest, cb.name, cb.version, appendix, validation, themes)
     Path(out.methods).write_text(text, encoding="utf-8")
     pages.methods_html(text, out.methods_page)

@@ -20,5 +20,9 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     )
     log.info("report: %d figures and pages for %d coded chunks", len(report.OUTPUTS), n_coded)
     outputs = {name: out[name] for name in report.VALIDATION_OUTPUTS}
-    n = report.write_validation_report(inp.agreement, inp.confusion, params.reference, outputs, params.models)
+    n = report.write_validation_report(
+        inp.agreement, inp.confusion, params.reference, outputs, params.models, params.unit
+    )
     log.info("agreement: %d rows drawn and listed", n)
+    n = report.write_prevalence_report(inp.prevalence, {name: out[name] for name in report.PREVALENCE_OUTPUTS})
+    log.info("prevalence: %d rows drawn", n)

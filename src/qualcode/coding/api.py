@@ -258,22 +258,28 @@ class _BoundedHttpClient(openai.DefaultAsyncHttpxClient):
         return response
 
 
+def sdk_client(cfg: LLMConfig, max_bytes: int) -> openai.AsyncOpenAI:
+    """The openai package's client for `llm.base_url`, without its own retries, reading responses within
+    `max_bytes`."""
+    for secret in url_credentials(cfg.connect_url):
+        register_secret(secret)
+    url, query = connection(cfg.connect_url)
+    return openai.AsyncOpenAI(
+        base_url=url,
+        api_key=resolve_api_key(cfg, cfg.api_base_url),
+        max_retries=0,
+        timeout=cfg.timeout_s,
+        default_query=query or None,
+        http_client=_BoundedHttpClient(max_bytes, timeout=cfg.timeout_s),
+    )
+
+
 class OpenAIClient:
     def __init__(self, cfg: LLMConfig, ledger: Ledger | None = None):
         self.cfg = cfg
         self.base_url = cfg.api_base_url  # without credentials: the URL every message names
         self.ledger = ledger if ledger is not None and ledger.active else None
-        for secret in url_credentials(cfg.connect_url):
-            register_secret(secret)
-        url, query = connection(cfg.connect_url)
-        self._client = openai.AsyncOpenAI(
-            base_url=url,
-            api_key=resolve_api_key(cfg, self.base_url),
-            max_retries=0,
-            timeout=cfg.timeout_s,
-            default_query=query or None,
-            http_client=_BoundedHttpClient(cfg.max_response_bytes, timeout=cfg.timeout_s),
-        )
+        self._client = sdk_client(cfg, cfg.max_response_bytes)
 
     async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
         """One HTTP request, counted against the shared limits before it leaves."""
@@ -287,7 +293,8 @@ class OpenAIClient:
             if getattr(resp, "choices", None) is None:
                 raise BadResponse(_not_a_completion(resp))
             if ledger and resp.usage:
-                cost = ledger.cost(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
+                usage = resp.usage
+                cost = ledger.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached_tokens(usage))
             return resp
         except json.JSONDecodeError as exc:
             raise BadResponse(f"sent a body that is not JSON: {exc}") from None
@@ -298,33 +305,10 @@ class OpenAIClient:
                 ledger.settle(rid, cost)
 
     async def complete(self, request: LLMRequest) -> Completion:
-        kwargs: dict[str, Any] = {
-            "model": request.model,
-            "messages": list(request.messages),
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "max_tokens": request.max_tokens,
-        }
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.response_format is not None:
-            kwargs["response_format"] = request.response_format
-        if request.extra_body:
-            kwargs["extra_body"] = request.extra_body
+        kwargs = chat_kwargs(request)
         prompt_tokens = estimate_prompt_tokens(request.messages) if self.ledger else 0
         resp, retries = await self._retried(lambda: self._send(kwargs, prompt_tokens), request.model)
-        choice = resp.choices[0] if resp.choices else None
-        usage = resp.usage
-        return Completion(
-            content=_content_text(choice.message.content) if choice else "",
-            model_served=resp.model,
-            finish_reason=choice.finish_reason if choice else None,
-            tokens_in=usage.prompt_tokens if usage else None,
-            tokens_out=usage.completion_tokens if usage else None,
-            system_fingerprint=getattr(resp, "system_fingerprint", None),
-            retries=retries,
-            refusal=getattr(choice.message, "refusal", None) if choice else None,
-        )
+        return completion(resp, retries=retries)
 
     async def embed(self, model: str, texts: list[str]) -> tuple[list[list[float]], str | None, int | None, int]:
         """One `/v1/embeddings` request for `texts`, with the same retries, limits and messages as a completion:
@@ -411,6 +395,50 @@ class OpenAIClient:
         await self._client.close()
 
 
+def chat_kwargs(request: LLMRequest) -> dict[str, Any]:
+    """The chat-completions arguments of a request, as the openai client takes them (`extra_body` apart)."""
+    kwargs: dict[str, Any] = {
+        "model": request.model,
+        "messages": list(request.messages),
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "max_tokens": request.max_tokens,
+    }
+    if request.seed is not None:
+        kwargs["seed"] = request.seed
+    if request.response_format is not None:
+        kwargs["response_format"] = request.response_format
+    if request.extra_body:
+        kwargs["extra_body"] = request.extra_body
+    return kwargs
+
+
+def chat_body(request: LLMRequest) -> dict[str, Any]:
+    """The JSON body the openai client sends for a request (extra_body merged in, as the client merges it): a batch
+    file's line carries exactly this, so an answer by batch and one in real time are answers to the same request."""
+    kwargs = chat_kwargs(request)
+    extra = kwargs.pop("extra_body", {})
+    return {**kwargs, **extra}
+
+
+def completion(resp: Any, retries: int = 0, batch_id: str | None = None) -> Completion:
+    """A chat completion (the openai client's object) as a `Completion`."""
+    choice = resp.choices[0] if resp.choices else None
+    usage = resp.usage
+    return Completion(
+        content=_content_text(choice.message.content) if choice else "",
+        model_served=resp.model,
+        finish_reason=choice.finish_reason if choice else None,
+        tokens_in=usage.prompt_tokens if usage else None,
+        tokens_out=usage.completion_tokens if usage else None,
+        tokens_cached=cached_tokens(usage),
+        system_fingerprint=getattr(resp, "system_fingerprint", None),
+        retries=retries,
+        refusal=getattr(choice.message, "refusal", None) if choice else None,
+        batch_id=batch_id,
+    )
+
+
 def _connection_problem(base_url: str, cause: BaseException | None) -> str:
     """What went wrong on the connection, in words: only a refused connection or an unknown host is "cannot reach"."""
     if isinstance(cause, httpx.ConnectError):
@@ -425,6 +453,15 @@ def _connection_problem(base_url: str, cause: BaseException | None) -> str:
     if isinstance(cause, (httpx.ReadError, httpx.WriteError)):
         return f"{base_url} closed the connection before the answer was complete"
     return f"{base_url}: the connection failed ({type(cause).__name__ if cause else 'no detail'})"
+
+
+def cached_tokens(usage: Any) -> int:
+    """The prompt tokens the provider served from its prompt cache (`usage.prompt_tokens_details.cached_tokens`, as
+    OpenAI, vLLM and OpenRouter report them); 0 where it does not say."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    # a dict: usage the client did not parse into its model
+    value = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _content_text(content: Any) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from ..config import LimitsConfig, LLMConfig, Price
 from ..errors import (
     AnswerError,
+    BatchPending,
     CacheError,
     ConfigError,
     LimitReached,
@@ -136,6 +137,14 @@ class Asked:
     def tokens_out(self) -> int | None:
         return self._fact("tokens_out")
 
+    @property
+    def tokens_cached(self) -> int | None:
+        return self._fact("tokens_cached")
+
+    @property
+    def batch_id(self) -> str | None:
+        return self._fact("batch_id")
+
 
 # A lease is renewed while its request is being answered, so it can be short: a run killed mid-request
 # holds up another run sharing the cache for at most this long.
@@ -245,10 +254,10 @@ class Asker:
         if self._unreachable:  # don't spend retries on every question to a server that is not there
             return self._failed(q, key, self._unreachable)
         if self._client is None:
-            self._client = self._client_factory(self.cfg, self._ledger)
+            self._client = self._client_factory(self.cfg, self._ledger, getattr(self.cache, "directory", None))
         req = q.request
         messages = list(req.messages)
-        attempts, reasks, retries, tokens_in, tokens_out = 0, 0, 0, 0, 0
+        attempts, reasks, retries, tokens_in, tokens_out, tokens_cached = 0, 0, 0, 0, 0, 0
         started = time.monotonic()
         last_raw, last_error, finish = None, None, None
         while True:
@@ -266,6 +275,7 @@ class Asker:
             retries += done.retries
             tokens_in += done.tokens_in or 0
             tokens_out += done.tokens_out or 0
+            tokens_cached += done.tokens_cached
             finish, last_raw = done.finish_reason, redact(done.content) if done.content is not None else None
             if done.refusal:  # a refusal is the model's considered answer: asking again would pay for it again
                 last_error = f"the model refused: {done.refusal[:500]}"
@@ -294,11 +304,13 @@ class Asker:
                 finish_reason=done.finish_reason,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
+                tokens_cached=tokens_cached,
                 latency_s=round(time.monotonic() - started, 3),
                 attempts=attempts,
                 reasks=reasks,
                 retries=retries,
                 answered_at=utc_now(),
+                batch_id=done.batch_id,
             )
             self._keep(q, key, cached)
             return Asked(q, key, cached, cache_hit=False)
@@ -310,6 +322,7 @@ class Asker:
             finish_reason=finish,
             tokens_in=tokens_in or None,
             tokens_out=tokens_out or None,
+            tokens_cached=tokens_cached if tokens_in else None,
             latency_s=round(time.monotonic() - started, 3),
             attempts=attempts,
             reasks=reasks,
@@ -350,7 +363,7 @@ class Asker:
     def _failed(self, q: Question, key: str, error: str, **facts: Any) -> Asked:
         """A failed question; `facts` are what is known of the attempts (none if nothing was sent)."""
         empty = dict(
-            raw=None, finish_reason=None, tokens_in=None, tokens_out=None, latency_s=None,
+            raw=None, finish_reason=None, tokens_in=None, tokens_out=None, tokens_cached=None, latency_s=None,
             attempts=0, reasks=0, retries=0, answered_at=None,
         )  # fmt: skip
         return Asked(q, key, None, cache_hit=False, error=redact(error), facts={**empty, **facts})
@@ -365,8 +378,10 @@ class Asker:
         """Run `work` (which asks through this asker) on every item, at most `llm.concurrency` at once, or stop
         cleanly: on a quota, budget or permanent error nothing more is sent, answers already received stay cached,
         and the items still pending are logged."""
-        # The embedded model answers one request at a time; queueing more would only inflate latencies.
-        sem = asyncio.Semaphore(1 if self.endpoint.provider == "local" else self.cfg.concurrency)
+        # The embedded model answers one request at a time; queueing more would only inflate latencies. A batch
+        # takes every request of the job at once.
+        local, batched = self.endpoint.provider == "local", self.cfg.mode != "realtime"
+        sem = asyncio.Semaphore(1 if local else max(len(items), 1) if batched else self.cfg.concurrency)
         done: list[R] = []
         last_report = time.monotonic()
 
@@ -427,7 +442,7 @@ class Asker:
         )
         if isinstance(exc, LimitReached):
             return LimitReached(message, resume_at=exc.resume_at)
-        same_kind = type(exc) in (ProviderError, CacheError, StorageError, ConfigError, QualcodeError)
+        same_kind = type(exc) in (ProviderError, CacheError, StorageError, ConfigError, QualcodeError, BatchPending)
         return type(exc)(message) if same_kind else QualcodeError(message)
 
 
@@ -439,10 +454,11 @@ def progress(results: Sequence[Any], total: int, price: Price | None = None, nou
     retries = sum(r.retries for r in results if not r.cache_hit)
     t_in = sum(r.tokens_in or 0 for r in results if not r.cache_hit)
     t_out = sum(r.tokens_out or 0 for r in results if not r.cache_hit)
-    cost = f", cost {price.cost(t_in, t_out):.4f}" if price else ""
+    t_cached = sum(r.tokens_cached or 0 for r in results if not r.cache_hit)
+    cost = f", cost {sum(price.paid(r) for r in results if not r.cache_hit):.4f}" if price else ""
     return (
         f"{len(results)}/{total} {noun}s, {hits} from cache, {failed} failed, "
-        f"{reasks} re-asks, {retries} retries, {t_in} tokens in, {t_out} out{cost}"
+        f"{reasks} re-asks, {retries} retries, {t_in} tokens in ({t_cached} cached), {t_out} out{cost}"
     )
 
 

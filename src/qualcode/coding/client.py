@@ -51,11 +51,18 @@ class Client(Protocol):
     async def aclose(self) -> None: ...
 
 
-def make_client(cfg: LLMConfig, ledger: Ledger | None = None) -> Client:
+def make_client(cfg: LLMConfig, ledger: Ledger | None = None, state_dir: str | Path | None = None) -> Client:
     """The one factory. The ledger (shared limits) applies to paid APIs, not to the embedded model.
-    Each client's library is imported here, at the first cache miss: a fully cached job never loads openai."""
+    Each client's library is imported here, at the first cache miss: a fully cached job never loads openai.
+    `state_dir` (the cache's directory) is where `llm.mode` batch and batch_files record their batches."""
     if cfg.provider == "local":
         return LocalClient(cfg)
+    if cfg.mode != "realtime":
+        if state_dir is None:
+            raise ConfigError(f"llm.mode {cfg.mode!r} records its batches beside the cache: this job has none")
+        from .batch import BatchClient
+
+        return BatchClient(cfg, state_dir)
     from .api import OpenAIClient
 
     return OpenAIClient(cfg, ledger)

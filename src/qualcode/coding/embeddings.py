@@ -86,7 +86,8 @@ async def _send(
     ledger = None
     if limits is not None and limits.active:
         ledger = Ledger(cache.directory, f"{endpoint(llm).base_url} {llm.model}", limits, price)
-    client = make_client(llm, ledger)
+    # Embeddings are always sent as they are asked (llm.mode's batches are for chat answers): a few cheap requests.
+    client = make_client(llm.model_copy(update={"mode": "realtime"}), ledger)
     try:
         for start in range(0, len(requests), BATCH):
             batch = requests[start : start + BATCH]

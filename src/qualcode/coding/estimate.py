@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, PromptContext
+from ..config import Config, Price, PromptContext
 from ..errors import LimitReached
 from ..ids import file_sha256, stable_hash
 from ..inputs import chunking, ingest
@@ -22,7 +22,7 @@ from ..records import Chunk, LLMRequest
 from . import prompts
 from .cache import AnswerCache
 from .coder import Requests
-from .limits import estimate_prompt_tokens
+from .limits import count_tokens, estimate_prompt_tokens
 
 
 def estimate(cfg: Config) -> dict[str, Any]:
@@ -57,6 +57,7 @@ def estimate(cfg: Config) -> dict[str, Any]:
         "budget": cfg.limits.budget,
         "bill": the_bill,
         "pilot": None,
+        **modes(cfg.prices.get(cfg.llm.model), templates, the_bill),
     }
     if cfg.pilot.documents is not None:
         adds = _requests(cfg, later, the_bill["output_tokens_per_answer"])
@@ -96,6 +97,79 @@ def _requests(cfg: Config, to_send: Sequence[LLMRequest], per_answer: float) -> 
     }
 
 
+# -- realtime or batch, with the prompt cache or without: the same requests at each mode's prices -------------------
+
+MODES = ("realtime", "realtime, prefix cached", "batch", "batch, prefix cached")
+
+
+def prefix(templates: prompts.Prompts, price: Price | None) -> dict[str, Any]:
+    """The stable prefix every request starts with (the system prompt: the codebook, its instructions and, with
+    structured_output 'prompt', the schema), its tokens, and whether it is long enough for the provider to cache."""
+    least = price.cache_min_tokens if price else Price.model_fields["cache_min_tokens"].default
+    tokens = count_tokens(templates.system_text)
+    return {"tokens": tokens, "cache_min_tokens": least, "cacheable": tokens >= least}
+
+
+def costs_by_mode(
+    price: Price, requests: int, tokens_in: int, tokens_out: int, prefix_tokens: int, cacheable: bool
+) -> dict[str, float]:
+    """The cost of `requests` requests in each of `MODES`. With the prefix cached, every request but the first gets
+    its prefix at the cached-input price: a best case, as a provider keeps a prefix for minutes, not for a whole run
+    (OpenAI also caches in steps of 128 tokens past the first 1,024)."""
+    cached = prefix_tokens * max(requests - 1, 0) if cacheable else 0
+    return {
+        "realtime": price.cost(tokens_in, tokens_out),
+        "realtime, prefix cached": price.cost(tokens_in, tokens_out, cached),
+        "batch": price.cost(tokens_in, tokens_out, batch=True),
+        "batch, prefix cached": price.cost(tokens_in, tokens_out, cached, batch=True),
+    }
+
+
+def modes(price: Price | None, templates: prompts.Prompts, b: dict[str, Any]) -> dict[str, Any]:
+    """The bill's new requests per chunk (the tokens behind every cost) and their cost in each mode (None without a
+    price)."""
+    stable = prefix(templates, price)
+    n = b["new"]
+    per_chunk = {
+        "input_tokens": b["input_tokens"] / n if n else None,
+        "prefix_tokens": stable["tokens"],
+        "output_tokens": b["output_tokens_per_answer"],
+    }
+    by_mode = None
+    if price is not None:
+        by_mode = costs_by_mode(
+            price, n, b["input_tokens"], b["output_tokens_expected"], stable["tokens"], stable["cacheable"]
+        )
+    return {"prefix": stable, "per_chunk": per_chunk, "cost_by_mode": by_mode}
+
+
+def mode_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
+    """The prefix, the tokens per chunk and the costs side by side, as `render` shows them."""
+    p, per = e["prefix"], e["per_chunk"]
+    where = f"prices.{e['model']}.cache_min_tokens"
+    rows = [(
+        "stable prefix (system prompt)",
+        f"{p['tokens']:,} tokens: "
+        + (f"cacheable (the provider caches from {p['cache_min_tokens']:,}, {where})"
+           if p["cacheable"] else
+           f"not cacheable (under the {p['cache_min_tokens']:,} the provider caches, {where})"),
+    )]  # fmt: skip
+    if per["input_tokens"] is not None:
+        rows.append((
+            "tokens per new request",
+            f"{per['input_tokens']:,.0f} in (of which {per['prefix_tokens']:,} the prefix), "
+            f"{per['output_tokens']:,.0f} out",
+        ))  # fmt: skip
+    by_mode = e["cost_by_mode"]
+    if by_mode is None:
+        rows.append(("cost by mode", "no price for this model in `prices`"))
+        return rows
+    widths = [max(len(m), len(f"{by_mode[m]:.4f}")) for m in MODES]
+    rows.append(("cost by mode", "  ".join(f"{m:>{w}}" for m, w in zip(MODES, widths, strict=True))))
+    rows.append(("", "  ".join(f"{by_mode[m]:>{w}.4f}" for m, w in zip(MODES, widths, strict=True))))
+    return rows
+
+
 def _money(e: dict[str, Any]) -> str:
     if e["cost_expected"] is None:
         return "no price for this model in `prices`"
@@ -118,6 +192,7 @@ def render(e: dict[str, Any]) -> str:
         ("input tokens (estimated)", e["input_tokens"]),
         ("output tokens (expected)", f"{e['output_tokens_expected']} ({e['output_tokens_basis']})"),
         (f"cost for {e['model']}", _money(e)),
+        *mode_rows(e),
         ("budget (limits.budget)", e["budget"] if e["budget"] is not None else "none"),
         *bill_rows(e["bill"], cost=False),
     ]

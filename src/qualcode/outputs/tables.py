@@ -70,11 +70,13 @@ RESULTS = pa.schema(
         pa.field("finish_reason", pa.string()),
         pa.field("tokens_in", pa.int64()),
         pa.field("tokens_out", pa.int64()),
+        pa.field("tokens_cached", pa.int64()),  # of tokens_in, served from the provider's prompt cache
         pa.field("latency_s", pa.float64()),
         pa.field("attempts", pa.int32(), nullable=False),
         pa.field("reasks", pa.int32(), nullable=False),
         pa.field("retries", pa.int32(), nullable=False),
         pa.field("answered_at", pa.string()),
+        pa.field("batch_id", pa.string()),  # the Batch API batch (or batch file) that answered; null: realtime
         pa.field("cache_hit", pa.bool_(), nullable=False),
     ]
 )
@@ -130,6 +132,7 @@ FAILURES = pa.schema(
 # Agreement with human coders (the validate stage): tidy, one row per code, pair (or group) of raters and metric.
 AGREEMENT = pa.schema(
     [
+        pa.field("split", pa.string(), nullable=False),  # dev / holdout (validation.holdout), or all
         pa.field("field", pa.string(), nullable=False),
         pa.field("value", pa.string()),  # null: the field as a whole; else the presence of this value
         pa.field("rater_a", pa.string(), nullable=False),  # a rater, or "all" / "humans" for a group
@@ -145,6 +148,7 @@ AGREEMENT = pa.schema(
 
 CONFUSION = pa.schema(
     [
+        pa.field("split", pa.string(), nullable=False),
         pa.field("field", pa.string(), nullable=False),
         pa.field("rater", pa.string(), nullable=False),
         pa.field("reference", pa.string(), nullable=False),
@@ -167,8 +171,61 @@ STABILITY = pa.schema(
     ]
 )
 
+# Prevalence of each code over the corpus (the prevalence rule): from the model's codes and corrected with the
+# human-coded probability sample (validity.prevalence), overall (by, group null) and by validation.by's groups.
+PREVALENCE = pa.schema(
+    [
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("by", pa.string()),  # the grouping column (validation.by); null: the whole corpus
+        pa.field("group", pa.string()),
+        pa.field("unit", pa.string(), nullable=False),  # document or chunk (validation.unit)
+        pa.field("n_units", pa.int64(), nullable=False),  # units of the corpus (the group)
+        pa.field("naive", pa.float64()),  # share of them the model gave the code
+        pa.field("n_sample", pa.int64(), nullable=False),  # human-coded sampled units among them
+        pa.field("human_positives", pa.int64(), nullable=False),
+        pa.field("disagreements", pa.int64(), nullable=False),  # sampled units where humans and model differ
+        pa.field("corrected", pa.float64()),
+        pa.field("se", pa.float64()),
+        pa.field("ci_low", pa.float64()),  # 95%
+        pa.field("ci_high", pa.float64()),
+        pa.field("method", pa.string()),
+        pa.field("refused", pa.string()),  # why no corrected estimate is given (not a probability sample)
+        pa.field("note", pa.string()),  # a warning: too few positives or disagreements for the interval
+    ]
+)
+
 # Written by the validate stage, always (empty without human codings), after the coding tables.
 VALIDATION = ("agreement", "confusion", "stability")
+
+# `snakemake propose` (induction): every candidate code the model proposed for a sampled chunk, its quote's grounding,
+# the group it was merged into and the proposed code that group became; and the saturation of the sample.
+CANDIDATES = pa.schema(
+    [
+        pa.field("candidate_id", pa.string(), nullable=False),
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("position", pa.int64(), nullable=False),  # the chunk's place in the sample's seeded order
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("definition", pa.string(), nullable=False),
+        pa.field("quote", pa.string(), nullable=False),
+        pa.field("grounding", pa.string(), nullable=False),
+        pa.field("grounded", pa.bool_(), nullable=False),
+        pa.field("quote_start", pa.int64()),
+        pa.field("quote_end", pa.int64()),
+        pa.field("group", pa.int64()),
+        pa.field("code", pa.string()),  # the proposed code's name; null: its group was not proposed
+        pa.field("status", pa.string()),  # proposed, new (extending), existing (the codebook has it), not proposed
+    ]
+)
+SATURATION = pa.schema(
+    [
+        pa.field("batch", pa.int64(), nullable=False),
+        pa.field("chunks", pa.int64(), nullable=False),  # chunks read so far
+        pa.field("new_codes", pa.int64(), nullable=False),  # groups first met in this batch
+        pa.field("codes", pa.int64(), nullable=False),  # groups met so far
+    ]
+)
 
 EXCERPT_CODE = pa.struct(
     [("field", pa.string()), ("value", pa.string()), ("quote", pa.string()), ("grounding", pa.string())]
@@ -295,10 +352,11 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
     return {
         "documents": DOCUMENTS, "chunks": CHUNKS, "codes": CODES, "llm_calls": LLM_CALLS, "failures": FAILURES,
         "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
-        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY,
+        "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY, "prevalence": PREVALENCE,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
         "theme_vectors": THEME_VECTORS, "themes": THEMES, "chunk_themes": CHUNK_THEMES, "theme_codes": THEME_CODES,
         "theme_groups": THEME_GROUPS, "theme_runs": THEME_RUNS,
+        "candidates": CANDIDATES, "saturation": SATURATION,  # snakemake propose
     }[name]  # fmt: skip
 
 
@@ -462,8 +520,18 @@ def results_table(results: Sequence[ChunkResult]) -> pa.Table:
     return pa.Table.from_pylist([r.to_row() for r in results], schema=RESULTS)
 
 
+# Columns of the coding results added after shards were first written: a shard coded by an earlier version (kept by
+# Snakemake, whose outputs are up to date) has none, and reads with them null, which is what they are: unknown.
+RESULTS_ADDED_LATER = frozenset({"tokens_cached", "batch_id"})
+
+
 def read_results(paths: Iterable[str | Path]) -> list[ChunkResult]:
-    return [ChunkResult(**r) for p in paths for r in read(p, "results", RESULTS.names).to_pylist()]
+    rows = []
+    for p in paths:
+        present = set(pq.read_schema(p).names)
+        columns = [c for c in RESULTS.names if c in present or c not in RESULTS_ADDED_LATER]
+        rows += [ChunkResult(**r) for r in read(p, "results", columns).to_pylist()]
+    return rows
 
 
 def iter_shards(

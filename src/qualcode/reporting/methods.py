@@ -6,11 +6,12 @@ what was actually run, not what the config intended.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from ..validity.validation import human_raters, reference_used
+from ..validity.validation import RARE, human_raters, majority_basis, positives, reference_used, too_rare
 
 NOT_RECORDED = "not recorded"
 
@@ -121,10 +122,52 @@ def paragraph(m: dict[str, Any], codebook_name: str, codebook_version: str) -> s
         f"chunks were coded and {failed}. Each code came with a verbatim evidence quote where the codebook asked "
         f"for one: {n('counts', 'quotes_grounded')} of {n('counts', 'quotes')} quotes (one per chunk and field) "
         f"were found in the source text (exactly or up to whitespace, case and quotation marks) and "
-        f"{n('counts', 'quotes_ungrounded')} were not.{_empty(m)} The configuration is identified by SHA-256 "
+        f"{n('counts', 'quotes_ungrounded')} were not.{_empty(m)}{_usage(m)} The configuration is identified by "
+        f"SHA-256 "
         f"{_short(_get(m, 'origin', 'qualcode.config_sha256'))} (resolved settings, see manifest.json); every "
         f"request and answer (replicates and comparison arms included) is in the replay archive, from which every "
         f"table can be rebuilt without the model."
+    )
+
+
+def _count(c: dict[str, Any], key: str) -> int:
+    value = c.get(key)
+    return value if isinstance(value, int) else 0
+
+
+def _batch_ids(c: dict[str, Any]) -> list[str]:
+    ids = c.get("batch_ids")
+    return [str(i) for i in ids if i] if isinstance(ids, list) else []
+
+
+def _usage(m: dict[str, Any]) -> str:
+    """Tokens (cached and not), how the answers were obtained and what they cost, as the manifest counted them."""
+    c = _get(m, "counts")
+    if not isinstance(c, dict) or not isinstance(c.get("tokens_in"), int):
+        return ""
+    batch, realtime = _count(c, "answers_batch"), _count(c, "answers_realtime")
+    if batch and realtime:
+        how = f"{batch} through the provider's Batch API and {realtime} one request at a time"
+    else:
+        how = "through the provider's Batch API" if batch else "one request at a time"
+    batches = _batch_ids(c)
+    which = f" (batch{'es' if len(batches) > 1 else ''} {', '.join(batches)})" if batches else ""
+    price = (_get(m, "config", "prices") or {}).get(_get(m, "config", "llm", "model") or "")
+    cost = c.get("cost")
+    if not isinstance(cost, (int, float)) or not isinstance(price, dict):
+        paid = "no price was configured, so no cost is stated"
+    else:
+        cached_price = price.get("cached_input") if price.get("cached_input") is not None else price.get("input")
+        discount = price.get("batch_discount")
+        paid = (
+            f"they cost {cost:.4f} at the configured prices (per million tokens: input {_text(price.get('input'))}, "
+            f"cached input {_text(cached_price)}, output {_text(price.get('output'))}"
+            + (f"; {discount:.0%} less in a batch" if batch and isinstance(discount, (int, float)) else "")
+            + ")"
+        )
+    return (
+        f" Answers were obtained {how}{which}: {c['tokens_in']} input tokens ({_count(c, 'tokens_cached')} of them "
+        f"served from the provider's prompt cache) and {_count(c, 'tokens_out')} output tokens; {paid}."
     )
 
 
@@ -140,19 +183,63 @@ def _empty(m: dict[str, Any]) -> str:
     )
 
 
-def _spread(values: Any) -> str:
+def _spread(values: Any, n_units: Any = None, units: str = "units") -> str:
+    """The spread of coefficients over codes and, given `n_units`, the units each rests on."""
     v = [x for x in values if x == x]
+    n = [int(x) for x, e in zip(n_units, values, strict=True) if e == e] if n_units is not None else []
     if not v:
         return "undefined (no variation in the codes)"
     v.sort()
     mid = (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
-    return f"median {mid:.2f} (range {v[0]:.2f} to {v[-1]:.2f}, {len(v)} codes)"
+    on = ""
+    if n:
+        on = f"; n = {min(n)} {units}" if min(n) == max(n) else f"; n = {min(n)} to {max(n)} {units}"
+    return f"median {mid:.2f} (range {v[0]:.2f} to {v[-1]:.2f}, {len(v)} codes{on})"
+
+
+def _coded(agreement: pd.DataFrame, raters: list[str], unit: str) -> str:
+    """Who coded how many units, and how many units each pair shares."""
+    # per split (dev and holdout hold different units) the most units any code was rated on, summed
+    split = agreement["split"] if "split" in agreement else pd.Series("all", index=agreement.index)
+    rated = agreement[(agreement.metric == "prevalence") & agreement.rater_a.isin(raters)]
+    n = rated.groupby([split[rated.index], rated.rater_a]).n_units.max().groupby(level=1).sum()
+    each = ", ".join(f"{r}: {int(n.get(r, 0))}" for r in raters)
+    pairs = agreement[(agreement.metric == "krippendorff_alpha") & agreement.rater_a.isin(raters)
+                      & agreement.rater_b.isin(raters)]  # fmt: skip
+    shared = pairs.groupby([split[pairs.index], pairs.rater_a, pairs.rater_b]).n_units.max().groupby(level=[1, 2]).sum()
+    both = "; ".join(f"{a} and {b} both: {int(k)}" for (a, b), k in shared.items())
+    return f"{unit} coded by {each}" + (f"; {both}" if both else "")
 
 
 def _arm(name: str, arm: dict[str, Any]) -> str:
     changed = [f"{k} {v}" for k, v in sorted(arm.get("llm", {}).items())]
     changed += [f"{k} prompt template {v}" for k, v in sorted(arm.get("prompts", {}).items())]
     return f"{name} ({', '.join(changed) or 'no change'})"
+
+
+def holdout_paragraph(holdout: Mapping[str, Any] | None) -> str | None:
+    """What was done with the holdout (the manifest's `holdout`: settings and every scoring, from
+    validation.holdout_log): whether the configuration was fixed before it was scored, or how often and under how
+    many configurations it was scored. None without a holdout."""
+    if not holdout or not holdout.get("share"):
+        return None
+    scorings = holdout.get("scorings") or []
+    text = (
+        f"A share of {holdout['share']:g} of the units was set aside as a holdout (by a hash of each unit's id, seed "
+        f"{holdout['seed']}); arms were compared, and the configuration chosen, on the other units (dev)."
+    )
+    if not scorings:
+        return text + " The holdout has not been scored."
+    configs = sorted({s["config_sha256"] for s in scorings})
+    locked = all(s.get("lock") and s["config_sha256"].startswith(s["lock"]) for s in scorings)
+    if locked and len(configs) == 1:
+        return text + (f" Model, prompt and codebook were fixed (configuration hash {configs[0][:12]}) before the "
+                       f"holdout was scored ({len(scorings)} time(s), always under that configuration).")  # fmt: skip
+    return text + (
+        f" The holdout was scored {len(scorings)} time(s) under {len(configs)} configuration(s) "
+        f"({', '.join(c[:12] for c in configs)}), not only under one locked beforehand (validation.lock), so its "
+        "figures may reflect choices made after seeing them."
+    )
 
 
 def validation_paragraph(
@@ -174,7 +261,14 @@ def validation_paragraph(
             + ". Arms shared the answer cache, and are compared below with each other and with the human coders."
         )
     if not agreement.empty:
-        alpha = agreement[agreement.metric == "krippendorff_alpha"]
+        # with a holdout, the numbers quoted are the holdout's where it was scored (the arms': dev's, where alone
+        # they are compared), else dev's
+        splits = set(agreement.split) if "split" in agreement else {"all"}
+        final = "holdout" if "holdout" in splits else "dev" if "dev" in splits else "all"
+        by_split = {m: agreement.split == ("dev" if m != "model" and final == "holdout" else final)
+                    for m in models} if "split" in agreement else {}  # fmt: skip
+        quoted = agreement[agreement.split == final] if "split" in agreement else agreement
+        alpha = quoted[quoted.metric == "krippendorff_alpha"]
         raters = human_raters(agreement, models)
         pairs = alpha[alpha.rater_b.notna()]
         human = pairs[pairs.rater_a.isin(raters) & pairs.rater_b.isin(raters)]
@@ -182,8 +276,8 @@ def validation_paragraph(
         unit = "documents" if settings["unit"] == "document" else "chunks"
         ref_name = "the human coders' majority (ties left out)" if reference == "majority" else f"coder {reference}"
         text = (
-            f"To assess validity, {len(raters)} human coder(s) ({', '.join(raters)}) coded a sample of up to "
-            f"{int(agreement.n_units.max())} {unit} with the same codebook, independently of the model. Each value of "
+            f"To assess validity, {len(raters)} human coder(s) ({', '.join(raters)}) coded a sample of {unit} with "
+            f"the same codebook, independently of the model ({_coded(agreement, raters, unit)}). Each value of "
             "a choice field was compared as present or absent, and single-choice and boolean fields as a whole. For "
             "every pair of raters we computed observed agreement, Cohen's kappa, Krippendorff's alpha (nominal) and "
             "Gwet's AC1"
@@ -191,16 +285,35 @@ def validation_paragraph(
             + f", each with a 95% percentile bootstrap interval over units ({settings['bootstrap']} resamples, seed "
             f"{settings['seed']}); against {ref_name} also the model's precision, recall and F1."
         )
+        if reference == "majority" and (basis := majority_basis(agreement)) is not None:
+            n, k1, kt = basis
+            text += (f" The majority covers {n} {unit}: on {k1} of them only one coder coded the unit, so the "
+                     f"majority there is that coder's code, and {kt} were left out as ties.")  # fmt: skip
+        if final != "all":
+            arms_on_dev = "; the arms', on dev, where they were compared." if final == "holdout" and arms else "."
+            text += f" The figures below are on the {final} units{arms_on_dev}"
         if len(human):
-            text += f" Krippendorff's alpha between human coders: {_spread(human.estimate)}."
+            text += f" Krippendorff's alpha between human coders: {_spread(human.estimate, human.n_units, unit)}."
+        all_pairs = agreement[(agreement.metric == "krippendorff_alpha") & agreement.rater_b.notna()]
         for m in models:
-            vs_ref = pairs[(pairs.rater_a == m) & (pairs.rater_b == reference)]
+            mine = all_pairs[by_split[m][all_pairs.index]] if by_split else all_pairs
+            vs_ref = mine[(mine.rater_a == m) & (mine.rater_b == reference)]
             poor = int((vs_ref.assessment == "poor").sum())
             who = "the model" if m == "model" else f"arm {m}"
-            text += f" Between {who} and {ref_name}: {_spread(vs_ref.estimate)}"
+            text += f" Between {who} and {ref_name}: {_spread(vs_ref.estimate, vs_ref.n_units, unit)}"
             text += (
                 f"; for {poor} code(s) it was below 0.667, too low to rely on (Krippendorff, 2004)." if poor else "."
             )
+        rare = alpha[too_rare(agreement)[alpha.index]]
+        if len(rare):
+            count = positives(agreement)
+            names = sorted({f"{f}: {v}" for f, v in zip(rare.field, rare.value, strict=True)})
+            splits = rare["split"] if "split" in rare else ["all"] * len(rare)
+            fewest = min(count.get((s, f, v, r), 0) for s, f, v, a, b in zip(splits, rare.field, rare.value,
+                         rare.rater_a, rare.rater_b, strict=True) for r in (a, b))  # fmt: skip
+            text += (f" For {len(names)} code(s) ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}) a rater "
+                     f"marked the code present on fewer than {RARE} {unit} (as few as {fewest}): their coefficients "
+                     "and intervals rest on a handful of units and are not interpreted.")  # fmt: skip
         parts.append(text + " Every estimate, with its interval and number of units, is in agreement.parquet.")
     if settings.get("replicates", 1) > 1:
         text = (
@@ -212,11 +325,45 @@ def validation_paragraph(
             mine = stability[stability.rater == m]
             changed = mine[mine.metric == "share_changed"]
             who = "the model" if m == "model" else f"arm {m}"
+            kalpha = mine[mine.metric == "krippendorff_alpha"]
             text += (f" For {who}, Krippendorff's alpha across replicates was "
-                     f"{_spread(mine[mine.metric == 'krippendorff_alpha'].estimate)}, and the share of chunks whose "
-                     f"code changed {_spread(changed.estimate)}.")  # fmt: skip
+                     f"{_spread(kalpha.estimate, kalpha.n_units, 'chunks')}, and the share of chunks whose "
+                     f"code changed {_spread(changed.estimate, changed.n_units, 'chunks')}.")  # fmt: skip
         parts.append(text + " Per code and field, with intervals, in stability.parquet.")
     return " ".join(parts)
+
+
+def prevalence_paragraph(prevalence: pd.DataFrame, settings: dict[str, Any]) -> str | None:
+    """The corrected prevalence sentences, from prevalence.parquet: the estimator, the sample behind it and the
+    largest correction, or why no corrected estimate is given. None without choice or boolean codes."""
+    if prevalence.empty:
+        return None
+    unit = "documents" if settings["unit"] == "document" else "chunks"
+    overall = prevalence[prevalence.by.isna()]
+    n = int(overall.n_units.iloc[0])
+    refused = overall.refused.dropna()
+    if len(refused):
+        return (f"The prevalence of each code over the {n} {unit} is given from the model's codes only "
+                f"(prevalence.parquet); it is not corrected for the model's errors, and no interval is given, because "
+                f"{refused.iloc[0]}.")  # fmt: skip
+    n_sample = int(overall.n_sample.iloc[0])
+    by = settings.get("by")
+    text = (f"The prevalence of each code over the {n} {unit} was estimated from the model's codes and corrected "
+            f"with the human-coded probability sample (n = {n_sample} {unit}, drawn with recorded inclusion "
+            "probabilities) by the design-based difference estimator with Horvitz-Thompson weights (Egami et al., "
+            "2023; Angelopoulos et al., 2023), with 95% normal intervals from the stratified variance"
+            + (f", for the whole corpus and by {by}" if by else "") + ".")  # fmt: skip
+    shift = (overall.corrected - overall.naive).abs()
+    if shift.notna().any():
+        r = overall.loc[shift.idxmax()]
+        text += (f" The largest correction was for {r.field}: {r.value}: {r.naive:.3f} from the model's codes, "
+                 f"{r.corrected:.3f} (95% CI {r.ci_low:.3f} to {r.ci_high:.3f}; n = {int(r.n_sample)} {unit}) "
+                 "corrected.")  # fmt: skip
+    fragile = overall.note.fillna("").str.startswith("fragile")
+    if fragile.any():
+        text += (f" For {int(fragile.sum())} code(s) the sample held fewer than 5 human positives or disagreements, "
+                 "so their intervals may be too narrow.")  # fmt: skip
+    return text + " Every estimate, with its interval and n, is in prevalence.parquet."
 
 
 def _table(m: dict[str, Any]) -> str:
@@ -242,7 +389,9 @@ def _table(m: dict[str, Any]) -> str:
         ("Quotes grounded / ungrounded", _pair(c.get("quotes_grounded"), c.get("quotes_ungrounded"))),
         ("Empty answers", _text(", ".join(f"{k} {v}" for k, v in (c.get("answers_empty") or {}).items()), "none")),
         ("Tokens in / out (all answers)", _pair(c.get("tokens_in"), c.get("tokens_out"))),
-        ("Cost (all answers)", c.get("cost") if c.get("cost") is not None else "no price set"),
+        ("Input tokens from the prompt cache", c.get("tokens_cached")),
+        ("Answers obtained", _modes(c)),
+        ("Cost (all answers, as paid)", c.get("cost") if c.get("cost") is not None else "no price set"),
         ("Config SHA-256", m["origin"].get("qualcode.config_sha256")),
         ("Codebook SHA-256", m["sha256"].get("codebook")),
         ("System prompt template SHA-256", m["sha256"]["prompts"].get("system")),
@@ -254,6 +403,14 @@ def _table(m: dict[str, Any]) -> str:
     lines = ["| Parameter | Value |", "|---|---|"]
     lines += [f"| {k} | {_text(v)} |" for k, v in rows]
     return "\n".join(lines)
+
+
+def _modes(c: dict[str, Any]) -> str | None:
+    if not isinstance(c.get("answers_realtime"), int) and not isinstance(c.get("answers_batch"), int):
+        return None
+    batches = ", ".join(_batch_ids(c))
+    text = f"{_count(c, 'answers_realtime')} realtime, {_count(c, 'answers_batch')} in a batch"
+    return text + (f" ({batches})" if batches else "")
 
 
 def _environment(env: dict[str, Any]) -> str:

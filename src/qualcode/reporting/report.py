@@ -28,10 +28,12 @@ from ..validity.validation import human_raters, reference_used
 from .agreement import agreement_html, plot_agreement
 from .codes import TOP_DOCUMENTS, cooccurrence, documents_by_codes, frequencies, grounding, read_codes
 from .figures import plot_documents, plot_frequencies, plot_grounding, plot_heatmap
+from .prevalence import plot_prevalence
 from .usage import FAILURES_SHOWN, USAGE_COLUMNS, failures_html, llm_usage, usage_html
 
 OUTPUTS = ("frequencies", "cooccurrence", "documents", "grounding", "failures", "usage")
 VALIDATION_OUTPUTS = ("agreement_plot", "agreement_page")
+PREVALENCE_OUTPUTS = ("prevalence_plot",)
 
 
 def write_report(
@@ -66,12 +68,20 @@ def write_validation_report(
     reference: str,
     out: Mapping[str, str | Path],
     models: Sequence[str] = ("model",),
+    unit: str = "document",
 ) -> int:
     """The forest plot and the agreement page; returns the number of agreement rows. `models`: the run's model
-    and the arms, as named in the table."""
+    and the arms, as named in the table; `unit`: validation.unit."""
     a = tables.read(agreement, "agreement").to_pandas()
     c = tables.read(confusion, "confusion").to_pandas()
     reference = reference_used(human_raters(a, models), reference)
     plot_agreement(a, reference, out["agreement_plot"], models)
-    agreement_html(a, c, reference, out["agreement_page"], models)
+    agreement_html(a, c, reference, out["agreement_page"], models, unit)
     return len(a)
+
+
+def write_prevalence_report(prevalence: str | Path, out: Mapping[str, str | Path]) -> int:
+    """The prevalence figure (naive beside corrected); returns the number of prevalence rows."""
+    p = tables.read(prevalence, "prevalence").to_pandas()
+    plot_prevalence(p, out["prevalence_plot"])
+    return len(p)

@@ -32,8 +32,10 @@ USAGE_COLUMNS = [
     "retries",
     "tokens_in",
     "tokens_out",
+    "tokens_cached",
     "latency_s",
     "cost",
+    "batch_id",
 ]
 
 INTEGERS = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}  # nullable, for pages
@@ -57,7 +59,8 @@ def _numbering(ids: dict[str, int]) -> Callable[[str], int]:
 
 
 def llm_usage(calls: Tabular) -> pd.DataFrame:
-    """Calls, cache hits, failures, re-asks, tokens, latency and cost per model asked for and served.
+    """Calls, cache hits, failures, re-asks, tokens (in, of which served from the provider's prompt cache, and out),
+    calls answered through a Batch API, latency and cost (what was paid) per model asked for and served.
 
     Summed by pyarrow on the columns of `USAGE_COLUMNS`; the median latency, exact, per group in numpy."""
     t = calls if isinstance(calls, pa.Table) else pa.Table.from_pandas(calls[USAGE_COLUMNS], preserve_index=False)
@@ -67,7 +70,8 @@ def llm_usage(calls: Tabular) -> pd.DataFrame:
             "model_served": pc.fill_null(t["model_served"].cast(pa.string()), "n/a"),
             "failed": pc.cast(pc.not_equal(t["status"], "coded"), pa.int64()),
             "cache_hit": pc.cast(t["cache_hit"], pa.int64()),
-            **{c: t[c] for c in ("reasks", "retries", "tokens_in", "tokens_out", "latency_s", "cost")},
+            "batch": pc.cast(pc.is_valid(t["batch_id"]), pa.int64()),
+            **{c: t[c] for c in ("reasks", "retries", "tokens_in", "tokens_out", "tokens_cached", "latency_s", "cost")},
         }
     )
     keys = ["model_asked", "model_served"]
@@ -83,6 +87,8 @@ def llm_usage(calls: Tabular) -> pd.DataFrame:
                 ("retries", "sum", zero_if_empty),
                 ("tokens_in", "sum", zero_if_empty),
                 ("tokens_out", "sum", zero_if_empty),
+                ("tokens_cached", "sum", zero_if_empty),
+                ("batch", "sum", zero_if_empty),
                 ("latency_s", "max"),
                 ("cost", "sum"),  # null, not 0, when no price is set: an unknown cost is not a free one
             ]
@@ -96,12 +102,13 @@ def llm_usage(calls: Tabular) -> pd.DataFrame:
         latency = t["latency_s"].filter(group).drop_null().to_numpy()
         medians.append(float(np.median(latency)) if len(latency) else math.nan)
     out["latency_median_s"] = medians
-    names = {f"{c}_sum": c for c in ("failed", "reasks", "retries", "tokens_in", "tokens_out", "cost")}
+    summed = ("failed", "reasks", "retries", "tokens_in", "tokens_out", "tokens_cached", "batch", "cost")
+    names = {f"{c}_sum": c for c in summed}
     out = out.rename(
         columns={**names, "failed_count": "calls", "cache_hit_sum": "cache_hits", "latency_s_max": "latency_max_s"}
     )
     columns = ["model_asked", "model_served", "calls", "cache_hits", "failed", "reasks", "retries", "tokens_in"]
-    columns += ["tokens_out", "latency_median_s", "latency_max_s", "cost"]
+    columns += ["tokens_cached", "tokens_out", "batch", "latency_median_s", "latency_max_s", "cost"]
     return out[columns]
 
 

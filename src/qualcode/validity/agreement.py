@@ -198,8 +198,10 @@ def _row(code: Code, a: str, b: str | None, metric: str, values: np.ndarray, n: 
 def evaluate(
     codes: list[Code], raters: list[str], models: list[str], reference: str, weights: np.ndarray
 ) -> tuple[list[dict], list[dict]]:
-    """Agreement rows (every pair of raters, all raters together when 3 or more, each rater's prevalence, and each
-    model against the reference) and confusion rows (each model against the reference, for whole fields).
+    """Agreement rows (every pair of raters, all raters together when 3 or more, each rater's prevalence, each
+    model against the reference, and with a majority reference what it rested on: its prevalence, the share of
+    units only one coder coded and the share tied) and confusion rows (each model against the reference, for whole
+    fields).
 
     `reference` is a human rater's name, or "majority": the human raters' majority, ties left out."""
     humans = [i for i, r in enumerate(raters) if r not in models]
@@ -212,6 +214,17 @@ def evaluate(
                 share, n = prevalence(x[:, i], weights)
                 rows.append(_row(code, r, None, "prevalence", share, n[0]))
         ref = majority(x[:, humans], k) if reference == "majority" else x[:, raters.index(reference)]
+        if reference == "majority" and len(humans) >= 2:
+            # what the majority rests on when coders coded different units: its prevalence, the units only one
+            # coder coded (there the majority is that coder), and those left out as ties
+            coders = (x[:, humans] >= 0).sum(1)
+            some = (coders >= 1).astype(np.float64)
+            if code.value is not None:
+                share, n = prevalence(ref, weights)
+                rows.append(_row(code, "majority", None, "prevalence", share, n[0]))
+            for metric, units in (("majority_one_coder", coders == 1), ("majority_tied", (coders >= 2) & (ref < 0))):
+                rows.append(_row(code, "majority", None, metric, _div(weights @ units.astype(np.float64),
+                                                                      weights @ some), some.sum()))  # fmt: skip
         pairs = []
         for i, j in itertools.combinations(range(len(raters)), 2):
             if raters[j] in models and raters[i] not in models:

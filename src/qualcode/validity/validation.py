@@ -25,12 +25,12 @@ import pyarrow as pa
 
 from ..config import RESERVED_RATERS
 from ..errors import ConfigError
-from ..ids import canonical_json, file_sha256
+from ..ids import canonical_json, file_sha256, utc_now
 from ..inputs.codebook import Codebook, CodeField
-from ..outputs import tables
+from ..outputs import provenance, tables
 from ..outputs.results import value_strings
 from ..records import ChunkResult
-from . import agreement, gold
+from . import agreement, gold, sampling
 
 MODEL = RESERVED_RATERS[0]  # the run's own model; arms go by their names
 RESERVED = set(RESERVED_RATERS)
@@ -45,6 +45,56 @@ def human_raters(agreement: pd.DataFrame, models: Sequence[str] = (MODEL,)) -> l
     """The human coders of an agreement table: every rater named in it but the models (the run's and the arms')."""
     names = set(agreement.rater_a) | set(agreement.rater_b.dropna())
     return sorted(names - RESERVED - set(models))
+
+
+RARE = 5  # fewer positives than this by a rater: a presence code's coefficients and intervals mean little
+
+
+def _splits(agreement: pd.DataFrame) -> pd.Series:
+    return agreement["split"] if "split" in agreement else pd.Series("all", index=agreement.index)
+
+
+def positives(agreement: pd.DataFrame) -> dict[tuple[str, str, str, str], int]:
+    """(split, field, value, rater) -> the units the rater marked present (the majority too), from the prevalence
+    rows."""
+    p = agreement[(agreement.metric == "prevalence") & agreement.estimate.notna()]
+    return {
+        (s, f, v, r): int(round(e * n))
+        for s, f, v, r, e, n in zip(_splits(p), p.field, p.value, p.rater_a, p.estimate, p.n_units, strict=True)
+    }
+
+
+def too_rare(agreement: pd.DataFrame, threshold: int = RARE) -> pd.Series:
+    """Per row: a presence code compared between raters either of whom marked it present on fewer than
+    `threshold` units (its kappa or alpha, interval included, rests on a handful of units)."""
+    count = positives(agreement)
+    rare = [
+        v is not None and v == v and b is not None and b == b
+        and min(count.get((s, f, v, a), 0), count.get((s, f, v, b), 0)) < threshold
+        for s, f, v, a, b in zip(_splits(agreement), agreement.field, agreement.value, agreement.rater_a,
+                                 agreement.rater_b, strict=True)
+    ]  # fmt: skip
+    return pd.Series(rare, index=agreement.index, dtype=bool)
+
+
+def majority_basis(agreement: pd.DataFrame) -> tuple[int, int, int] | None:
+    """What the coders' majority rested on: (units some coder coded, units only one coder coded, units tied), from
+    the first presence code's rows of each split (every presence code is rated on the same units; the splits'
+    units are disjoint); None without such rows."""
+    rows = agreement[(agreement.rater_a == "majority") & agreement.value.notna()]
+    if rows.empty:
+        return None
+    n = one = tied = 0
+    for _, part in rows.groupby(_splits(rows), sort=False):
+        first = part[(part.field == part.field.iloc[0]) & (part.value == part.value.iloc[0])]
+        by = first.set_index("metric")
+        if "majority_one_coder" not in by.index:
+            continue
+        k = int(by.at["majority_one_coder", "n_units"])
+        n += k
+        one += round(float(by.at["majority_one_coder", "estimate"] or 0) * k)
+        tied += round(float(by.at["majority_tied", "estimate"] or 0) * k)
+    return (n, one, tied) if n else None
 
 
 def check_coders(coders: set[str], models: Sequence[str], reference: str | None) -> None:
@@ -164,9 +214,11 @@ def agreement_tables(
     resamples: int,
     seed: int,
     models: Sequence[str] = (MODEL,),
+    split: str = "all",
 ) -> dict[str, pa.Table]:
-    """The three validation tables from each rater's presence matrix and rated units (`ratings`); `models` names
-    the raters that are models (scored against the reference), the others are human coders."""
+    """The agreement and confusion tables from each rater's presence matrix and rated units (`ratings`); `models`
+    names the raters that are models (scored against the reference), the others are human coders; `split` is
+    written on every row (dev, holdout or all)."""
     raters = list(presence)
     humans = [r for r in raters if r not in models]
     if reference != "majority" and reference not in humans:
@@ -178,9 +230,51 @@ def agreement_tables(
         codes_for_raters(cb, presence, rated), raters, list(models), reference, weights
     )
     return {
-        "agreement": pa.Table.from_pylist(rows, schema=tables.AGREEMENT),
-        "confusion": pa.Table.from_pylist(confusion, schema=tables.CONFUSION),
+        "agreement": pa.Table.from_pylist([{**r, "split": split} for r in rows], schema=tables.AGREEMENT),
+        "confusion": pa.Table.from_pylist([{**r, "split": split} for r in confusion], schema=tables.CONFUSION),
     }
+
+
+def split_agreement_tables(
+    cb: Codebook,
+    units: Sequence[str],
+    presence: Mapping[str, np.ndarray],
+    rated: Mapping[str, np.ndarray],
+    settings: Mapping[str, Any],
+    models: Sequence[str] = (MODEL,),
+    score_holdout: bool = True,
+) -> tuple[dict[str, pa.Table], int]:
+    """The agreement and confusion tables by split: with a holdout (validation.holdout > 0) the dev units with
+    every model (the arms are compared here), and, if `score_holdout`, the holdout units with the run's model
+    only (an arm is not scored on the holdout: it would be chosen on it); without, all units ('all'). Returns the
+    tables and the number of holdout units scored (0: the holdout was not scored)."""
+    humans = [r for r in presence if r not in models]
+    args = (settings["reference"], settings["bootstrap"], settings["seed"])
+    if settings.get("holdout", 0) <= 0:
+        return agreement_tables(cb, presence, rated, *args, models), 0
+    hold = sampling.in_holdout(units, settings["holdout"], settings["holdout_seed"])
+    parts = [("dev", ~hold, list(models))]
+    if score_holdout:
+        parts.append(("holdout", hold, [m for m in models if m == MODEL]))
+    built: dict[str, list[pa.Table]] = {"agreement": [], "confusion": []}
+    scored = 0
+    for split, mask, raters in parts:
+        if not mask.any():
+            continue
+        keep = humans + raters
+        part = agreement_tables(cb, {r: presence[r][mask] for r in keep}, {r: rated[r][mask] for r in keep},
+                                *args, raters, split)  # fmt: skip
+        for name, table in part.items():
+            built[name].append(table)
+        scored = int(mask.sum()) if split == "holdout" else scored
+    return {name: pa.concat_tables(ts) if ts else tables.schema(name).empty_table()
+            for name, ts in built.items()}, scored  # fmt: skip
+
+
+def holdout_sealed(settings: Mapping[str, Any], config_sha256: str) -> bool:
+    """Whether the holdout stays unscored: validation.lock names another configuration than this run's."""
+    lock = settings.get("lock")
+    return settings.get("holdout", 0) > 0 and lock is not None and not config_sha256.startswith(lock)
 
 
 def answers(cb: Codebook, results: Sequence[ChunkResult]) -> tuple[pd.DataFrame, pd.Series]:
@@ -286,13 +380,22 @@ def write_validation(
     coded = {key: answers(cb, tables.read_results(files)) for key, files in sorted(codings.items())}
     all_chunks = tables.read(chunks, "chunks", ["chunk_id", "doc_id", "start", "end"]).to_pandas()
     built = {name: tables.schema(name).empty_table() for name in tables.VALIDATION}
+    config_sha256 = (metadata or {}).get("qualcode.config_sha256", "")
+    if holdout_sealed(settings, config_sha256):
+        problems.append(f"the holdout was not scored: validation.lock is {settings['lock']}, this run's "
+                        f"configuration is {config_sha256}; only dev numbers were computed")  # fmt: skip
     if not human.empty:
-        _, presence, rated = ratings(cb, human, all_chunks, unit, {r: coded[r, 1] for r in raters})
-        built.update(
-            agreement_tables(
-                cb, presence, rated, settings["reference"], settings["bootstrap"], settings["seed"], raters
-            )
+        units, presence, rated = ratings(cb, human, all_chunks, unit, {r: coded[r, 1] for r in raters})
+        split_tables, scored = split_agreement_tables(
+            cb, units, presence, rated, settings, raters, not holdout_sealed(settings, config_sha256)
         )
+        built.update(split_tables)
+        if scored:
+            provenance.record_holdout_scoring(settings["holdout_log"], {
+                "scored_at": utc_now(), "config_sha256": config_sha256, "lock": settings.get("lock"),
+                "holdout": settings["holdout"], "holdout_seed": settings["holdout_seed"], "units": scored,
+                "unit": unit, "gold_sha256": stamp["qualcode.gold_sha256"],
+            })  # fmt: skip
     by_rater = {r: [coded[key] for key in sorted(coded) if key[0] == r] for r in raters}
     built["stability"] = stability_table(cb, all_chunks["chunk_id"].tolist(), by_rater, settings["bootstrap"],
                                          settings["seed"])  # fmt: skip

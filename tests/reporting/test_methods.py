@@ -29,7 +29,9 @@ def _calls(provider: str, base_url: str, answered: list[str | None]) -> pd.DataF
             "retries": pd.Series([0] * n, dtype="int64"),
             "tokens_in": pd.Series([300] * n, dtype="float64"),
             "tokens_out": pd.Series([80] * n, dtype="float64"),
+            "tokens_cached": pd.Series([0] * n, dtype="float64"),
             "cost": pd.Series([None] * n, dtype="float64"),
+            "batch_id": pd.Series([None] * n, dtype=object),
         }
     )
 

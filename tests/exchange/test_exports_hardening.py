@@ -70,7 +70,7 @@ def built(tmp_path_factory):
     """documents, chunks and the published tables with their CSVs, and the review page with review.csv."""
     from qualcode.inputs import codebook as codebook_mod
 
-    cb = codebook_mod.load(Path(__file__).parent / "data" / "codebook.yaml")
+    cb = codebook_mod.load(Path(__file__).parent.parent / "data" / "codebook.yaml")
     root = tmp_path_factory.mktemp("exports")
     raw = root / "raw"
     raw.mkdir()

@@ -153,8 +153,9 @@ def test_grounding_counts_say_what_they_count():
         }
     )
     empty = pd.DataFrame({"cache_hit": pd.Series([], dtype=bool)})
-    for col in ("attempts", "retries", "reasks", "tokens_in", "tokens_out", "cost"):
+    for col in ("attempts", "retries", "reasks", "tokens_in", "tokens_out", "tokens_cached", "cost"):
         empty[col] = pd.Series([], dtype="float64")
+    empty["answered_at"] = empty["batch_id"] = pd.Series([], dtype=object)
     tables = {
         "documents": pd.DataFrame({"doc_id": ["d"]}),
         "chunks": pd.DataFrame({"chunk_id": ["c1"]}),

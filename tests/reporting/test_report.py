@@ -87,6 +87,8 @@ def test_llm_usage_leaves_an_unpriced_cost_unknown():
             "model_served": ["m-1", "m-1", None],
             "tokens_in": [100, 50, 10],
             "tokens_out": [20, 10, 5],
+            "tokens_cached": [0, 0, 0],
+            "batch_id": [None, None, None],
             "latency_s": [1.0, 3.0, 0.5],
             "reasks": [0, 2, 0],
             "retries": [1, 0, 0],
@@ -292,6 +294,8 @@ def _tables(codes: pd.DataFrame, directory, row_group_size: int = 1000) -> dict:
             "retries": 0,
             "tokens_in": pd.array([100] * len(chunks), dtype="Int64"),
             "tokens_out": pd.array([10] * len(chunks), dtype="Int64"),
+            "tokens_cached": pd.array([0] * len(chunks), dtype="Int64"),
+            "batch_id": pd.array([None] * len(chunks), dtype="string"),
             "latency_s": 1.0,
             "cost": None,
         }
