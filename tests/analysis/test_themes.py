@@ -321,3 +321,11 @@ def test_a_run_where_no_chunk_was_coded_writes_empty_typed_theme_tables(tmp_path
         assert t.num_rows == 0 and t.schema.names == tables.schema(name).names
     assert (tmp_path / "methods.md").read_text() == "No passage was coded, so no themes were formed.\n"
     assert pd.read_csv(out["excerpts_csv"], encoding="utf-8-sig").columns[0] == "theme"
+
+
+def test_passages_that_share_no_word_are_all_unassigned_not_a_crash():
+    texts = ["We reused masks all week.", "My colleague covered my shift.", "The bus at five."]
+    x = embeddings.offline_vectors(texts, 64, 0)
+    assert x.shape[0] == len(texts) and not x.any()  # nothing to compare them by
+    result = themes.build(x, _passages(len(x)), ThemesConfig())
+    assert result.unassigned == len(texts) and result.tables["chunk_themes"].column("theme").null_count == len(texts)

@@ -101,6 +101,8 @@ def reduce_pieces(
         # a term in one passage only cannot make two passages alike: left out, which keeps the reduction's matrices
         # small at any corpus size (most word pairs occur once)
         shared = np.flatnonzero(df >= 2)
+        if not shared.size:  # no two passages share a term (a few short texts): every row stays all zeros
+            return np.zeros((n, 1), dtype=np.float32)
         idf = np.log((1 + n) / (1 + df[shared])) + 1
 
     def weighted(m: sparse.csr_matrix) -> sparse.csr_matrix:
