@@ -19,7 +19,7 @@ from test_slurm import foreign_cluster
 
 from qualcode import shards
 
-from workflow_helpers import CODING, fake_config, run, scratch_copy, tables, write_config
+from workflow_helpers import CODING, fake_config, naming_keys, request_key, run, scratch_copy, tables, write_config
 
 ARCHIVE = "results/replay/answers.jsonl.gz"
 ENV = {"QUALCODE_TEST_KEY": "sk-test-reruns"}
@@ -97,10 +97,14 @@ def test_a_replay_of_a_run_with_replicates_and_an_arm_sends_nothing(tmp_path, fa
         targets = (ARCHIVE, "results/stability.parquet")  # the archive and what replicates and arms go into
         run(wd, *targets, "--configfile", config(tmp_path / "cache"), env=ENV)
         sent = fake_server.count() + other.count()
-        assert (fake_server.count(), other.count()) == (2 * len(texts), 2 * len(texts))  # 2 replicates of each
+        named = naming_keys(wd)  # the themes' names (themes.names) are asked of the main model only
+        coding = [b for b in fake_server.requests if request_key(b, fake_server.base_url) not in named]
+        assert len(named) >= 1 and (len(coding), other.count()) == (2 * len(texts), 2 * len(texts))  # 2 replicates
         with gzip.open(wd / ARCHIVE, "rt") as fh:
             archived = [json.loads(line) for line in fh]
-        assert len(archived) == sent  # every request sent, replicates and the arm's included
+        # every coding request sent, replicates and the arm's included, and each naming question answered
+        assert len(archived) == len(coding) + other.count() + len(named)
+        assert named <= {e["request_hash"] for e in archived}
         assert {e["request"]["base_url"] for e in archived} == {fake_server.base_url, other.base_url}
         first = (wd / ARCHIVE).read_bytes()
 

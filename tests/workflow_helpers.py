@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -97,6 +98,16 @@ def run(workdir: Path, *args: str, env: dict | None = None, check: bool = True) 
 
 def tables(workdir: Path, results: str = "results") -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(workdir / results / f"{name}.parquet") for name in TABLES}
+
+
+def naming_keys(workdir: Path, results: str = "results") -> set[str]:
+    """The cache keys of the themes' naming questions a run answered (themes.names), from the themes job's record
+    of them (what the replay archive adds beside the coded chunks); empty when the themes were not named."""
+    path = workdir / results / "work/themes/named.jsonl"
+    if not path.exists():
+        return set()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {json.loads(line)["key"] for line in lines if line.strip()}
 
 
 def assert_invariants(t: dict[str, pd.DataFrame]) -> None:

@@ -702,7 +702,7 @@ class ThemesConfig(_Strict):
         5, ge=1, le=50, description="Most central passages listed per theme (and shown to the model to name it)."
     )
     names: bool = Field(
-        False,
+        True,
         description="Ask the model (llm) to name and describe each theme from its most central passages: one "
         "request per theme, cached and archived; false: provisional names from the theme's top codes.",
     )
