@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from test_slurm import foreign_cluster
@@ -80,7 +81,9 @@ def test_a_replay_of_a_run_with_replicates_and_an_arm_sends_nothing(tmp_path, fa
 
     wd = scratch_copy(tmp_path / "wf", data=False)
     (wd / "data/raw").mkdir(parents=True)
-    texts = ["R: We reused masks all week and I was scared.", "R: My colleague covered my shift.", "R: The bus at 5."]
+    # the notes share words (my shift), so they form themes the model names
+    texts = ["R: We reused masks on my shift and I was scared.", "R: My colleague covered my shift.",
+             "R: The bus at 5 after my shift."]  # fmt: skip
     for i, text in enumerate(texts):
         (wd / f"data/raw/note{i}.txt").write_text(text)
     terse = wd / "config/prompts/system_terse.j2"
@@ -99,7 +102,11 @@ def test_a_replay_of_a_run_with_replicates_and_an_arm_sends_nothing(tmp_path, fa
         sent = fake_server.count() + other.count()
         named = naming_keys(wd)  # the themes' names (themes.names) are asked of the main model only
         coding = [b for b in fake_server.requests if request_key(b, fake_server.base_url) not in named]
-        assert len(named) >= 1 and (len(coding), other.count()) == (2 * len(texts), 2 * len(texts))  # 2 replicates
+        n_themes = len(pd.read_parquet(wd / "results/themes.parquet"))
+        assert len(named) == n_themes > 0 and (len(coding), other.count()) == (
+            2 * len(texts),
+            2 * len(texts),
+        )  # 2 replicates
         with gzip.open(wd / ARCHIVE, "rt") as fh:
             archived = [json.loads(line) for line in fh]
         # every coding request sent, replicates and the arm's included, and each naming question answered
