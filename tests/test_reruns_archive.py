@@ -103,10 +103,8 @@ def test_a_replay_of_a_run_with_replicates_and_an_arm_sends_nothing(tmp_path, fa
         named = naming_keys(wd)  # the themes' names (themes.names) are asked of the main model only
         coding = [b for b in fake_server.requests if request_key(b, fake_server.base_url) not in named]
         n_themes = len(pd.read_parquet(wd / "results/themes.parquet"))
-        assert len(named) == n_themes > 0 and (len(coding), other.count()) == (
-            2 * len(texts),
-            2 * len(texts),
-        )  # 2 replicates
+        assert len(named) == n_themes > 0
+        assert (len(coding), other.count()) == (2 * len(texts), 2 * len(texts))  # 2 replicates of each
         with gzip.open(wd / ARCHIVE, "rt") as fh:
             archived = [json.loads(line) for line in fh]
         # every coding request sent, replicates and the arm's included, and each naming question answered
