@@ -1,7 +1,8 @@
 # qualcode: LLM-assisted qualitative coding, reproducibly.
 #
 #   data/raw/*  --ingest-->  documents  --chunk-->  chunks  --code (shards)-->  answers  --tables-->  Parquet
-#   then the manifest, a methods paragraph and a replay archive, for citing and rebuilding the run.
+#   then themes (the coded passages clustered), the manifest, a methods paragraph and a replay archive, for citing
+#   and rebuilding the run.
 #
 # Settings: config/config.yaml (cite it), the codebook and the prompt templates it names.
 
@@ -23,6 +24,7 @@ include: "workflow/rules/codebook.smk"
 include: "workflow/rules/code.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/validate.smk"
+include: "workflow/rules/themes.smk"
 include: "workflow/rules/gold_sample.smk"
 include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"

@@ -1,7 +1,7 @@
 """A small protocol-level OpenAI-compatible HTTP server for the test suite.
 
 Standard library only. It speaks just enough of the OpenAI REST protocol for the real ``openai``
-client: ``POST /v1/chat/completions`` (non-streaming) and ``GET /v1/models``. Answers are JSON
+client: ``POST /v1/chat/completions`` (non-streaming), ``POST /v1/embeddings`` and ``GET /v1/models``. Answers are JSON
 documents generated deterministically from the JSON Schema in the request's ``response_format``;
 faults (HTTP errors, broken content, non-JSON bodies, hangs, connection resets) can be scripted or
 drawn at random under a seed; every request and its outcome is recorded so tests can count them.
@@ -49,6 +49,7 @@ __all__ = [
     "FakeServer",
     "body_hash",
     "default_answer",
+    "embedding_of",
     "generate_instance",
     "request_schema",
 ]
@@ -373,6 +374,18 @@ def default_answer(body: dict[str, Any]) -> str:
     return json.dumps(generate_instance(schema, _last_user_text(body)), ensure_ascii=False)
 
 
+EMBEDDING_DIMS = 32
+
+
+def embedding_of(text: str) -> list[float]:
+    """The fake server's embedding of `text` (see FakeServer._embeddings)."""
+    vector = [0.0] * EMBEDDING_DIMS
+    for word in re.findall(r"\w+", text.lower()):
+        vector[int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % EMBEDDING_DIMS] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [round(v / norm, 6) for v in vector]
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -539,6 +552,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         raw = self._read_body()
+        if path == "/v1/embeddings":
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._error(400, "request body is not valid JSON")
+                return
+            self.server.fake._embeddings(self, body)
+            return
         if self.server.fake.route(self, "POST", path, raw):
             return
         if path != "/v1/chat/completions":
@@ -581,6 +602,9 @@ class FakeServer:
         # outlives hang_seconds still answers, but stays a "hang"), "rejected" (streaming) or "answer_fn_error".
         self.outcomes: list[tuple[str, str]] = []
         self.answer_fn: Callable[[dict[str, Any]], str] | None = None
+        # /v1/embeddings: every text embedded, in arrival order (not counted by count(): that is chat requests)
+        self.embedded: list[str] = []
+        self.embedding_requests = 0
         self.prompt_cache = False
         self.prompt_cache_min_tokens = 0
         self.cached_tokens: list[int] = []  # per answer sent, in order, while prompt_cache is on
@@ -699,6 +723,23 @@ class FakeServer:
             if r < cumulative:
                 return Fault.from_key(key)
         return None
+
+    def _embeddings(self, handler: _Handler, body: Any) -> None:
+        """A deterministic vector per input text: its words hashed into EMBEDDING_DIMS buckets, L2-normalised, so
+        texts sharing words lie close together."""
+        texts = body.get("input") if isinstance(body, dict) else None
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            handler._error(400, "input must be a string or a list of strings")
+            return
+        with self._lock:
+            self.embedding_requests += 1
+            self.embedded.extend(texts)
+        data = [{"object": "embedding", "index": i, "embedding": embedding_of(t)} for i, t in enumerate(texts)]
+        tokens = sum(_words(t) for t in texts)
+        payload = {"object": "list", "data": data, "model": body.get("model") or self.model_served,
+                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+        handler._send(200, payload)
 
     def _cached(self, messages: list[dict[str, Any]]) -> int:
         """The tokens of the first message if it was seen before (and is long enough), else 0; it is seen now."""

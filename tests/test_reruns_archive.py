@@ -13,13 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from test_slurm import foreign_cluster
 
 from qualcode import shards
 
-from workflow_helpers import CODING, fake_config, run, scratch_copy, tables, write_config
+from workflow_helpers import CODING, fake_config, naming_keys, request_key, run, scratch_copy, tables, write_config
 
 ARCHIVE = "results/replay/answers.jsonl.gz"
 ENV = {"QUALCODE_TEST_KEY": "sk-test-reruns"}
@@ -80,7 +81,9 @@ def test_a_replay_of_a_run_with_replicates_and_an_arm_sends_nothing(tmp_path, fa
 
     wd = scratch_copy(tmp_path / "wf", data=False)
     (wd / "data/raw").mkdir(parents=True)
-    texts = ["R: We reused masks all week and I was scared.", "R: My colleague covered my shift.", "R: The bus at 5."]
+    # the notes share words (my shift), so they form themes the model names
+    texts = ["R: We reused masks on my shift and I was scared.", "R: My colleague covered my shift.",
+             "R: The bus at 5 after my shift."]  # fmt: skip
     for i, text in enumerate(texts):
         (wd / f"data/raw/note{i}.txt").write_text(text)
     terse = wd / "config/prompts/system_terse.j2"
@@ -97,10 +100,16 @@ def test_a_replay_of_a_run_with_replicates_and_an_arm_sends_nothing(tmp_path, fa
         targets = (ARCHIVE, "results/stability.parquet")  # the archive and what replicates and arms go into
         run(wd, *targets, "--configfile", config(tmp_path / "cache"), env=ENV)
         sent = fake_server.count() + other.count()
-        assert (fake_server.count(), other.count()) == (2 * len(texts), 2 * len(texts))  # 2 replicates of each
+        named = naming_keys(wd)  # the themes' names (themes.names) are asked of the main model only
+        coding = [b for b in fake_server.requests if request_key(b, fake_server.base_url) not in named]
+        n_themes = len(pd.read_parquet(wd / "results/themes.parquet"))
+        assert len(named) == n_themes > 0
+        assert (len(coding), other.count()) == (2 * len(texts), 2 * len(texts))  # 2 replicates of each
         with gzip.open(wd / ARCHIVE, "rt") as fh:
             archived = [json.loads(line) for line in fh]
-        assert len(archived) == sent  # every request sent, replicates and the arm's included
+        # every coding request sent, replicates and the arm's included, and each naming question answered
+        assert len(archived) == len(coding) + other.count() + len(named)
+        assert named <= {e["request_hash"] for e in archived}
         assert {e["request"]["base_url"] for e in archived} == {fake_server.base_url, other.base_url}
         first = (wd / ARCHIVE).read_bytes()
 

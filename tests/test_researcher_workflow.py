@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from researcher_data import survey_cp1252_csv
 
-from workflow_helpers import fake_config, run, scratch_copy
+from workflow_helpers import fake_config, naming_keys, run, scratch_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +76,8 @@ def test_pilot_codes_a_reproducible_sample_and_the_full_run_reuses_its_answers(t
     sampled = list(first["documents"].doc_id)
     assert len(sampled) == 3 and set(sampled) <= set(readable)
     assert sampled == [d for d in readable if d in sampled]  # in the file's order
-    assert fake_server.count() == len(first["chunks"])
+    # a request per chunk, and one per theme (themes.names)
+    assert fake_server.count() == len(first["chunks"]) + len(naming_keys(workdir)) and naming_keys(workdir)
     assert "This was a pilot run: 3 documents sampled reproducibly" in (workdir / "results/methods.md").read_text()
 
     # the estimate says what the full run will add after the pilot

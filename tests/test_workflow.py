@@ -3,13 +3,14 @@ what is cached, and what reruns cost."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from qualcode.inputs import codebook
 from qualcode.outputs import tables as tables_mod
 
-from workflow_helpers import CODING, TABLES, assert_invariants, fake_config, run, scratch_copy, tables
+from workflow_helpers import CODING, TABLES, assert_invariants, fake_config, naming_keys, run, scratch_copy, tables
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +33,9 @@ def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):
     t = tables(workdir)
     assert_invariants(t)
     n_chunks = len(t["chunks"])
-    assert fake_server.count() == n_chunks
+    named = naming_keys(workdir)  # the default run names each theme too (themes.names): one question per theme
+    assert len(named) == len(pd.read_parquet(workdir / "results/themes.parquet")) > 0
+    assert fake_server.count() == n_chunks + len(named)
     assert (t["codings"].status == "coded").all()
     assert t["codes"].grounded.any()  # the fake quotes the passage's first words
     assert not t["llm_calls"].cache_hit.any()
@@ -40,7 +43,7 @@ def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):
     assert set(t["documents"].format) == {p.suffix.lstrip(".") for p in inputs}  # every format of the examples
 
     run(workdir, CODING, "--configfile", str(cfg), "--forceall", env=env)
-    assert fake_server.count() == n_chunks  # nothing sent again
+    assert fake_server.count() == n_chunks + len(named)  # nothing sent again
     assert tables(workdir)["llm_calls"].cache_hit.all()
 
     # a new document sends only its own chunks
@@ -51,13 +54,13 @@ def test_pipeline_codes_every_chunk_and_reruns_for_free(workdir, fake_server):
     t2 = tables(workdir)
     new = t2["chunks"][t2["chunks"].doc_id == "new_interview.txt"]
     assert len(new) == 1
-    assert fake_server.count() == n_chunks + 1
+    assert fake_server.count() == n_chunks + len(named) + 1
     assert set(t["chunks"].chunk_id) <= set(t2["chunks"].chunk_id)  # other ids unchanged
 
     # another model re-sends everything
     cfg2 = _config(workdir, fake_server, model="fake-model-2")
     run(workdir, CODING, "--configfile", str(cfg2), env=env)
-    assert fake_server.count() == 2 * n_chunks + 2
+    assert fake_server.count() == 2 * n_chunks + 2 + len(named)
 
 
 def test_codebook_edit_resends_and_failures_are_kept(workdir, fake_server):

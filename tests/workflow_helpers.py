@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,8 +74,8 @@ def request_key(body: dict, base_url: str, provider: str = "openai") -> str:
     received: the fields a request names are read from the body (one the client left out, such as an unset seed, is
     None), and everything else in it is `extra_body`, which the openai client merges into the body.
     test_coding.py checks this against the hash the coder records, with and without extra_body."""
-    # the replicate number is part of the key but never sent: a body rebuilds the first replicate's key
-    named = set(LLMRequest.model_fields) - {"provider", "base_url", "extra_body", "replicate"}
+    # the replicate number is part of the key but never sent: a body rebuilds the first replicate's key (of a chat)
+    named = set(LLMRequest.model_fields) - {"provider", "base_url", "extra_body", "replicate", "kind"}
     fields = {name: body.get(name) for name in named}
     extra = {k: v for k, v in body.items() if k not in named}
     return LLMRequest(provider=provider, base_url=base_url, **fields, extra_body=extra).key()
@@ -97,6 +98,16 @@ def run(workdir: Path, *args: str, env: dict | None = None, check: bool = True) 
 
 def tables(workdir: Path, results: str = "results") -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(workdir / results / f"{name}.parquet") for name in TABLES}
+
+
+def naming_keys(workdir: Path, results: str = "results") -> set[str]:
+    """The cache keys of the themes' naming questions a run answered (themes.names), from the themes job's record
+    of them (what the replay archive adds beside the coded chunks); empty when the themes were not named."""
+    path = workdir / results / "work/themes/named.jsonl"
+    if not path.exists():
+        return set()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {json.loads(line)["key"] for line in lines if line.strip()}
 
 
 def assert_invariants(t: dict[str, pd.DataFrame]) -> None:

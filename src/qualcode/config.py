@@ -692,6 +692,47 @@ class PilotConfig(_Strict):
     seed: int = Field(1, description="Seed of the sample: the same seed and corpus give the same documents.")
 
 
+class ThemesConfig(_Strict):
+    """From codes to themes: every coded chunk as a vector, then a seeded clustering into themes."""
+
+    enabled: bool = Field(True, description="Run the themes stage (part of the default run).")
+    embeddings: str | None = Field(
+        None,
+        description="An embeddings model of llm's OpenAI-compatible endpoint (its /v1/embeddings), e.g. "
+        "text-embedding-3-small; null: offline vectors (hashed word and word-pair TF-IDF reduced by a seeded SVD), "
+        "no model and no network.",
+    )
+    dims: int = Field(64, ge=2, le=1024, description="Dimensions the vectors are reduced to before clustering.")
+    n_themes: Annotated[int, Field(ge=1, le=200)] | Literal["auto"] = Field(
+        "auto",
+        description="Number of themes; auto: the number in min_themes..max_themes with the best silhouette "
+        "(computed on a seeded sample of at most 2,000 passages).",
+    )
+    min_themes: int = Field(2, ge=2, le=200, description="Fewest themes `auto` considers.")
+    max_themes: int = Field(12, ge=2, le=200, description="Most themes `auto` considers.")
+    seed: int = Field(0, description="Seed of the reduction, the clustering, its repeats and the map.")
+    stability_runs: int = Field(
+        5, ge=0, le=100, description="Repeats of the clustering on bootstrap samples with other seeds (stability)."
+    )
+    by: str | None = Field(
+        None, description="A document metadata key to cross-tabulate themes by (e.g. group); null: none."
+    )
+    representatives: int = Field(
+        5, ge=1, le=50, description="Most central passages listed per theme (and shown to the model to name it)."
+    )
+    names: bool = Field(
+        True,
+        description="Ask the model (llm) to name and describe each theme from its most central passages: one "
+        "request per theme, cached and archived; false: provisional names from the theme's top codes.",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> ThemesConfig:
+        if self.min_themes > self.max_themes:
+            raise ValueError(f"themes.min_themes ({self.min_themes}) is above themes.max_themes ({self.max_themes})")
+        return self
+
+
 class InductionConfig(_Strict):
     """Proposing a codebook from the data (`snakemake propose`): open coding of a sample of chunks, the candidates
     merged into codes, and a codebook for the researcher to edit. Nothing proposed is applied by itself."""
@@ -779,6 +820,7 @@ class Config(_Strict):
     review: ReviewConfig = Field(default_factory=ReviewConfig, description="Human review and corrections.")
     refine: RefineConfig = Field(default_factory=RefineConfig, description="Codebook revisions proposed.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Where coding runs on a cluster.")
+    themes: ThemesConfig = Field(default_factory=ThemesConfig, description="Sorting the coded passages into themes.")
     prices: dict[str, Price] = Field(
         default_factory=dict,
         description="Price per million tokens by model name (as in llm.model), for the cost columns and totals.",
@@ -804,6 +846,15 @@ class Config(_Strict):
             raise ValueError(
                 f"review.corrections is {self.review.corrections}, which every run rewrites; copy the filled file "
                 "out of the results folder and name the copy"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _embeddings_need_a_server(self) -> Config:
+        if self.themes.enabled and self.themes.embeddings and self.llm.provider != "openai":
+            raise ValueError(
+                f"themes.embeddings {self.themes.embeddings!r} needs llm.provider: openai (its /v1/embeddings); "
+                "leave it null for the offline vectors"
             )
         return self
 

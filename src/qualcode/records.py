@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -138,10 +138,14 @@ class LLMRequest(_Record):
     # Which repetition of the same request this is (`validation.replicates`): part of the key, never sent. The
     # first is left out of the canonical JSON, so keys (and caches) from before replicates existed stay valid.
     replicate: int = 1
+    # Which endpoint answers: "chat" (chat completions) or "embeddings" (`/v1/embeddings`: the one message's content is
+    # the text, the answer `{"embedding": [...]}`). Chat is left out of the canonical JSON, so older keys stay valid.
+    kind: Literal["chat", "embeddings"] = "chat"
 
     def canonical(self) -> str:
         """The canonical JSON the key hashes (and the replay archive holds)."""
-        return canonical_json(self.model_dump(mode="json", exclude={"replicate"} if self.replicate == 1 else None))
+        left_out = {name for name, default in (("replicate", 1), ("kind", "chat")) if getattr(self, name) == default}
+        return canonical_json(self.model_dump(mode="json", exclude=left_out or None))
 
     def key(self) -> str:
         return hashlib.sha256(self.canonical().encode("utf-8")).hexdigest()

@@ -116,7 +116,10 @@ def cached_run(tmp_path_factory):
     with FakeServer(seed=1) as server:
         server.answer_fn = _quote_the_passage
         server.prompt_cache = True
-        cfg = fake_config(wd, server, {"max_reasks": 0}, tmp / "cache", prices={"fake-model": PRICE})
+        # coding's requests alone (llm_calls): the themes' naming questions would add to the fake's counts only
+        cfg = fake_config(
+            wd, server, {"max_reasks": 0}, tmp / "cache", prices={"fake-model": PRICE}, themes={"names": False}
+        )
         run(wd, "--configfile", str(cfg), "--cores", "2", env={"QUALCODE_TEST_KEY": KEY})
         yield wd, server
 

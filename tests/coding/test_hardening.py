@@ -375,20 +375,26 @@ def test_archive_is_complete_after_the_cache_and_the_archive_are_deleted(tmp_pat
     """Before: exit 0 and an archive of 0 entries for 32 coded chunks, its hash published in the manifest."""
     import shutil
 
-    from workflow_helpers import fake_config, run, scratch_copy, tables
+    import pandas as pd
+
+    from workflow_helpers import fake_config, naming_keys, run, scratch_copy, tables
 
     wd = scratch_copy(tmp_path / "wf")
     cfg = fake_config(wd, fake_server)
     env = {KEY_ENV: KEY}
     run(wd, "--configfile", str(cfg), env=env)
+    sent = fake_server.count()
     shutil.rmtree(wd / "cache")
     (wd / "results/replay/answers.jsonl.gz").unlink()
     run(wd, "--configfile", str(cfg), env=env)
     t = tables(wd)
     coded = t["llm_calls"][t["codings"].status.eq("coded").to_numpy()]
+    named = naming_keys(wd)  # the themes' naming questions (themes.names), one per theme
+    assert len(named) == len(pd.read_parquet(wd / "results/themes.parquet")) > 0
     with gzip.open(wd / "results/replay/answers.jsonl.gz", "rt") as fh:
         archived = {json.loads(line)["request_hash"] for line in fh}
-    assert len(coded) > 0 and archived == set(coded.request_hash)
+    assert len(coded) > 0 and archived == set(coded.request_hash) | named
     manifest = json.loads((wd / "results/manifest.json").read_text())
     assert manifest["sha256"]["outputs"]["replay_archive"]
-    assert fake_server.count() == len(coded)  # the rerun re-sent nothing: the shards still held the answers
+    assert sent == len(coded) + len(named)  # one request per coded chunk and per theme
+    assert fake_server.count() == sent  # the rerun re-sent nothing: the shards and themes job still held the answers

@@ -36,6 +36,7 @@ if _left_out and workflow.is_main_process:
 RESULTS = CFG.results_dir
 TABLES = qualcode.outputs.tables.PUBLISHED
 VALIDATION_TABLES = qualcode.outputs.tables.VALIDATION
+THEME_TABLES = qualcode.outputs.tables.THEME_TABLES
 
 
 # `snakemake propose` needs no codebook (it proposes one): only then may the codebook file be missing. Snakemake
@@ -221,6 +222,16 @@ def variant_codings(wildcards):
     }
 
 
+# The themes stage: provider embeddings (or None: offline vectors), and whether the model names the themes.
+EMBEDDINGS = CFG.themes.embeddings
+NAMES = CFG.themes.names
+
+
+def theme_vector_files(wildcards):
+    """Each shard's passage vectors for the themes, in the shards' order."""
+    return expand(f"{RESULTS}/work/themes/vectors/{{shard}}.parquet", shard=shard_ids())
+
+
 def final_outputs(wildcards):
     plugin = workflow.executor_plugin
     mismatch = plugin is not None and ON_CLUSTER == workflow.local_exec
@@ -248,6 +259,11 @@ def final_outputs(wildcards):
                 name=TABLES,
             ),
             *rules.qdpx_export.output,
+            *(
+                [*rules.themes.output, *rules.theme_plots.output]
+                if CFG.themes.enabled
+                else []
+            ),
             *rules.review_page.output,
             *(rules.apply_corrections.output if CFG.review.corrections else []),
             *rules.disagreements.output,

@@ -18,6 +18,16 @@ rule replay_archive:
                 for path in qualcode.config.arm_prompts(CFG, arm).values()
             }
         ),
+        # provider embeddings of the themes stage (themes.embeddings): their answers are in the archive too
+        theme_vectors=(
+            theme_vector_files if CFG.themes.enabled and CFG.themes.embeddings else []
+        ),
+        # and the themes' names (themes.names)
+        theme_names=(
+            f"{RESULTS}/work/themes/named.jsonl"
+            if CFG.themes.enabled and CFG.themes.names
+            else []
+        ),
     output:
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
     log:
@@ -26,6 +36,7 @@ rule replay_archive:
         llm=qualcode.config.job_llm(CFG.llm),
         prompt_context=CFG.prompt_context.model_dump(mode="json"),
         variants=variant_codings,
+        embeddings=CFG.themes.embeddings if CFG.themes.enabled else None,
     script:
         "../scripts/replay_archive.py"
 
@@ -47,6 +58,8 @@ rule manifest:
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
+        # the themes' methods sentence joins the methods paragraph (themes.enabled)
+        themes_methods=(f"{RESULTS}/themes/methods.md" if CFG.themes.enabled else []),
     output:
         manifest=f"{RESULTS}/manifest.json",
         methods=f"{RESULTS}/methods.md",

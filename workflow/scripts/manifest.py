@@ -39,12 +39,13 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         tables.read(inp.stability, "stability").to_pandas(),
         tables.read(inp.history, "agreement_history").to_pandas(),
     )
+    themes = Path(inp.themes_methods).read_text(encoding="utf-8") if inp.get("themes_methods") else None
     held = methods.holdout_paragraph(manifest["holdout"])
     prevalence = methods.prevalence_paragraph(
         tables.read(inp.prevalence, "prevalence").to_pandas(), params.validation
     )
     validation = " ".join(p for p in (validation, held, prevalence) if p) or None
-    text = methods.document(manifest, cb.name, cb.version, appendix, validation)
+    text = methods.document(manifest, cb.name, cb.version, appendix, validation, themes)
     Path(out.methods).write_text(text, encoding="utf-8")
     pages.methods_html(text, out.methods_page)
     log.info("methods paragraph written")

@@ -1,8 +1,11 @@
 """Export every coded chunk's request and answer, from the coding jobs' outputs (one shard at a time): the run's own
 coding, its replicates and its arms, each request rebuilt with the settings it was sent with. The archive that
-rebuilds every table."""
+rebuilds every table; with provider embeddings (themes.embeddings), their answers too."""
+
+import itertools
 
 from qualcode import config, logs, shards
+from qualcode.analysis import naming, themes
 from qualcode.coding import archive, coder, prompts
 from qualcode.inputs import codebook
 from qualcode.outputs import tables
@@ -26,5 +29,11 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         for chunks, results in tables.iter_shards(inp.chunks, plan, files)
         for pair in archive.from_results(results, chunks, reqs)
     )
+    if params.embeddings:
+        llm = config.LLMConfig.model_validate(params.llm)
+        embedded = themes.archive_pairs(inp.theme_vectors, inp.chunks, plan, llm, params.embeddings)
+        pairs = itertools.chain(pairs, embedded)
+    if inp.get("theme_names"):
+        pairs = itertools.chain(pairs, naming.archive_pairs(inp.theme_names))
     n = archive.export(pairs, snakemake.output.archive)  # noqa: F821
     log.info("archived %d answers of %d codings (failed chunks have none)", n, len(codings))

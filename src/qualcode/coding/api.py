@@ -307,15 +307,55 @@ class OpenAIClient:
     async def complete(self, request: LLMRequest) -> Completion:
         kwargs = chat_kwargs(request)
         prompt_tokens = estimate_prompt_tokens(request.messages) if self.ledger else 0
+        resp, retries = await self._retried(lambda: self._send(kwargs, prompt_tokens), request.model)
+        return completion(resp, retries=retries)
+
+    async def embed(self, model: str, texts: list[str]) -> tuple[list[list[float]], str | None, int | None, int]:
+        """One `/v1/embeddings` request for `texts`, with the same retries, limits and messages as a completion:
+        (a vector per text, in their order; the model served; prompt tokens; retries)."""
+        tokens = sum(estimate_prompt_tokens([{"role": "user", "content": t}]) for t in texts) if self.ledger else 0
+
+        async def send() -> Any:
+            ledger = self.ledger
+            rid = await ledger.acquire(tokens, ledger.cost(tokens, 0)) if ledger else None
+            cost = 0.0
+            try:
+                resp = await asyncio.wait_for(
+                    self._client.embeddings.create(model=model, input=texts, encoding_format="float"),
+                    self.cfg.timeout_s,
+                )
+                data = getattr(resp, "data", None)
+                if not isinstance(data, list) or len(data) != len(texts):
+                    raise BadResponse(f"sent {len(data) if isinstance(data, list) else 'no'} embeddings for "
+                                      f"{len(texts)} texts")  # fmt: skip
+                if ledger and resp.usage:
+                    cost = ledger.cost(resp.usage.prompt_tokens or 0, 0)
+                return resp
+            except json.JSONDecodeError as exc:
+                raise BadResponse(f"sent a body that is not JSON: {exc}") from None
+            except TimeoutError:
+                raise AnswerTimeout(f"no complete answer within llm.timeout_s ({self.cfg.timeout_s:g} s)") from None
+            finally:
+                if rid:
+                    ledger.settle(rid, cost)
+
+        resp, retries = await self._retried(send, model)
+        ordered = sorted(resp.data, key=lambda d: d.index)
+        vectors = [[float(x) for x in d.embedding] for d in ordered]
+        usage = getattr(resp, "usage", None)
+        return vectors, getattr(resp, "model", None), (usage.prompt_tokens if usage else None), retries
+
+    async def _retried(self, call: Any, model: str) -> tuple[Any, int]:
+        """`call()` with retries; every failure becomes the RequestError or ProviderError a coding job reports."""
         sent = 0  # HTTP requests for this answer, so retries are counted exactly however retrying stopped
 
         async def send() -> Any:
             nonlocal sent
             sent += 1
-            return await self._send(kwargs, prompt_tokens)
+            return await call()
 
         try:
-            resp = await with_retries(send, cfg=self.cfg, what=f"{self.base_url} ({request.model})")
+            resp = await with_retries(send, cfg=self.cfg, what=f"{self.base_url} ({model})")
         except openai.APIStatusError as exc:
             if is_transient(exc):
                 raise RequestError(
@@ -336,7 +376,7 @@ class OpenAIClient:
             ) from None
         except (BadResponse, AnswerTimeout, ResponseTooLarge) as exc:
             raise RequestError(f"{self.base_url}: {exc} (after {sent} attempts)", retries=sent - 1) from None
-        return completion(resp, retries=sent - 1)
+        return resp, sent - 1
 
     def _explain(self, exc: openai.APIStatusError) -> str:
         fix = {

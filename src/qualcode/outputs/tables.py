@@ -295,6 +295,88 @@ EXCERPTS = pa.schema(
 )
 
 
+# The themes stage (analysis.themes). A shard's passage vectors, kept for the next run (not published): hashed term
+# counts for the offline vectors (`terms` the indices, `values` the counts), or a provider's embedding (`terms` null).
+THEME_VECTORS = pa.schema(
+    [
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("terms", pa.list_(pa.int32())),
+        pa.field("values", pa.list_(pa.float64()), nullable=False),
+    ]
+)
+
+# One row per theme: its name and description (from the model), size, robustness, the codes most over-represented
+# in it (`field=value`, by lift) and its most central chunks.
+THEMES = pa.schema(
+    [
+        pa.field("theme", pa.int32(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("description", pa.string()),
+        pa.field("quotes", pa.list_(pa.string()), nullable=False),  # the model's quotes found in the passages shown
+        pa.field("n_chunks", pa.int64(), nullable=False),
+        pa.field("n_documents", pa.int64(), nullable=False),
+        pa.field("share", pa.float64(), nullable=False),
+        pa.field("stability", pa.float64()),  # mean share of its chunks kept together by the repeats; null: none
+        pa.field("top_codes", pa.list_(pa.string()), nullable=False),
+        pa.field("representatives", pa.list_(pa.string()), nullable=False),
+    ]
+)
+
+# Every coded chunk: its theme (null: unassigned, e.g. a passage sharing no word with another), distance to the theme's
+# centre, rank by that distance within the theme (1 = most central), and its place on the 2-D map.
+CHUNK_THEMES = pa.schema(
+    [
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("chunk_index", pa.int32(), nullable=False),
+        pa.field("theme", pa.int32()),
+        pa.field("distance", pa.float64()),
+        pa.field("rank", pa.int32()),
+        pa.field("x", pa.float64()),
+        pa.field("y", pa.float64()),
+    ]
+)
+
+# Themes by code: chunks of the theme with the code, its share of the theme, of all themed chunks, and the lift.
+THEME_CODES = pa.schema(
+    [
+        pa.field("theme", pa.int32(), nullable=False),
+        pa.field("field", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("n_chunks", pa.int64(), nullable=False),
+        pa.field("share", pa.float64(), nullable=False),
+        pa.field("overall_share", pa.float64(), nullable=False),
+        pa.field("lift", pa.float64(), nullable=False),
+    ]
+)
+
+# Themes by a document metadata key (`themes.by`); empty when none is set.
+THEME_GROUPS = pa.schema(
+    [
+        pa.field("theme", pa.int32(), nullable=False),
+        pa.field("by", pa.string(), nullable=False),
+        pa.field("group", pa.string()),
+        pa.field("n_chunks", pa.int64(), nullable=False),
+        pa.field("share_of_theme", pa.float64(), nullable=False),
+        pa.field("share_of_group", pa.float64(), nullable=False),
+    ]
+)
+
+# The clustering repeated (`themes.stability_runs`): each repeat's seed, and its agreement with the published one.
+THEME_RUNS = pa.schema(
+    [
+        pa.field("run", pa.int32(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("sample", pa.string(), nullable=False),
+        pa.field("n_themes", pa.int32(), nullable=False),
+        pa.field("ari", pa.float64()),
+    ]
+)
+
+# Written by the themes stage (`themes.enabled`), in this order.
+THEME_TABLES = ("themes", "chunk_themes", "theme_codes", "theme_groups", "theme_runs")
+
+
 def excerpts_schema(meta_keys: Sequence[str]) -> pa.Schema:
     """EXCERPTS with a `meta_<key>` string column per metadata key of the corpus, before `text`."""
     at = EXCERPTS.get_field_index("text")
@@ -318,6 +400,8 @@ def schema(name: str, codebook: Codebook | None = None) -> pa.Schema:
         "excerpts": EXCERPTS, "results": RESULTS,  # a coding job's output, not published
         "agreement": AGREEMENT, "confusion": CONFUSION, "stability": STABILITY, "prevalence": PREVALENCE,
         "codes_reviewed": CODES_REVIEWED,  # written only when review.corrections is set
+        "theme_vectors": THEME_VECTORS, "themes": THEMES, "chunk_themes": CHUNK_THEMES, "theme_codes": THEME_CODES,
+        "theme_groups": THEME_GROUPS, "theme_runs": THEME_RUNS,
         "candidates": CANDIDATES, "saturation": SATURATION,  # snakemake propose
         "disagreements": DISAGREEMENTS, "consensus": CONSENSUS, "agreement_history": AGREEMENT_HISTORY,
     }[name]  # fmt: skip

@@ -459,15 +459,17 @@ def document(
     codebook_version: str,
     appendix: dict[str, str],
     validation: str | None = None,
+    themes: str | None = None,
 ) -> str:
-    """methods.md: paragraph (and the validation paragraph, if any), parameter table, how to cite, and the full
-    prompts and codebook."""
+    """methods.md: paragraph (and the validation and themes paragraphs, if any), parameter table, how to cite, and
+    the full prompts and codebook."""
     parts = [
         "# Methods",
         "",
         paragraph(m, codebook_name, codebook_version),
         "",
         *([validation, ""] if validation else []),
+        *([themes.strip(), ""] if themes else []),
         "## Parameters",
         "",
         _table(m),
