@@ -764,7 +764,14 @@ class InductionConfig(_Strict):
         description="Candidates closer than this (cosine distance, average linkage) are merged into one code; lower "
         "gives more, narrower codes.",
     )
-    vector_dims: int = Field(64, ge=2, le=1024, description="Dimensions of the offline passage vectors.")
+    embeddings: str | None = Field(
+        None,
+        description="An embeddings model of llm's OpenAI-compatible endpoint (its /v1/embeddings), e.g. "
+        "text-embedding-3-small, to compare the candidate codes by; each text is embedded once and cached, and the "
+        "requests join the proposal's replay archive. Null: offline vectors (hashed TF-IDF and a seeded SVD), no "
+        "model needed.",
+    )
+    vector_dims: int = Field(64, ge=2, le=1024, description="Dimensions of the passage vectors (offline or reduced).")
     max_codes: int = Field(
         40, ge=1, le=500, description="Most codes proposed: the groups found in the most chunks are kept."
     )
@@ -851,11 +858,13 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _embeddings_need_a_server(self) -> Config:
-        if self.themes.enabled and self.themes.embeddings and self.llm.provider != "openai":
-            raise ValueError(
-                f"themes.embeddings {self.themes.embeddings!r} needs llm.provider: openai (its /v1/embeddings); "
-                "leave it null for the offline vectors"
-            )
+        for name, model in (("themes", self.themes.embeddings if self.themes.enabled else None),
+                            ("induction", self.induction.embeddings)):  # fmt: skip
+            if model and self.llm.provider != "openai":
+                raise ValueError(
+                    f"{name}.embeddings {model!r} needs llm.provider: openai (its /v1/embeddings); "
+                    "leave it null for the offline vectors"
+                )
         return self
 
     @model_validator(mode="after")

@@ -323,7 +323,7 @@ def _by_topic(body: dict) -> str:
     return json.dumps({"codes": [{"label": label, "definition": definition, "quote": " ".join(text.split()[:3])}]})
 
 
-def _propose(fake_server, tmp_path, monkeypatch, extend=None):
+def _propose(fake_server, tmp_path, monkeypatch, extend=None, embeddings=None):
     from qualcode.coding import asker, cache
     from qualcode.induction import run
 
@@ -331,7 +331,7 @@ def _propose(fake_server, tmp_path, monkeypatch, extend=None):
     fake_server.answer_fn = _by_topic
     llm = LLMConfig(provider="openai", base_url=fake_server.base_url, model="fake", api_key_env="QUALCODE_TEST_KEY",
                     structured_output="json_schema")  # fmt: skip
-    cfg = InductionConfig(documents=None)
+    cfg = InductionConfig(documents=None, embeddings=embeddings, vector_dims=16, seed=0)
     texts = ["We had no masks for weeks.", "The masks ran out on Monday.", "I am proud of my team.",
              "The team was proud of what we did.", "Masks were rationed to one a day."]  # fmt: skip
     chunks = [chunk(i, t) for i, t in enumerate(texts)]
@@ -343,7 +343,11 @@ def _propose(fake_server, tmp_path, monkeypatch, extend=None):
         def ask(questions):
             return asker.ask_questions(questions, llm, answers, journal=tmp_path / "journal.jsonl")
 
-        return run.propose(chunks, cfg, llm, templates, ask, consolidate.offline(16, 0), extend)
+        vectorise = run.ProviderVectors(cfg, llm, answers) if embeddings else consolidate.offline(16, 0)
+        p = run.propose(chunks, cfg, llm, templates, ask, vectorise, extend)
+        if embeddings:
+            p.pairs.extend(vectorise.pairs())
+        return p
 
 
 def test_extend_proposes_only_the_codes_the_codebook_lacks(fake_server, tmp_path, monkeypatch):
@@ -383,3 +387,28 @@ def test_without_extend_both_topics_are_proposed_and_a_rerun_sends_nothing(fake_
     again = _propose(fake_server, tmp_path, monkeypatch)
     assert fake_server.count() == sent and all(a.cache_hit for a in again.asked)
     assert again.codebook == p.codebook
+
+
+def test_provider_embeddings_group_the_candidates_through_the_cache_and_join_the_archive(
+    fake_server, tmp_path, monkeypatch
+):
+    p = _propose(fake_server, tmp_path, monkeypatch, embeddings="fake-embed")
+    assert sorted(c.candidates for c in p.codes) == sorted([(MASKS[0],), (PRIDE[0],)])
+    distinct = {consolidate.candidate_text(*MASKS), consolidate.candidate_text(*PRIDE)}
+    assert set(fake_server.embedded) == distinct and len(fake_server.embedded) == 2  # each text embedded once
+    archived = [(req, answer) for req, answer, _ in p.pairs if req.kind == "embeddings"]
+    assert {req.messages[0]["content"] for req, _ in archived} == distinct
+    from fakeserver import embedding_of
+
+    assert all(answer.answer["embedding"] == embedding_of(req.messages[0]["content"]) for req, answer in archived)
+    sent, embedded = fake_server.count(), fake_server.embedding_requests
+    again = _propose(fake_server, tmp_path, monkeypatch, embeddings="fake-embed")
+    assert (fake_server.count(), fake_server.embedding_requests) == (sent, embedded)  # a rerun sends nothing
+    assert again.codebook == p.codebook
+
+
+def test_induction_embeddings_need_an_openai_compatible_server():
+    from qualcode.config import Config
+
+    with pytest.raises(ValueError, match="induction.embeddings 'e' needs llm.provider: openai"):
+        Config.model_validate({"llm": {"provider": "local"}, "induction": {"embeddings": "e"}})

@@ -19,6 +19,9 @@ with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         def ask(questions):
             return asker.ask_questions(questions, llm, answers, limits=limits, price=price, journal=params.journal)
 
-        proposal = run.propose(setup.chunks, cfg, llm, setup.templates, ask, setup.vectorise, setup.extend)
+        vectorise = run.ProviderVectors(cfg, llm, answers, limits, price) if cfg.embeddings else setup.vectorise
+        proposal = run.propose(setup.chunks, cfg, llm, setup.templates, ask, vectorise, setup.extend)
+        if cfg.embeddings:  # the embedding requests join the proposal's replay archive
+            proposal.pairs.extend(vectorise.pairs())
     publish.write(proposal, out, setup.texts, f"qualcode {params.version}", {"qualcode.version": params.version})
     log.info("%s %s", proposal.sentence, run.summary(proposal.asked))

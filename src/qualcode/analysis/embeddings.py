@@ -20,6 +20,7 @@ from sklearn.preprocessing import normalize
 from ..coding import embeddings as provider
 from ..coding.cache import AnswerCache
 from ..config import LimitsConfig, LLMConfig, Price
+from ..records import CachedAnswer, LLMRequest
 
 # 2**18 buckets: collisions are rare for a study's vocabulary, and the sparse counts stay small.
 HASH_FEATURES = 2**18
@@ -155,3 +156,17 @@ def vectors(
     embedded, _ = provider.embed(texts, llm, model, cache, limits, price)
     dense = sparse.csr_matrix(np.asarray(embedded, dtype=np.float64).reshape(len(texts), -1))
     return reduce_pieces(lambda: iter([dense]), dims, seed, tfidf=False)
+
+
+def archived(
+    texts: Sequence[str], model: str, llm: LLMConfig, cache: AnswerCache
+) -> list[tuple[LLMRequest, CachedAnswer, str]]:
+    """The embedding requests of `texts` with the answers the cache holds for them, for a replay archive (each text
+    once; a text never embedded is left out)."""
+    pairs = []
+    for text in dict.fromkeys(texts):
+        req = provider.embedding_request(llm, model, text)
+        hit = cache.get(req.key())
+        if hit is not None:
+            pairs.append((req, hit, req.key()))
+    return pairs

@@ -30,8 +30,8 @@ def embedding_request(llm: LLMConfig, model: str, text: str) -> LLMRequest:
     """The request that embeds `text` with `model` at llm's endpoint; its key is the cache key."""
     if llm.provider != "openai":
         raise ConfigError(
-            f"themes.embeddings: {model!r} needs an OpenAI-compatible server (llm.provider: openai); leave it unset "
-            "for the offline vectors"
+            f"embeddings model {model!r} (themes.embeddings, induction.embeddings) needs an OpenAI-compatible server "
+            "(llm.provider: openai); leave it unset for the offline vectors"
         )
     where = endpoint(llm)
     return LLMRequest(

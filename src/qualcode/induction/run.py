@@ -10,11 +10,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from ..analysis import embeddings
 from ..coding.asker import Asked, Question, request_for
+from ..coding.cache import AnswerCache
 from ..coding.validate import AnswerValidator
-from ..config import InductionConfig, LLMConfig
+from ..config import InductionConfig, LimitsConfig, LLMConfig, Price
 from ..errors import QualcodeError
 from ..inputs.codebook import Codebook
 from ..records import CachedAnswer, Chunk, LLMRequest
@@ -163,6 +166,31 @@ def prepare(
     sampled = {c.doc_id for c in chosen}
     texts = {d: t for d, t in zip(documents["doc_id"], documents["text"], strict=True) if d in sampled}
     return Setup(chosen, templates, consolidate.offline(cfg.vector_dims, cfg.seed), extend, texts)
+
+
+class ProviderVectors:
+    """The candidates compared by `induction.embeddings`' vectors from the endpoint, through the answer cache (a text
+    embedded before is not sent again); remembers the texts, so their requests join the proposal's replay archive."""
+
+    def __init__(
+        self,
+        cfg: InductionConfig,
+        llm: LLMConfig,
+        cache: AnswerCache,
+        limits: LimitsConfig | None = None,
+        price: Price | None = None,
+    ):
+        self.cfg, self.llm, self.cache, self.limits, self.price = cfg, llm, cache, limits, price
+        self.texts: list[str] = []
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        model = self.cfg.embeddings
+        return embeddings.vectors(texts, model, self.llm, self.cache, self.limits, self.price,
+                                  self.cfg.vector_dims, self.cfg.seed)  # fmt: skip
+
+    def pairs(self) -> list[tuple[LLMRequest, CachedAnswer, str | None]]:
+        return list(embeddings.archived(self.texts, self.cfg.embeddings or "", self.llm, self.cache))
 
 
 def summary(asked: Sequence[Asked]) -> str:
