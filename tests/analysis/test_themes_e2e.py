@@ -7,6 +7,7 @@ added; the embedded model's run is a second, small one."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -48,6 +49,7 @@ def provider(tmp_path_factory):
         with gzip.open(results / "replay" / "answers.jsonl.gz", "rt") as fh:
             first["archive"] = [json.loads(line) for line in fh]
         first["methods"] = (results / "themes" / "methods.md").read_text()
+        first["hashes"] = json.loads((results / "manifest.json").read_text())["sha256"]["outputs"]
 
         # the same inputs again, the themes forced: nothing sent, the same bytes
         n_chat, n_embed = fake.count(), fake.embedding_requests
@@ -80,6 +82,12 @@ def test_the_default_run_writes_the_theme_tables_from_provider_embeddings(provid
     n, k = len(coded), len(themes)
     assert f"The {n} coded passages were represented by the embeddings of emb-1" in first["methods"]
     assert f"into {k} theme{'s' * (k != 1)}" in first["methods"]
+
+
+def test_the_manifest_hashes_the_theme_tables(provider):
+    first = provider["first"]
+    for name in THEME_TABLES:
+        assert first["hashes"][name] == hashlib.sha256(first["bytes"][f"{name}.parquet"]).hexdigest(), name
 
 
 def test_the_model_names_each_theme_once_and_its_questions_are_archived(provider):

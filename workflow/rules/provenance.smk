@@ -58,8 +58,12 @@ rule manifest:
         codebook=CFG.codebook,
         system=CFG.prompts["system"],
         user=CFG.prompts["user"],
-        # the themes' methods sentence joins the methods paragraph (themes.enabled)
+        # the themes' methods sentence joins the methods paragraph, and their tables the hashes (themes.enabled)
         themes_methods=(f"{RESULTS}/themes/methods.md" if CFG.themes.enabled else []),
+        **{
+            name: f"{RESULTS}/{name}.parquet"
+            for name in (THEME_TABLES if CFG.themes.enabled else ())
+        },
     output:
         manifest=f"{RESULTS}/manifest.json",
         methods=f"{RESULTS}/methods.md",

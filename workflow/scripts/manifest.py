@@ -12,7 +12,9 @@ from qualcode.reporting import methods, pages
 
 with logs.job(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-    names = (*tables.PUBLISHED, *tables.VALIDATION, "prevalence")
+    # `in inp` would look among the paths: the names are its keys (the theme tables are inputs when themes.enabled)
+    theme_tables = [n for n in tables.THEME_TABLES if n in inp.keys()]  # noqa: SIM118
+    names = (*tables.PUBLISHED, *tables.VALIDATION, "prevalence", *theme_tables)
     manifest = provenance.manifest(
         cfg=config.resolve(params.config),
         config_files=params.config_files,
