@@ -50,6 +50,10 @@ rule manifest:
             name: f"{RESULTS}/{name}.parquet"
             for name in (*TABLES, *VALIDATION_TABLES, "prevalence")
         },
+        **{
+            name: f"{RESULTS}/{name}.parquet"
+            for name in (THEME_TABLES if CFG.themes.enabled else ())
+        },
         answer_schema=f"{RESULTS}/codebook/answer.schema.json",
         archive=f"{RESULTS}/replay/answers.jsonl.gz",
         history=f"{RESULTS}/agreement_history.parquet",
@@ -60,10 +64,6 @@ rule manifest:
         user=CFG.prompts["user"],
         # the themes' methods sentence joins the methods paragraph, and their tables the hashes (themes.enabled)
         themes_methods=(f"{RESULTS}/themes/methods.md" if CFG.themes.enabled else []),
-        **{
-            name: f"{RESULTS}/{name}.parquet"
-            for name in (THEME_TABLES if CFG.themes.enabled else ())
-        },
     output:
         manifest=f"{RESULTS}/manifest.json",
         methods=f"{RESULTS}/methods.md",
