@@ -66,6 +66,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from qualcode.analysis.naming import SCHEMA as THEME_NAME_SCHEMA  # noqa: E402
+
 from fakeserver import FakeServer, generate_instance, request_schema  # noqa: E402
 from workflow_helpers import REPO, SNAKEMAKE, fake_config, scratch_copy, without_gold  # noqa: E402
 
@@ -97,12 +99,19 @@ class TimedServer(FakeServer):
         self.arrived: list[float] = []
         self.answered: list[float] = []
         self.peak_in_flight = 0
+        self.theme_names = 0  # requests naming themes (the themes stage), not in arrived/answered
         self._in_flight = 0
         self._times = threading.Lock()
 
     def _chat(self, handler: Any, body: dict[str, Any]) -> None:
+        # The themes stage names its themes after the coding, through the same server: those requests are counted
+        # apart, so that the coding window is the coding's alone
+        coding = request_schema(body) != THEME_NAME_SCHEMA
         with self._times:
-            self.arrived.append(time.monotonic())
+            if coding:
+                self.arrived.append(time.monotonic())
+            else:
+                self.theme_names += 1
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         try:
@@ -110,7 +119,8 @@ class TimedServer(FakeServer):
         finally:
             with self._times:
                 self._in_flight -= 1
-                self.answered.append(time.monotonic())
+                if coding:
+                    self.answered.append(time.monotonic())
 
     def mark(self) -> int:
         with self._times:
