@@ -110,6 +110,14 @@ def test_consolidation_merges_the_same_meaning_and_is_deterministic():
     assert consolidate.group_candidates(_frame(), 0.5, consolidate.offline(16, 0))[0] == groups
 
 
+def test_candidates_sharing_only_a_common_word_stay_apart():
+    # every candidate says "about": its own words must still tell it apart (leaving out words only one candidate
+    # uses, as a corpus's themes do, put all of them in one group)
+    pairs = [("masks ward", "masks"), ("kids", "kids"), ("drivers buses", "drivers"), ("queues", "queues")]
+    texts = [consolidate.candidate_text(label, f"about {word}") for label, word in pairs]
+    assert len(set(consolidate.cluster(texts, 0.8, consolidate.offline(64, 0)))) == 4
+
+
 def test_threshold_is_the_stated_cosine_distance():
     vectors = np.array([[1.0, 0.0], [np.cos(0.5), np.sin(0.5)], [0.0, 1.0]])
     d = consolidate.cosine_distances(vectors)

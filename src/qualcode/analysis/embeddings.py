@@ -37,17 +37,18 @@ def term_counts(texts: Sequence[str]) -> sparse.csr_matrix:
     return vectorizer.transform(texts).tocsr()
 
 
-def offline_vectors(texts: Sequence[str], dims: int = 64, seed: int = 0) -> np.ndarray:
+def offline_vectors(texts: Sequence[str], dims: int = 64, seed: int = 0, min_df: int = 2) -> np.ndarray:
     """Dense, L2-normalised float32 vectors of `dims` dimensions (fewer when there are fewer texts or shared terms),
-    the same for the same texts, dims and seed."""
-    return reduce_counts(term_counts(texts), dims, seed)
+    the same for the same texts, dims and seed. Terms in fewer than `min_df` texts are left out (see
+    `reduce_pieces`); a few short texts compared with each other (proposed codes) keep them all with `min_df=1`."""
+    return reduce_counts(term_counts(texts), dims, seed, min_df)
 
 
-def reduce_counts(counts: sparse.spmatrix, dims: int = 64, seed: int = 0) -> np.ndarray:
+def reduce_counts(counts: sparse.spmatrix, dims: int = 64, seed: int = 0, min_df: int = 2) -> np.ndarray:
     """TF-IDF weights over these rows, then a seeded truncated SVD to at most `dims` dimensions, rows normalised:
     `reduce_pieces` on one piece, so a few texts and a corpus stored by shard are reduced the same way."""
     counts = counts.tocsr()
-    return reduce_pieces(lambda: iter([counts]), dims, seed)
+    return reduce_pieces(lambda: iter([counts]), dims, seed, min_df=min_df)
 
 
 # -- stored by shard, reduced over all: bounded memory at any corpus size -------------------------------------------
@@ -81,7 +82,11 @@ def stored_matrix(terms: pa.ListArray | None, values: pa.ListArray) -> sparse.cs
 
 
 def reduce_pieces(
-    pieces: Callable[[], Iterator[sparse.csr_matrix]], dims: int = 64, seed: int = 0, tfidf: bool = True
+    pieces: Callable[[], Iterator[sparse.csr_matrix]],
+    dims: int = 64,
+    seed: int = 0,
+    tfidf: bool = True,
+    min_df: int = 2,
 ) -> np.ndarray:
     """Dense, L2-normalised float32 vectors of every row of `pieces()` (called once or twice; each call yields the
     same sparse matrices in the same order, e.g. one per shard read from disk), in bounded memory: the IDF weights
@@ -101,7 +106,7 @@ def reduce_pieces(
     if tfidf:
         # a term in one passage only cannot make two passages alike: left out, which keeps the reduction's matrices
         # small at any corpus size (most word pairs occur once)
-        shared = np.flatnonzero(df >= 2)
+        shared = np.flatnonzero(df >= min_df)
         if not shared.size:  # no two passages share a term (a few short texts): every row stays all zeros
             return np.zeros((n, 1), dtype=np.float32)
         idf = np.log((1 + n) / (1 + df[shared])) + 1
@@ -125,8 +130,11 @@ def reduce_pieces(
         offset += piece.shape[0]
     fit = sparse.vstack(sample).tocsr()
     used = np.unique(fit.indices).size
-    k = min(dims, fit.shape[0] - 1, used - 1)
-    if k < 1:  # one text, or texts sharing one term: nothing to reduce
+    # No more shared terms than dimensions asked (a few dozen proposed codes, a small corpus): the weighted rows
+    # themselves, exact, rather than an SVD squeezed below the data's own rank (it put 10 distinct candidate codes on
+    # one line). Otherwise up to one component per row fitted.
+    k = 0 if used <= dims else min(dims, fit.shape[0], used - 1)
+    if k < 1:
         keep = np.unique(fit.indices)
         out = [weighted(p)[:, keep].toarray() for p in pieces()] if used else [np.zeros((s, 1)) for s in sizes]
         return normalize(np.vstack(out)).astype(np.float32)

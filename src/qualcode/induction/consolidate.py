@@ -21,7 +21,9 @@ def candidate_text(label: str, definition: str) -> str:
 
 
 def offline(dims: int, seed: int) -> Vectoriser:
-    return lambda texts: offline_vectors(texts, dims, seed)
+    # every term counts: a word only one candidate uses makes it unlike the others (a corpus's themes leave such
+    # terms out for size; a few dozen candidates need not, and lose their differences if they do)
+    return lambda texts: offline_vectors(texts, dims, seed, min_df=1)
 
 
 def cosine_distances(vectors: np.ndarray) -> np.ndarray:
