@@ -100,6 +100,15 @@ def tables(workdir: Path, results: str = "results") -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(workdir / results / f"{name}.parquet") for name in TABLES}
 
 
+def coding_requests(server) -> int:
+    """Chat requests a fake server received, those naming themes (the themes stage, after the coding) left out."""
+    from qualcode.analysis.naming import SCHEMA
+
+    from fakeserver import request_schema
+
+    return sum(1 for body in server.requests if request_schema(body) != SCHEMA)
+
+
 def naming_keys(workdir: Path, results: str = "results") -> set[str]:
     """The cache keys of the themes' naming questions a run answered (themes.names), from the themes job's record
     of them (what the replay archive adds beside the coded chunks); empty when the themes were not named."""
