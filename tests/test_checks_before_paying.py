@@ -167,7 +167,9 @@ def own_run(tmp_path_factory):
                     "structured_output": "json_schema", "api_key_env": KEY_ENV},
             "cache_dir": str(tmp / "cache"),
         })  # fmt: skip
+        # every figure `--report` collects: the coding's, the methods page and the themes'
         targets = ["results/manifest.json", "results/report/code_frequencies.png", "results/report/methods.html"]
+        targets.append("results/report/themes_map.png")
         proc = run(work, *targets, "--configfile", str(own), env=ENV)
         sent = server.count()
         # the example's codings named on purpose: the run stops when parsed, before any request
