@@ -29,6 +29,7 @@ from workflow_helpers import (
     SNAKEMAKE,
     assert_invariants,
     fake_config,
+    naming_keys,
     run,
     scratch_copy,
     tables,
@@ -174,7 +175,7 @@ def test_the_example_through_the_slurm_executor(tmp_path, slurm, server, laptop_
     t = tables(wd)
     assert_invariants(t)
     assert (t["codings"].status == "coded").all()
-    assert server.count() - before == len(t["chunks"])
+    assert server.count() - before == len(t["chunks"]) + len(naming_keys(wd))  # a request per chunk, one per theme
     _same_coding_tables(wd, laptop_run)
     # every coding job ran as a SLURM job that submission made, and the manifest says where
     meta = _shard_meta(wd)
