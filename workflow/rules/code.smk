@@ -17,6 +17,11 @@ localrules:
     answer_schema,
     manifest,
     report_plots,
+    # light finishing work of the validation and themes stages (the history is kept outside results/, on this host)
+    disagreements,
+    agreement_history,
+    prevalence,
+    theme_plots,
 
 
 if not CODING_ON_COMPUTE and ON_CLUSTER:
