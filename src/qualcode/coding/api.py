@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -281,20 +281,21 @@ class OpenAIClient:
         self.ledger = ledger if ledger is not None and ledger.active else None
         self._client = sdk_client(cfg, cfg.max_response_bytes)
 
-    async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
-        """One HTTP request, counted against the shared limits before it leaves."""
-        ledger, max_out = self.ledger, kwargs["max_tokens"]
-        rid = await ledger.acquire(prompt_tokens + max_out, ledger.cost(prompt_tokens, max_out)) if ledger else None
+    async def _metered(
+        self, call: Callable[[], Awaitable[Any]], tokens: int, budget: float, paid: Callable[[Any], float]
+    ) -> Any:
+        """One HTTP request (`call`), counted against the shared limits before it leaves (`tokens`, at most `budget`)
+        and settled at what it cost (`paid` of the response), within llm.timeout_s; a body that is not JSON or no
+        complete answer in time is a BadResponse or AnswerTimeout (retried by `_retried`)."""
+        ledger = self.ledger
+        rid = await ledger.acquire(tokens, budget) if ledger else None
         cost = 0.0
         try:
             # A wall-clock bound on the whole request: the client's own timeout applies per read, so a server
             # dripping one byte a second would otherwise hold the request for ever.
-            resp = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), self.cfg.timeout_s)
-            if getattr(resp, "choices", None) is None:
-                raise BadResponse(_not_a_completion(resp))
+            resp = await asyncio.wait_for(call(), self.cfg.timeout_s)
             if ledger and resp.usage:
-                usage = resp.usage
-                cost = ledger.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached_tokens(usage))
+                cost = paid(resp)
             return resp
         except json.JSONDecodeError as exc:
             raise BadResponse(f"sent a body that is not JSON: {exc}") from None
@@ -303,6 +304,23 @@ class OpenAIClient:
         finally:
             if rid:
                 ledger.settle(rid, cost)
+
+    async def _send(self, kwargs: dict[str, Any], prompt_tokens: int) -> Any:
+        """One chat completion request, counted against the shared limits before it leaves."""
+        ledger, max_out = self.ledger, kwargs["max_tokens"]
+
+        async def call() -> Any:
+            resp = await self._client.chat.completions.create(**kwargs)
+            if getattr(resp, "choices", None) is None:
+                raise BadResponse(_not_a_completion(resp))
+            return resp
+
+        def paid(resp: Any) -> float:
+            usage = resp.usage
+            return ledger.cost(usage.prompt_tokens or 0, usage.completion_tokens or 0, cached_tokens(usage))
+
+        budget = ledger.cost(prompt_tokens, max_out) if ledger else 0.0
+        return await self._metered(call, prompt_tokens + max_out, budget, paid)
 
     async def complete(self, request: LLMRequest) -> Completion:
         kwargs = chat_kwargs(request)
@@ -315,29 +333,18 @@ class OpenAIClient:
         (a vector per text, in their order; the model served; prompt tokens; retries)."""
         tokens = sum(estimate_prompt_tokens([{"role": "user", "content": t}]) for t in texts) if self.ledger else 0
 
-        async def send() -> Any:
+        async def call() -> Any:
+            resp = await self._client.embeddings.create(model=model, input=texts, encoding_format="float")
+            data = getattr(resp, "data", None)
+            if not isinstance(data, list) or len(data) != len(texts):
+                raise BadResponse(f"sent {len(data) if isinstance(data, list) else 'no'} embeddings for "
+                                  f"{len(texts)} texts")  # fmt: skip
+            return resp
+
+        def send() -> Awaitable[Any]:
             ledger = self.ledger
-            rid = await ledger.acquire(tokens, ledger.cost(tokens, 0)) if ledger else None
-            cost = 0.0
-            try:
-                resp = await asyncio.wait_for(
-                    self._client.embeddings.create(model=model, input=texts, encoding_format="float"),
-                    self.cfg.timeout_s,
-                )
-                data = getattr(resp, "data", None)
-                if not isinstance(data, list) or len(data) != len(texts):
-                    raise BadResponse(f"sent {len(data) if isinstance(data, list) else 'no'} embeddings for "
-                                      f"{len(texts)} texts")  # fmt: skip
-                if ledger and resp.usage:
-                    cost = ledger.cost(resp.usage.prompt_tokens or 0, 0)
-                return resp
-            except json.JSONDecodeError as exc:
-                raise BadResponse(f"sent a body that is not JSON: {exc}") from None
-            except TimeoutError:
-                raise AnswerTimeout(f"no complete answer within llm.timeout_s ({self.cfg.timeout_s:g} s)") from None
-            finally:
-                if rid:
-                    ledger.settle(rid, cost)
+            budget = ledger.cost(tokens, 0) if ledger else 0.0
+            return self._metered(call, tokens, budget, lambda resp: ledger.cost(resp.usage.prompt_tokens or 0, 0))
 
         resp, retries = await self._retried(send, model)
         ordered = sorted(resp.data, key=lambda d: d.index)
